@@ -1,0 +1,54 @@
+"""fastprop's backends: one contract (:mod:`.base`) and one thin module per backend.
+
+Built-in backends are registered here by name and imported only when first used, so a missing
+optional package (numba, cupy) costs nothing until somebody asks for that backend.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .base import Backend
+from .registry import (
+    BackendError,
+    BackendStatus,
+    BackendUnavailableError,
+    available_backends,
+    backend_names,
+    current,
+    get_backend,
+    get_dtype,
+    load_backend,
+    register_backend,
+    resolve_dtype,
+    set_backend,
+    use_backend,
+)
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendStatus",
+    "BackendUnavailableError",
+    "available_backends",
+    "backend_names",
+    "current",
+    "get_backend",
+    "get_dtype",
+    "load_backend",
+    "register_backend",
+    "resolve_dtype",
+    "set_backend",
+    "use_backend",
+]
+
+
+def _builtin(module: str):
+    def factory() -> Backend:
+        return import_module(f"{__name__}.{module}").create()
+
+    return factory
+
+
+for _name in ("numpy", "numba", "cupy"):
+    register_backend(_name, _builtin(f"{_name}_backend"))

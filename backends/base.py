@@ -1,0 +1,182 @@
+"""The backend contract: every array operation fastprop's layers need, as NumPy reference code.
+
+A backend is an object with an array module ``xp`` (``numpy``, ``cupy``, ...) and the methods below.
+The methods here are written once on ``self.xp`` and are the reference implementations: a new
+backend subclasses :class:`Backend`, sets ``xp``, and overrides only the kernels it speeds up,
+calling ``super()`` for the cases (dtypes, shapes) its kernels do not handle.
+
+Conventions for every method:
+
+* Arrays are row-major batches: ``x`` is ``(batch, n_in)``, weights ``W`` are ``(n_out, n_in)``,
+  biases ``b`` are ``(1, n_out)``, outputs ``(batch, n_out)``.
+* Every array passed in already belongs to this backend and has the working dtype (float32 or
+  float64); methods never change the dtype of what they are given.
+* ``dW`` and ``db`` arguments are gradient buffers owned by a layer. With ``accumulate=True`` the
+  method adds into them (the notebook's "gradients accumulate until ``zero_gradients``"); with
+  ``accumulate=False`` it overwrites them, which saves a pass right after ``zero_gradients``.
+* Input gradients are computed only when ``need_dx`` is true; otherwise the method returns ``None``.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+
+class Backend:
+    """NumPy reference implementation of the fastprop backend contract."""
+
+    #: Registered name, set by :func:`fastprop.backends.register_backend`.
+    name: str = "numpy"
+    #: The array module the layers compute with.
+    xp = numpy
+
+    # ------------------------------------------------------------------ information and transfer
+
+    def info(self) -> dict:
+        """Return ``{"version": str, "device": str}`` describing what this backend runs on."""
+        return {"version": f"numpy {numpy.__version__}", "device": "cpu"}
+
+    def synchronize(self) -> None:
+        """Block until queued work is done (a no-op on the CPU; GPU timings need it)."""
+
+    def is_native(self, array) -> bool:
+        """True when ``array`` is this backend's own array type."""
+        return isinstance(array, self.xp.ndarray)
+
+    def asarray(self, data, dtype=None):
+        """Copy host data (NumPy arrays, lists, scalars) onto this backend, converted to ``dtype``."""
+        return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, array) -> numpy.ndarray:
+        """Return ``array`` as a host NumPy array (no copy when it already is one)."""
+        return numpy.asarray(array)
+
+    def zeros(self, shape, dtype):
+        """A new zero-filled array of ``shape`` and ``dtype``."""
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def random_normal(self, rng: numpy.random.Generator, shape, sigma: float, dtype):
+        """Normal(0, sigma) samples of ``shape`` drawn from the host generator ``rng``.
+
+        Drawing on the host makes a seeded network identical on every backend.
+        """
+        return self.asarray(rng.normal(0.0, sigma, size=shape), dtype=dtype)
+
+    def random_uniform(self, rng: numpy.random.Generator, shape, dtype):
+        """Uniform[0, 1) samples of ``shape`` from the host generator ``rng`` (dropout masks)."""
+        return self.asarray(rng.random(size=shape), dtype=dtype)
+
+    def permutation(self, rng: numpy.random.Generator, n: int):
+        """A random permutation of ``range(n)`` as a backend index array (epoch shuffling)."""
+        return self.asarray(rng.permutation(n))
+
+    def take_rows(self, array, indices, out=None):
+        """``array[indices]`` along axis 0, written into ``out`` when given (batch gathering)."""
+        return self.xp.take(array, indices, axis=0, out=out)
+
+    # ------------------------------------------------------------------ linear layer
+
+    def linear_forward(self, x, W, b):
+        """Return ``z = x @ W.T + b`` with shape ``(batch, n_out)``."""
+        z = x @ W.T
+        z += b
+        return z
+
+    def linear_backward(self, x, W, dz, dW, db, *, accumulate=True, need_dx=True):
+        """Given ``dz = dL/dz``, add ``dz.T @ x`` to ``dW`` and ``dz.sum(0)`` to ``db``.
+
+        Returns ``dx = dz @ W`` of shape ``(batch, n_in)`` when ``need_dx``, else ``None``.
+        """
+        if accumulate:
+            dW += dz.T @ x
+            db += dz.sum(axis=0, keepdims=True)
+        else:
+            self.xp.matmul(dz.T, x, out=dW)
+            self.xp.sum(dz, axis=0, keepdims=True, out=db)
+        return dz @ W if need_dx else None
+
+    # ------------------------------------------------------------------ activations
+
+    def sigmoid(self, z):
+        """Return ``1 / (1 + exp(-z))`` (no overflow warnings for large ``|z|``)."""
+        xp = self.xp
+        with numpy.errstate(over="ignore"):
+            p = xp.exp(-z)
+        p += 1
+        return xp.reciprocal(p, out=p)
+
+    def sigmoid_backward(self, p, dp):
+        """Given the sigmoid's output ``p`` and ``dp = dL/dp``, return ``dL/dz = dp * p * (1 - p)``."""
+        return dp * p * (1 - p)
+
+    def relu(self, z):
+        """Return ``max(z, 0)``."""
+        return self.xp.maximum(z, 0)
+
+    def relu_backward(self, y, dy):
+        """Given the ReLU's output ``y`` and ``dy``, return ``dy`` where ``y > 0`` and 0 elsewhere."""
+        return dy * (y > 0)
+
+    def tanh(self, z):
+        """Return ``tanh(z)``."""
+        return self.xp.tanh(z)
+
+    def tanh_backward(self, y, dy):
+        """Given the tanh's output ``y`` and ``dy``, return ``dy * (1 - y**2)``."""
+        return dy * (1 - y * y)
+
+    def softmax(self, z):
+        """Row-wise softmax of ``z`` (shifted by the row maximum, so it never overflows)."""
+        xp = self.xp
+        e = xp.exp(z - z.max(axis=1, keepdims=True))
+        e /= e.sum(axis=1, keepdims=True)
+        return e
+
+    def softmax_backward(self, s, ds):
+        """Exact Jacobian-vector product of the softmax: ``s * (ds - sum(ds * s, axis=1))``."""
+        return s * (ds - (ds * s).sum(axis=1, keepdims=True))
+
+    def log_softmax(self, z):
+        """Row-wise ``log(softmax(z))`` computed without forming the softmax."""
+        xp = self.xp
+        shifted = z - z.max(axis=1, keepdims=True)
+        shifted -= xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        return shifted
+
+    # ------------------------------------------------------------------ fused kernels
+
+    def linear_sigmoid_forward(self, x, W, b):
+        """Fused ``sigmoid(x @ W.T + b)``: the forward pass of a Linear followed by a Sigmoid."""
+        return self.sigmoid(self.linear_forward(x, W, b))
+
+    def linear_sigmoid_backward(self, x, W, p, dp, dW, db, *, accumulate=True, need_dx=True):
+        """Fused backward of Linear+Sigmoid: ``dz = dp * p * (1 - p)``, then as :meth:`linear_backward`."""
+        return self.linear_backward(
+            x, W, self.sigmoid_backward(p, dp), dW, db, accumulate=accumulate, need_dx=need_dx
+        )
+
+    def sigmoid_mse_gradient(self, p, t):
+        """Gradient of ``sum(1/2 (t - p)**2)`` with respect to the pre-activation of ``p = sigmoid(z)``."""
+        return (p - t) * p * (1 - p)
+
+    def softmax_cross_entropy(self, z, t):
+        """Per-element cross-entropy of targets ``t`` against ``softmax(z)``: ``-t * log_softmax(z)``."""
+        return -t * self.log_softmax(z)
+
+    def softmax_cross_entropy_gradient(self, z, t):
+        """Gradient of ``sum(-t * log_softmax(z))`` with respect to the logits ``z``.
+
+        Equals ``softmax(z) - t`` for one-hot rows; written as ``softmax(z) * sum(t) - t`` so it is
+        exact for any target rows.
+        """
+        return self.softmax(z) * t.sum(axis=1, keepdims=True) - t
+
+    # ------------------------------------------------------------------ parameter updates
+
+    def sgd_update(self, param, grad, learning_rate: float) -> None:
+        """In place: ``param -= learning_rate * grad``."""
+        param -= learning_rate * grad
+
+    def fill(self, array, value: float) -> None:
+        """In place: set every element of ``array`` to ``value``."""
+        array.fill(value)

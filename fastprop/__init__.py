@@ -1,0 +1,40 @@
+"""fastprop: backpropagation done right and fast, on NumPy, Numba or CuPy.
+
+The seed notebook's classes keep their names and signatures::
+
+    from fastprop import Network, Linear, Sigmoid, MeanSquareError, train
+    net = Network([Linear(784, 10), Sigmoid()])
+    train(net, MeanSquareError(), 100, 600, 1e-4)
+
+``fastprop.set_backend("numba")`` (or ``"cupy"``) makes every layer built afterwards compute there.
+"""
+
+from __future__ import annotations
+
+from .backends import (
+    BackendError,
+    BackendUnavailableError,
+    available_backends,
+    get_backend,
+    get_dtype,
+    register_backend,
+    set_backend,
+    use_backend,
+)
+from .costs import Cost, CrossEntropy, MeanSquareError, SoftmaxCrossEntropy
+from .functions import sigmoid_derivative, sigmoid_function, vectorize
+from .gradcheck import GradcheckResult, gradcheck
+from .history import History
+from .layers import Layer, Linear, Network, Parameter, ReLU, Sigmoid, SoftMax, Tanh
+from .seeding import seed
+from .training import predict, train, validate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError", "BackendUnavailableError", "Cost", "CrossEntropy", "GradcheckResult", "History",
+    "Layer", "Linear", "MeanSquareError", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax",
+    "SoftmaxCrossEntropy", "Tanh", "available_backends", "get_backend", "get_dtype", "gradcheck",
+    "predict", "register_backend", "seed", "set_backend", "sigmoid_derivative", "sigmoid_function",
+    "train", "use_backend", "validate", "vectorize",
+]

@@ -1,0 +1,357 @@
+"""MNIST and Fashion-MNIST: read IDX files, find or download them, and split them for training.
+
+A dataset is four IDX files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; the uncompressed names without
+``.gz`` are accepted too). The first folder that holds all four is used, searched in this order:
+
+1. the ``path`` argument, when given;
+2. ``$FASTPROP_DATA/<name>/``, then ``$FASTPROP_DATA/`` itself;
+3. the cache folder ``cache_dir()/<name>/`` (``$FASTPROP_CACHE``, else the user cache folder);
+4. ``<folder>/<name>/`` for each folder in ``SYSTEM_PATHS`` (Debian's ``dataset-fashion-mnist``
+   package installs ``/usr/share/datasets/fashion-mnist``);
+5. when ``download`` is true, the files still missing from the cache folder are downloaded from
+   the dataset's mirrors, each checked against its SHA-256 before it is moved into place.
+
+``<name>`` is ``mnist`` or ``fashion-mnist``. Local files are trusted if they parse as IDX arrays
+of the right shape; only downloads are checked against the checksums.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import struct
+import tempfile
+import urllib.request
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy
+import platformdirs
+from tqdm import tqdm
+
+__all__ = [
+    "DATASETS", "SYSTEM_PATHS", "DatasetError", "DatasetNotFoundError", "DatasetSpec", "RawDataset",
+    "cache_dir", "load_data", "load_fashion_mnist", "load_mnist", "load_test_data", "one_hot",
+    "read_idx", "write_idx",
+]
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, damaged or not what it should be."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """No folder holds the dataset's files and they could not be downloaded."""
+
+
+# IDX type code -> element type; IDX stores multi-byte numbers big-endian.
+_IDX_TYPES = {
+    0x08: numpy.dtype("u1"), 0x09: numpy.dtype("i1"), 0x0B: numpy.dtype(">i2"),
+    0x0C: numpy.dtype(">i4"), 0x0D: numpy.dtype(">f4"), 0x0E: numpy.dtype(">f8"),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_REMEDY = "replace it with the original file, or delete it so it is downloaded again"
+
+
+def read_idx(path) -> numpy.ndarray:
+    """Read an IDX file (gzip-compressed or raw) into a native-endian, writable NumPy array.
+
+    Compression is detected from the file's first bytes, not its name. Raises ``DatasetError``
+    when the gzip stream is corrupt, the header is not IDX, or the payload is not exactly as
+    long as the header's dimensions say.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DatasetError(f"{path} should be a gzip-compressed IDX file but its gzip stream "
+                               f"is damaged ({error}); {_REMEDY}.") from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_TYPES or not 1 <= data[3] <= 4:
+        raise DatasetError(f"{path} should start with an IDX header (two zero bytes, a type code "
+                           f"in {sorted(hex(code) for code in _IDX_TYPES)} and a rank 1 to 4) but "
+                           f"starts with {data[:4].hex(' ') or 'nothing'}; {_REMEDY}.")
+    dtype, rank = _IDX_TYPES[data[2]], data[3]
+    header = 4 + 4 * rank
+    if len(data) < header:
+        raise DatasetError(f"{path} should hold {rank} dimension sizes after its magic number but "
+                           f"ends after {len(data)} bytes; {_REMEDY}.")
+    shape = struct.unpack(f">{rank}I", data[4:header])
+    expected = math.prod(shape) * dtype.itemsize
+    found = len(data) - header
+    if found != expected:
+        problem = "is truncated" if found < expected else "has trailing data"
+        raise DatasetError(f"{path} {problem}: its header promises {expected} bytes of "
+                           f"{dtype.name} data for shape {shape} but {found} follow; {_REMEDY}.")
+    array = numpy.frombuffer(data, dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))  # a copy: writable and native-endian
+
+
+def write_idx(path, array, compress=None) -> None:
+    """Write ``array`` as an IDX file, atomically; gzip it when ``compress`` is true.
+
+    ``compress=None`` compresses when the name ends in ``.gz``. The array's rank must be 1 to 4
+    and its dtype one IDX supports: uint8, int8, int16, int32, float32 or float64.
+    """
+    path, array = Path(path), numpy.asarray(array)
+    codes = {dtype.newbyteorder("="): code for code, dtype in _IDX_TYPES.items()}
+    code = codes.get(array.dtype.newbyteorder("="))
+    if code is None or not 1 <= array.ndim <= 4:
+        raise ValueError(f"write_idx({path}) needs an array of rank 1 to 4 with dtype uint8, int8, "
+                         f"int16, int32, float32 or float64, but got rank {array.ndim} "
+                         f"{array.dtype}; convert it with array.astype(...) first.")
+    data = (struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape)
+            + array.astype(_IDX_TYPES[code], copy=False).tobytes())
+    if path.name.endswith(".gz") if compress is None else compress:
+        data = gzip.compress(data, mtime=0)  # mtime=0: the same array always gives the same bytes
+    with _atomic_file(path) as file:
+        file.write(data)
+
+
+@contextmanager
+def _atomic_file(path: Path):
+    """Yield a temporary file beside ``path`` that replaces it only if the block succeeds.
+
+    Readers never see a half-written file, and a failure leaves nothing behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part",
+                                       delete=False)
+    try:
+        with file:
+            yield file
+        os.replace(file.name, path)
+    except BaseException:
+        os.unlink(file.name)
+        raise
+
+
+# The four files of a dataset, in the order of RawDataset's fields.
+FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IMAGE_SHAPE = (28, 28)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset comes from: its title, the SHA-256 of each file in ``FILES``, its mirrors
+    (base URLs ending in ``/``) and the Debian package that installs it, if any."""
+
+    title: str
+    sha256: dict
+    mirrors: tuple
+    apt_package: str | None = None
+
+
+DATASETS = {
+    "mnist": DatasetSpec(
+        title="MNIST",
+        sha256={
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    ),
+    "fashion-mnist": DatasetSpec(
+        title="Fashion-MNIST",
+        sha256={
+            "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+            "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+            "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+            "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+        },
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                 "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+        apt_package="dataset-fashion-mnist",
+    ),
+}
+
+# Folders where system packages install datasets, each holding one subfolder per dataset name.
+SYSTEM_PATHS = (Path("/usr/share/datasets"),)
+
+# Replaced in tests so that no test reaches the network.
+_urlopen = urllib.request.urlopen
+_TIMEOUT = 30  # seconds without data before a mirror counts as failed
+
+
+class RawDataset(NamedTuple):
+    """The four arrays of a dataset as stored: uint8 images (N, 28, 28) and uint8 labels (N,)."""
+
+    train_images: numpy.ndarray
+    train_labels: numpy.ndarray
+    test_images: numpy.ndarray
+    test_labels: numpy.ndarray
+
+
+def cache_dir() -> Path:
+    """The folder downloads go to: ``$FASTPROP_CACHE`` if set, else the user cache folder."""
+    return Path(os.environ.get("FASTPROP_CACHE") or platformdirs.user_cache_dir("fastprop"))
+
+
+def load_mnist(path=None, *, download=True) -> RawDataset:
+    """Load MNIST as stored, searching the places listed in this module's docstring."""
+    return _load_raw("mnist", path, download)
+
+
+def load_fashion_mnist(path=None, *, download=True) -> RawDataset:
+    """Load Fashion-MNIST as stored, searching the places listed in this module's docstring."""
+    return _load_raw("fashion-mnist", path, download)
+
+
+def one_hot(labels, n_classes=10, dtype=numpy.float32) -> numpy.ndarray:
+    """Encode integer ``labels`` of shape (N,) as rows of shape (N, n_classes) with a single 1."""
+    labels = numpy.asarray(labels)
+    if labels.ndim != 1 or not numpy.issubdtype(labels.dtype, numpy.integer):
+        raise ValueError(f"one_hot needs a 1-D array of integer labels, but got a {labels.ndim}-D "
+                         f"{labels.dtype} array; pass the labels as read from the labels file.")
+    if labels.size and not 0 <= labels.min() <= labels.max() < n_classes:
+        raise ValueError(f"one_hot needs labels from 0 to {n_classes - 1}, but they range from "
+                         f"{labels.min()} to {labels.max()}; check the labels file or n_classes.")
+    encoded = numpy.zeros((len(labels), n_classes), dtype=dtype)
+    encoded[numpy.arange(len(labels)), labels] = 1
+    return encoded
+
+
+def load_data(dataset="mnist", path=None, *, seed=0, dtype=numpy.float32, download=True):
+    """Return ``(train_images, train_labels, validation_images, validation_labels)``.
+
+    The official training file is shuffled with ``numpy.random.default_rng(seed)`` and split
+    5:1, which gives 50,000 training and 10,000 validation rows for the 60,000 images. Images
+    are flattened to (N, 784) and scaled to [0, 1]; labels are one-hot (N, 10); both ``dtype``.
+    """
+    raw = _load_raw(_dataset_name(dataset), path, download)
+    order = numpy.random.default_rng(seed).permutation(len(raw.train_images))
+    # Shuffle the uint8 arrays: a quarter of the memory traffic of shuffling float32 ones.
+    images, labels = _prepare(raw.train_images[order], raw.train_labels[order], dtype)
+    n_train = round(len(images) * 5 / 6)
+    return images[:n_train], labels[:n_train], images[n_train:], labels[n_train:]
+
+
+def load_test_data(dataset="mnist", path=None, *, dtype=numpy.float32, download=True):
+    """Return ``(test_images, test_labels)``, the official test set prepared like ``load_data``."""
+    raw = _load_raw(_dataset_name(dataset), path, download)
+    return _prepare(raw.test_images, raw.test_labels, dtype)
+
+
+def _dataset_name(dataset: str) -> str:
+    name = str(dataset).lower().replace("_", "-")
+    if name not in DATASETS:
+        raise DatasetError(f"Unknown dataset {dataset!r}; expected one of "
+                           f"{', '.join(map(repr, DATASETS))}.")
+    return name
+
+
+def _prepare(images, labels, dtype):
+    if not numpy.issubdtype(dtype, numpy.floating):
+        raise ValueError(f"Images are scaled to [0, 1], so dtype must be a floating type, but got "
+                         f"{numpy.dtype(dtype)}; pass e.g. dtype=numpy.float32.")
+    flat = images.reshape(len(images), -1).astype(dtype)
+    flat /= 255
+    return flat, one_hot(labels, 10, dtype)
+
+
+def _load_raw(name: str, path, download: bool) -> RawDataset:
+    spec = DATASETS[name]
+    searched = []
+    for folder in _search_folders(name, path):
+        files = _files_in(folder)
+        missing = [file for file, found in zip(FILES, files) if found is None]
+        if not missing:
+            return _read_dataset(spec, files)
+        problem = "missing " + ", ".join(missing) if folder.is_dir() else "no such folder"
+        searched.append(f"{folder} ({problem})")
+    if not download:
+        _not_found(spec, searched, "downloading was switched off (download=False)")
+    cache = cache_dir() / name
+    for file, found in zip(FILES, _files_in(cache)):
+        if found is None:  # files already in the cache are never touched
+            failures = _download(spec, file, cache / file)
+            if failures:
+                _not_found(spec, searched, f"downloading {file} failed from {'; '.join(failures)}")
+    return _read_dataset(spec, _files_in(cache))
+
+
+def _search_folders(name: str, path) -> list:
+    folders = [Path(path)] if path is not None else []
+    if os.environ.get("FASTPROP_DATA"):
+        data = Path(os.environ["FASTPROP_DATA"])
+        folders += [data / name, data]
+    folders.append(cache_dir() / name)
+    folders += [Path(system) / name for system in SYSTEM_PATHS]
+    return list(dict.fromkeys(folders))  # drop repeats, keep the order
+
+
+def _files_in(folder: Path) -> list:
+    """For each of FILES, its path in ``folder`` (compressed name first, then raw) or None."""
+    found = []
+    for file in FILES:
+        candidates = [folder / file, folder / file.removesuffix(".gz")]
+        found.append(next((c for c in candidates if c.is_file()), None))
+    return found
+
+
+def _read_dataset(spec: DatasetSpec, files: list) -> RawDataset:
+    arrays = [read_idx(file) for file in files]
+    for index in (0, 2):
+        images, labels = arrays[index], arrays[index + 1]
+        image_file, label_file = files[index], files[index + 1]
+        if images.dtype != numpy.uint8 or images.shape[1:] != IMAGE_SHAPE:
+            raise DatasetError(f"{image_file} should hold {spec.title} images of shape (N, 28, 28) "
+                               f"uint8 but holds {images.shape} {images.dtype}; {_REMEDY}.")
+        if labels.dtype != numpy.uint8 or labels.shape != images.shape[:1]:
+            raise DatasetError(f"{label_file} should hold {len(images)} uint8 labels, one per "
+                               f"image in {image_file.name}, but holds {labels.shape} "
+                               f"{labels.dtype}; {_REMEDY}.")
+    return RawDataset(*arrays)
+
+
+def _download(spec: DatasetSpec, file: str, target: Path) -> list:
+    """Fetch ``file`` into ``target`` from the first mirror that serves the right bytes.
+
+    Returns one "url (error)" entry per failed mirror, or an empty list on success.
+    """
+    failures = []
+    for mirror in spec.mirrors:
+        url = mirror + file
+        try:
+            with _atomic_file(target) as output, _urlopen(url, timeout=_TIMEOUT) as response:
+                digest = _copy_hashing(response, output, file)
+                if digest != spec.sha256[file]:
+                    raise DatasetError(f"SHA-256 {digest} instead of {spec.sha256[file]}")
+            return []
+        except (OSError, http.client.HTTPException, DatasetError) as error:
+            failures.append(f"{url} ({error})")
+    return failures
+
+
+def _copy_hashing(response, output, label: str) -> str:
+    digest = hashlib.sha256()
+    total = getattr(response, "headers", {}).get("Content-Length")
+    with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=label,
+              leave=False, disable=None) as progress:  # disable=None: silent when not a terminal
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            output.write(chunk)
+            progress.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _not_found(spec: DatasetSpec, searched: list, download_note: str):
+    fixes = ["put the four files in a folder and set FASTPROP_DATA=/folder/with/the/files",
+             "run once where the network is reachable so they are downloaded"]
+    if spec.apt_package:
+        fixes.insert(0, f"install them with 'apt-get install {spec.apt_package}'")
+    raise DatasetNotFoundError(f"Could not find the {spec.title} files: searched "
+                               f"{'; '.join(searched)}, and {download_note}; to fix this, "
+                               f"{', or '.join(fixes)}.")
