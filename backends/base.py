@@ -39,6 +39,25 @@ class Backend:
     def synchronize(self) -> None:
         """Block until queued work is done (a no-op on the CPU; GPU timings need it)."""
 
+    def warmup(self, dtype) -> float:
+        """Compile or load whatever this backend compiles for ``dtype``; return the seconds it took.
+
+        The reference backend compiles nothing. JIT backends run their kernels once on tiny inputs
+        here so that the first training step is not charged with compilation.
+        """
+        return 0.0
+
+    def compile_epoch(self, net, cost_function, images, targets, batch_size):
+        """An optional fast path that runs a whole training epoch without per-batch Python.
+
+        Return ``None`` (the reference does) to let :func:`fastprop.train` run its step loop, or a
+        callable ``run(order, learning_rate) -> total_cost`` that performs exactly the step loop's
+        updates for the batches ``order[i * batch_size:(i + 1) * batch_size]`` of the backend arrays
+        ``images`` and ``targets``, leaving parameters and gradients as the step loop would, and
+        returns the summed cost of the epoch as a backend scalar. Only used with plain SGD.
+        """
+        return None
+
     def is_native(self, array) -> bool:
         """True when ``array`` is this backend's own array type."""
         return isinstance(array, self.xp.ndarray)

@@ -82,26 +82,35 @@ def train(
     target_buffer = backend.zeros((full,) + targets.shape[1:], dtype)
     rng = numpy.random.default_rng(seed)
     step = optimizer.step if optimizer is not None else None
+    fast_epoch = None
+    if step is None:
+        fast_epoch = backend.compile_epoch(net, cost_function, images, targets, batch_size)
     history = History()
 
     for epoch in range(1, number_epochs + 1):
         net.train()
         started = time.perf_counter()
         order = backend.permutation(rng, n)
-        total = 0.0
-        for start, stop in tqdm(batches, desc=f"training, e={epoch}", disable=quiet, leave=False):
-            index = order[start:stop]
-            whole = stop - start == full
-            x = backend.take_rows(images, index, out=image_buffer if whole else None)
-            t = backend.take_rows(targets, index, out=target_buffer if whole else None)
-            net.zero_gradients()
-            prediction = net.forward(x)
-            total += cost_function.estimate(prediction, t).sum(dtype=numpy.float64)
-            net.backward(cost_function.gradient(prediction, t))
-            if step is None:
-                net.update_parameters(learning_rate)
+        with tqdm(total=len(batches), desc=f"training, e={epoch}", disable=quiet, leave=False) as bar:
+            if fast_epoch is not None:
+                total = fast_epoch(order, learning_rate)
+                bar.update(len(batches))
             else:
-                step(net, learning_rate)
+                total = 0.0
+                for start, stop in batches:
+                    index = order[start:stop]
+                    whole = stop - start == full
+                    x = backend.take_rows(images, index, out=image_buffer if whole else None)
+                    t = backend.take_rows(targets, index, out=target_buffer if whole else None)
+                    net.zero_gradients()
+                    prediction = net.forward(x)
+                    total += cost_function.estimate(prediction, t).sum(dtype=numpy.float64)
+                    net.backward(cost_function.gradient(prediction, t))
+                    if step is None:
+                        net.update_parameters(learning_rate)
+                    else:
+                        step(net, learning_rate)
+                    bar.update()
         backend.synchronize()
         seconds = time.perf_counter() - started
         cost = float(total) / n
