@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy
 
+from .datasets import one_hot
+
 
 def sigmoid_function(x):
     """The logistic function ``1 / (1 + exp(-x))``, elementwise."""
@@ -21,9 +23,5 @@ def sigmoid_derivative(x):
 def vectorize(labels, n_classes=10, dtype=numpy.float64):
     """One-hot rows for integer class labels: an int gives shape ``(n_classes,)``, N labels ``(N, n_classes)``."""
     labels = numpy.asarray(labels)
-    if labels.dtype.kind not in "iu" or labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(
-            f"vectorize needs integer labels in [0, {n_classes}), got dtype {labels.dtype} "
-            f"with values in [{labels.min() if labels.size else '-'}, {labels.max() if labels.size else '-'}]."
-        )
-    return numpy.eye(n_classes, dtype=dtype)[labels]
+    encoded = one_hot(labels.reshape(-1), n_classes, dtype)
+    return encoded[0] if labels.ndim == 0 else encoded

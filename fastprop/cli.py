@@ -1,0 +1,131 @@
+"""The ``fastprop`` command: ``train``, ``backends`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import numpy
+
+from . import backends as _backends
+from .models import MODELS
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_train(commands):
+    parser = commands.add_parser(
+        "train",
+        help="train a model with the notebook's output, then report test accuracy",
+        description="Train a model; per-epoch lines as in the notebook, then the test accuracy.",
+    )
+    parser.add_argument("--backend", default=None, help="backend name (default: FASTPROP_BACKEND or numpy)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="seed")
+    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    parser.add_argument("--data-dir", default=None, help="folder holding the four IDX files")
+    parser.add_argument("--epochs", type=_positive(int), default=None, help="default: the model's")
+    parser.add_argument("--batch-size", type=_positive(int), default=None, help="default: the model's")
+    parser.add_argument("--learning-rate", type=_positive(float), default=None, help="default: the model's")
+    parser.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and the split")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_train)
+
+
+def _train(args, parser) -> int:
+    from .datasets import DatasetError, load_data, load_test_data
+    from .training import train, validate
+
+    spec = MODELS[args.model]
+    selection = _backends.current()
+    backend_name = args.backend or selection.backend.name
+    dtype = args.dtype or selection.dtype
+    try:
+        data = load_data(args.dataset, args.data_dir, seed=args.seed)
+        test_images, test_labels = load_test_data(args.dataset, args.data_dir)
+    except DatasetError as error:
+        parser.error(str(error))
+    with _backends.use_backend(backend_name, dtype):
+        net = spec.build(rng=args.seed)
+        history = train(
+            net, spec.cost(),
+            args.epochs or spec.epochs,
+            args.batch_size or spec.batch_size,
+            args.learning_rate or spec.learning_rate,
+            data=data, seed=args.seed, quiet=args.quiet,
+        )
+        accuracy = validate(net, test_images, test_labels, 10000)
+    print("test accuracy=%2.6f" % accuracy)
+    print(
+        "training throughput=%.0f samples/s (median over %d epochs, %s backend, %s)"
+        % (statistics.median(history.samples_per_second), len(history), backend_name, numpy.dtype(dtype).name)
+    )
+    return 0
+
+
+def _add_backends(commands):
+    parser = commands.add_parser("backends", help="list the backends, whether they run here, and why not")
+    parser.add_argument("--no-warmup", action="store_true", help="skip measuring compile time")
+    parser.set_defaults(handler=_list_backends)
+
+
+def _list_backends(args, parser) -> int:
+    rows = [("backend", "available", "version", "device", "first-call compile", "reason")]
+    for name, status in _backends.available_backends().items():
+        compile_time = "-"
+        if status.available and not args.no_warmup:
+            compile_time = "%.2f s" % _backends.load_backend(name).warmup(numpy.float32)
+        rows.append((
+            name, "yes" if status.available else "no", status.version or "-",
+            status.device or "-", compile_time, status.reason or "",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def _add_bench(commands):
+    from . import bench
+
+    parser = commands.add_parser("bench", help="throughput of every backend on the MNIST batch-600 workloads")
+    bench.add_arguments(parser)
+    parser.set_defaults(handler=lambda args, parser: bench.command(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastprop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train(commands)
+    _add_backends(commands)
+    _add_bench(commands)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args, parser)
+    except (_backends.BackendError, _backends.BackendUnavailableError, ValueError) as error:
+        parser.error(str(error))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

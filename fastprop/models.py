@@ -1,0 +1,49 @@
+"""Ready-made networks: the notebook's ``seed`` model and the recommended Task 5 ``mlp``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .costs import MeanSquareError, SoftmaxCrossEntropy
+from .layers import Linear, Network, ReLU, Sigmoid
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one model and the training settings it is meant to be used with."""
+
+    description: str
+    build: object
+    cost: object
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str = "sgd"
+    options: dict = field(default_factory=dict)
+
+
+def seed_network(rng=None) -> Network:
+    """The notebook's network: ``Linear(784, 10)`` then ``Sigmoid``."""
+    return Network([Linear(784, 10, rng=rng), Sigmoid()])
+
+
+def mlp_network(rng=None, hidden=(512, 512)) -> Network:
+    """A ReLU multilayer perceptron with He initialisation and a linear output for softmax."""
+    layers, n_in = [], 784
+    for width in hidden:
+        layers += [Linear(n_in, width, init="he", rng=rng), ReLU()]
+        n_in = width
+    layers.append(Linear(n_in, 10, init="xavier", rng=rng))
+    return Network(layers)
+
+
+MODELS = {
+    "seed": ModelSpec(
+        "the notebook's Linear(784, 10) + Sigmoid with MeanSquareError and plain SGD",
+        seed_network, MeanSquareError, epochs=100, batch_size=600, learning_rate=1e-4,
+    ),
+    "mlp": ModelSpec(
+        "784-512-512-10 ReLU network with softmax cross-entropy",
+        mlp_network, SoftmaxCrossEntropy, epochs=10, batch_size=600, learning_rate=1e-4,
+    ),
+}

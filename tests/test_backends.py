@@ -1,0 +1,173 @@
+"""The backend registry, selection (process default, context, environment) and the contract."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+
+import numpy
+import pytest
+
+import fastprop
+from fastprop.backends import Backend, BackendError, BackendUnavailableError, registry
+from tests.conftest import relative_error
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """A registry whose default is re-read from the environment and whose additions are undone."""
+    monkeypatch.setattr(registry, "_factories", dict(registry._factories))
+    monkeypatch.setattr(registry, "_instances", dict(registry._instances))
+    monkeypatch.setattr(registry, "_failures", dict(registry._failures))
+    monkeypatch.setattr(registry, "_default", None)
+    return registry
+
+
+class _Echo(Backend):
+    """A backend that is the reference one under another name."""
+
+
+def test_numpy_is_the_default_and_float32_the_dtype(fresh_registry, monkeypatch):
+    monkeypatch.delenv("FASTPROP_BACKEND", raising=False)
+    monkeypatch.delenv("FASTPROP_DTYPE", raising=False)
+    assert fastprop.get_backend().name == "numpy"
+    assert fastprop.get_dtype() is numpy.float32
+
+
+def test_environment_variables_choose_the_default(fresh_registry, monkeypatch):
+    fresh_registry.register_backend("echo", _Echo)
+    monkeypatch.setenv("FASTPROP_BACKEND", "echo")
+    monkeypatch.setenv("FASTPROP_DTYPE", "float64")
+    assert fastprop.get_backend().name == "echo"
+    assert fastprop.Linear(2, 2).dtype is numpy.float64
+
+
+def test_a_bad_environment_variable_is_named(fresh_registry, monkeypatch):
+    monkeypatch.setenv("FASTPROP_BACKEND", "nope")
+    with pytest.raises(BackendError, match=r"Unknown backend 'nope'.*FASTPROP_BACKEND='nope'"):
+        fastprop.get_backend()
+
+
+def test_unknown_name_lists_the_registered_ones():
+    with pytest.raises(BackendError, match=r"Unknown backend 'tensorflow'; registered backends are .*numpy"):
+        fastprop.set_backend("tensorflow")
+
+
+def test_unavailable_backend_says_why(fresh_registry):
+    def factory():
+        raise BackendUnavailableError("the gizmo package is missing; pip install gizmo")
+
+    fresh_registry.register_backend("gizmo", factory)
+    with pytest.raises(BackendUnavailableError, match=r"Backend 'gizmo' is unavailable: the gizmo package is missing; pip install gizmo"):
+        fastprop.set_backend("gizmo")
+    status = fastprop.available_backends()["gizmo"]
+    assert not status.available and "pip install gizmo" in status.reason
+    assert fastprop.available_backends()["numpy"].available
+
+
+def test_unsupported_dtype_is_refused():
+    with pytest.raises(BackendError, match=r"Unsupported dtype 'float16'; .*'float32' .* 'float64'"):
+        fastprop.set_backend("numpy", dtype="float16")
+
+
+def test_set_backend_and_use_backend(fresh_registry):
+    fresh_registry.register_backend("echo", _Echo)
+    fastprop.set_backend("numpy", dtype="float32")
+    with fastprop.use_backend("echo", dtype="float64") as backend:
+        assert backend.name == "echo" and fastprop.get_backend() is backend
+        layer = fastprop.Linear(3, 2)
+        assert layer.backend.name == "echo" and layer.dtype is numpy.float64
+    assert fastprop.get_backend().name == "numpy" and fastprop.get_dtype() is numpy.float32
+    assert layer.backend.name == "echo"  # a layer keeps the backend it was built on
+
+
+def test_use_backend_is_local_to_its_thread(fresh_registry):
+    fresh_registry.register_backend("echo", _Echo)
+    fastprop.set_backend("numpy")
+    seen, inside, release = {}, threading.Event(), threading.Event()
+
+    def worker():
+        with fastprop.use_backend("echo"):
+            seen["worker"] = fastprop.get_backend().name
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    inside.wait(5)
+    seen["main"] = fastprop.get_backend().name
+    release.set()
+    thread.join()
+    assert seen == {"worker": "echo", "main": "numpy"}
+
+
+def test_entry_points_add_backends(fresh_registry, monkeypatch):
+    class Entry:
+        name, value = "plugin", "plugin_pkg:create"
+
+        @staticmethod
+        def load():
+            return _Echo
+
+    class Broken(Entry):
+        name, value = "broken", "broken_pkg:create"
+
+        @staticmethod
+        def load():
+            raise ImportError("no module named broken_pkg")
+
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [Entry(), Broken()])
+    assert {"plugin", "broken"} <= set(fastprop.available_backends())
+    assert fastprop.available_backends()["plugin"].available
+    reason = fastprop.available_backends()["broken"].reason
+    assert "broken_pkg:create" in reason and "no module named broken_pkg" in reason
+
+
+def test_every_backend_keeps_the_contract_signatures():
+    """An override must accept exactly what the contract's method accepts."""
+    for name, status in fastprop.available_backends().items():
+        if not status.available:
+            continue
+        backend = registry.load_backend(name)
+        for method, reference in inspect.getmembers(Backend, inspect.isfunction):
+            if method.startswith("_"):
+                continue
+            override = getattr(type(backend), method)
+            assert inspect.signature(override) == inspect.signature(reference), f"{name}.{method}"
+
+
+KERNEL_CASES = {
+    "linear_forward": lambda r: (r.normal(size=(9, 7)), r.normal(size=(5, 7)), r.normal(size=(1, 5))),
+    "linear_sigmoid_forward": lambda r: (r.normal(size=(9, 7)), r.normal(size=(5, 7)), r.normal(size=(1, 5))),
+    "sigmoid": lambda r: (r.normal(size=(9, 5)) * 30,),
+    "relu": lambda r: (r.normal(size=(9, 5)),),
+    "tanh": lambda r: (r.normal(size=(9, 5)),),
+    "softmax": lambda r: (r.normal(size=(9, 5)) * 50,),
+    "log_softmax": lambda r: (r.normal(size=(9, 5)) * 50,),
+    "sigmoid_mse_gradient": lambda r: (r.random((9, 5)), r.random((9, 5))),
+    "softmax_cross_entropy": lambda r: (r.normal(size=(9, 5)), numpy.eye(5)[r.integers(0, 5, 9)]),
+    "softmax_cross_entropy_gradient": lambda r: (r.normal(size=(9, 5)), numpy.eye(5)[r.integers(0, 5, 9)]),
+}
+
+
+@pytest.mark.parametrize("kernel", KERNEL_CASES)
+@pytest.mark.parametrize("dtype, tolerance", [(numpy.float32, 1e-5), (numpy.float64, 1e-12)])
+def test_kernels_match_the_reference(backend_name, kernel, dtype, tolerance):
+    backend = registry.load_backend(backend_name)
+    arguments = KERNEL_CASES[kernel](numpy.random.default_rng(5))
+    expected = getattr(Backend(), kernel)(*(a.astype(numpy.float64) for a in arguments))
+    result = getattr(backend, kernel)(*(backend.asarray(a, dtype=dtype) for a in arguments))
+    assert result.dtype == dtype
+    assert relative_error(backend.to_numpy(result), expected) <= tolerance
+
+
+def test_reference_kernels_against_independent_formulas():
+    backend, rng = Backend(), numpy.random.default_rng(0)
+    z = rng.normal(size=(4, 3)) * 20
+    assert numpy.allclose(backend.sigmoid(z), 1 / (1 + numpy.exp(-z)))
+    assert numpy.allclose(backend.softmax(z).sum(axis=1), 1)
+    assert numpy.allclose(backend.log_softmax(z), numpy.log(numpy.exp(z) / numpy.exp(z).sum(1, keepdims=True)))
+    with numpy.errstate(over="raise"):
+        assert numpy.isfinite(backend.sigmoid(numpy.array([[-1000.0, 1000.0]]))).all()
+        assert numpy.isfinite(backend.log_softmax(numpy.array([[1000.0, -1000.0]]))).all()

@@ -1,0 +1,113 @@
+"""``train``, ``validate`` and ``predict``: the notebook's loop, its output, and its fixed bugs."""
+
+from __future__ import annotations
+
+import re
+
+import numpy
+import pytest
+
+import fastprop
+from fastprop import Linear, MeanSquareError, Network, Sigmoid, SoftmaxCrossEntropy, ReLU, train, validate, predict
+
+
+def _separable(n, seed=0):
+    """A learnable 10-class problem: class k lights up features 4k..4k+3."""
+    rng = numpy.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    x = rng.random((n, 40)) * 0.3
+    for k in range(10):
+        x[labels == k, 4 * k : 4 * k + 4] += 1
+    return x, numpy.eye(10)[labels]
+
+
+def _data(n_train=1000, n_val=300):
+    x, t = _separable(n_train + n_val)
+    return x[:n_train], t[:n_train], x[n_train:], t[n_train:]
+
+
+def test_training_prints_the_notebook_lines_and_learns(backend_name, capsys):
+    with fastprop.use_backend(backend_name):
+        net = Network([Linear(40, 10, rng=0), Sigmoid()])
+    history = train(net, MeanSquareError(), 3, 100, 0.05, data=_data(), quiet=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for line, cost, accuracy in zip(lines, history.cost, history.accuracy):
+        assert re.fullmatch(r"cost=\d+\.\d{6}, accuracy=\d\.\d{6}", line)
+        assert line == "cost=%5.6f, accuracy=%2.6f" % (cost, accuracy)
+    assert history.cost[-1] < history.cost[0]
+    assert history.accuracy[-1] > 0.9
+    assert len(history.seconds) == 3 and min(history.samples_per_second) > 0
+
+
+def test_reported_cost_is_the_mean_over_every_batch_not_the_last():
+    x, t, xv, tv = _data(250, 50)
+    net = Network([Linear(40, 10, rng=1), Sigmoid()])
+    reference = Network([Linear(40, 10, rng=1), Sigmoid()])
+    history = train(net, MeanSquareError(), 1, 100, 0.01, data=(x, t, xv, tv), quiet=True, verbose=False, seed=4)
+    order = numpy.random.default_rng(4).permutation(250)  # train's shuffle for seed 4
+    total = 0.0
+    for start in range(0, 250, 100):  # batches of 100, 100 and 50
+        index = order[start : start + 100]
+        reference.zero_gradients()
+        p = reference.forward(x[index])
+        total += float(MeanSquareError().estimate(p, t[index]).sum())
+        reference.backward(MeanSquareError().gradient(p, t[index]))
+        reference.update_parameters(0.01)
+    assert history.cost[0] == pytest.approx(total / 250, rel=1e-6)
+    assert numpy.array_equal(net.layers[0].weights, reference.layers[0].weights)
+
+
+def test_seeded_training_is_reproducible_and_seeds_differ():
+    def run(seed):
+        net = Network([Linear(40, 10, rng=0), Sigmoid()])
+        return train(net, MeanSquareError(), 2, 64, 0.05, data=_data(), seed=seed, quiet=True, verbose=False)
+
+    assert run(1).cost == run(1).cost
+    assert run(1).cost != run(2).cost
+
+
+def test_validate_and_predict():
+    x, t, _, _ = _data(200, 0)
+    net = Network([Linear(40, 10, rng=0), ReLU(), Linear(10, 10, rng=1)])
+    outputs = predict(net, x, batch_size=64)
+    assert outputs.shape == (200, 10) and isinstance(outputs, numpy.ndarray)
+    expected = float((outputs.argmax(1) == t.argmax(1)).mean())
+    assert validate(net, x, t, 64) == pytest.approx(expected)
+    assert validate(net, x, t.argmax(1), 64) == pytest.approx(expected)  # integer labels work too
+
+
+def test_soft_max_network_trains_with_softmax_cross_entropy():
+    net = Network([Linear(40, 32, init="he", rng=0), ReLU(), Linear(32, 10, init="xavier", rng=1)])
+    history = train(net, SoftmaxCrossEntropy(), 3, 50, 0.01, data=_data(), quiet=True, verbose=False)
+    assert history.accuracy[-1] > 0.95
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"number_epochs": 0}, r"positive integer number_epochs, got 0"),
+        ({"batch_size": 2.5}, r"positive integer batch_size, got 2.5"),
+        ({"learning_rate": float("nan")}, r"positive finite learning_rate, got nan"),
+        ({"data": (numpy.zeros((3, 40)), numpy.zeros((2, 10)), numpy.zeros((1, 40)), numpy.zeros((1, 10)))},
+         r"3 training images but 2 training labels"),
+    ],
+)
+def test_bad_training_arguments(kwargs, message):
+    arguments = {"number_epochs": 1, "batch_size": 10, "learning_rate": 0.1, "data": _data(20, 10)}
+    arguments.update(kwargs)
+    net = Network([Linear(40, 10), Sigmoid()])
+    with pytest.raises(ValueError, match=message):
+        train(net, MeanSquareError(), quiet=True, verbose=False, **arguments)
+
+
+def test_history_exports_csv_and_json(tmp_path):
+    history = fastprop.History()
+    history.append(cost=0.5, accuracy=0.8, seconds=1.5, samples_per_second=100.0)
+    history.append(cost=0.25, accuracy=0.9, seconds=1.0, samples_per_second=150.0)
+    csv_text = history.to_csv(tmp_path / "h.csv")
+    assert csv_text.splitlines() == [
+        "epoch,cost,accuracy,seconds,samples_per_second", "1,0.5,0.8,1.5,100.0", "2,0.25,0.9,1.0,150.0",
+    ]
+    history.to_json(tmp_path / "h.json")
+    assert fastprop.History.from_dict(__import__("json").loads((tmp_path / "h.json").read_text())) == history
