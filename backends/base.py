@@ -19,6 +19,8 @@ Conventions for every method:
 
 from __future__ import annotations
 
+import math
+
 import numpy
 
 
@@ -29,6 +31,10 @@ class Backend:
     name: str = "numpy"
     #: The array module the layers compute with.
     xp = numpy
+
+    def __deepcopy__(self, memo):
+        """Backends are shared: a copied layer keeps computing on the same backend object."""
+        return self
 
     # ------------------------------------------------------------------ information and transfer
 
@@ -195,6 +201,60 @@ class Backend:
     def sgd_update(self, param, grad, learning_rate: float) -> None:
         """In place: ``param -= learning_rate * grad``."""
         param -= learning_rate * grad
+
+    def momentum_update(self, param, grad, velocity, learning_rate, momentum, *,
+                        nesterov=False, weight_decay=0.0):
+        """In place: one SGD step with momentum, PyTorch's formulation.
+
+        ``velocity = momentum * velocity + g`` with ``g = grad + weight_decay * param``, then
+        ``param -= learning_rate * velocity``, or with ``nesterov``
+        ``param -= learning_rate * (g + momentum * velocity)``. All arrays share ``param``'s shape and
+        dtype; ``grad`` is not modified.
+        """
+        velocity *= momentum
+        velocity += grad
+        if weight_decay:
+            velocity += weight_decay * param
+        if nesterov:
+            # param -= lr (grad + weight_decay param + momentum velocity), one term at a time.
+            if weight_decay:
+                param *= 1.0 - learning_rate * weight_decay
+            self.sgd_update(param, grad, learning_rate)
+            self.sgd_update(param, velocity, learning_rate * momentum)
+        else:
+            self.sgd_update(param, velocity, learning_rate)
+
+    def adam_update(self, param, grad, first_moment, second_moment, scratch, learning_rate,
+                    beta1, beta2, eps, step, *, weight_decay=0.0, decoupled=False):
+        """In place: one Adam step (AdamW when ``decoupled``) with bias correction, PyTorch's formulation.
+
+        ``g = grad + weight_decay * param`` (L2; with ``decoupled`` instead ``param *= 1 -
+        learning_rate * weight_decay`` first), ``m = beta1 m + (1 - beta1) g``,
+        ``v = beta2 v + (1 - beta2) g**2``, then ``param -= learning_rate / (1 - beta1**step) * m /
+        (sqrt(v) / sqrt(1 - beta2**step) + eps)``. ``step`` counts from 1. ``scratch`` is a work buffer
+        shaped like ``param`` whose contents are undefined afterwards; ``grad`` is not modified.
+        """
+        xp = self.xp
+        g = grad
+        if weight_decay and decoupled:
+            param *= 1.0 - learning_rate * weight_decay
+        elif weight_decay:
+            g = xp.multiply(param, weight_decay, out=scratch)
+            g += grad
+        # m = g + beta1 (m - g) is beta1 m + (1 - beta1) g without a temporary.
+        first_moment -= g
+        first_moment *= beta1
+        first_moment += g
+        square = xp.multiply(g, g, out=scratch)
+        square *= 1.0 - beta2
+        second_moment *= beta2
+        second_moment += square
+        denominator = xp.sqrt(second_moment, out=scratch)
+        denominator *= 1.0 / math.sqrt(1.0 - beta2**step)
+        denominator += eps
+        ratio = xp.divide(first_moment, denominator, out=scratch)
+        ratio *= learning_rate / (1.0 - beta1**step)
+        param -= ratio
 
     def fill(self, array, value: float) -> None:
         """In place: set every element of ``array`` to ``value``."""

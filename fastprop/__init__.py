@@ -21,17 +21,22 @@ from .backends import (
     set_backend,
     use_backend,
 )
+from .checkpoint import CheckpointError, load, load_checkpoint, save
 from .costs import Cost, CrossEntropy, MeanSquareError, SoftmaxCrossEntropy
 from .functions import sigmoid_derivative, sigmoid_function, vectorize
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
-from .layers import Layer, Linear, Network, Parameter, ReLU, Sigmoid, SoftMax, Tanh
+from .layers import Dropout, Layer, Linear, Network, Parameter, ReLU, Sigmoid, SoftMax, Tanh
+from .optimizers import SGD, Adam, CosineLR, Optimizer, StepLR
+from .plot import learning_curves
 from .seeding import seed
-from .training import predict, train, validate
+from .training import TrainingDiverged, predict, train, validate
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adam", "CheckpointError", "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR", "learning_curves",
+    "load", "load_checkpoint", "save",
     "BackendError", "BackendUnavailableError", "Cost", "CrossEntropy", "GradcheckResult", "History",
     "Layer", "Linear", "MeanSquareError", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax",
     "SoftmaxCrossEntropy", "Tanh", "available_backends", "get_backend", "get_dtype", "gradcheck",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy
@@ -11,23 +12,8 @@ from tqdm.auto import tqdm
 from .history import History
 
 
-def _as_batches(n: int, batch_size: int):
-    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-
-
-def _check_data(name, images, labels, net):
-    if len(images) != len(labels):
-        raise ValueError(
-            f"train got {len(images)} {name} images but {len(labels)} {name} labels; "
-            "give exactly one label row per image."
-        )
-    if len(images) == 0:
-        raise ValueError(f"train got an empty {name} set; give at least one {name} image.")
-
-
-def _positive_int(name, value):
-    if not isinstance(value, (int, numpy.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"train needs a positive integer {name}, got {value!r}.")
+class TrainingDiverged(FloatingPointError):
+    """The training cost became infinite or NaN; the network holds the last finite step."""
 
 
 def train(
@@ -44,6 +30,9 @@ def train(
     quiet=False,
     verbose=True,
     optimizer=None,
+    schedule=None,
+    checkpoint=None,
+    patience=None,
 ):
     """Train ``net`` with mini-batch gradient descent on ``cost_function``; return a :class:`History`.
 
@@ -55,73 +44,198 @@ def train(
     ``data`` is ``(train_images, train_labels, validation_images, validation_labels)``, labels
     one-hot; without it the notebook's split of ``dataset`` ("mnist" or "fashion-mnist") is
     loaded from ``data_dir`` or the usual places (see :mod:`fastprop.datasets`). The data goes to
-    the network's backend once; batches are gathered there after a seeded shuffle each epoch.
-    ``quiet`` hides the progress bars, ``verbose=False`` the per-epoch lines.
+    the network's backend once; batches are gathered there after a shuffle seeded by ``seed`` and
+    the epoch number. ``quiet`` hides the progress bars, ``verbose=False`` the per-epoch lines.
+
+    Beyond the notebook: ``optimizer`` (e.g. :class:`~fastprop.Adam`; ``learning_rate=None`` then
+    uses the optimizer's own rate), ``schedule(epoch) -> factor`` scales the rate per epoch,
+    ``checkpoint`` is a path saved after every epoch and resumed from when it exists, and
+    ``patience`` stops after that many epochs without a better validation accuracy, restoring the
+    best parameters. A non-finite cost raises :class:`TrainingDiverged` with the network left at
+    its last finite step.
     """
-    _positive_int("number_epochs", number_epochs)
-    _positive_int("batch_size", batch_size)
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"train needs a positive finite learning_rate, got {learning_rate!r}.")
+    if learning_rate is None:
+        learning_rate = getattr(optimizer, "learning_rate", None) or 1e-4
+    _check_arguments(number_epochs, batch_size, learning_rate, patience)
     if data is None:
         from .datasets import load_data
 
         data = load_data(dataset, data_dir, seed=seed)
-    train_images, train_labels, validation_images, validation_labels = data
-    _check_data("training", train_images, train_labels, net)
-    _check_data("validation", validation_images, validation_labels, net)
-
     backend, dtype = net.backend, net.dtype
-    images = backend.asarray(train_images, dtype=dtype)
-    targets = backend.asarray(train_labels, dtype=dtype)
-    validation_images = backend.asarray(validation_images, dtype=dtype)
-    validation_labels = backend.asarray(validation_labels, dtype=dtype)
-    n = images.shape[0]
-    batches = _as_batches(n, batch_size)
-    full = batches[0][1] - batches[0][0]
-    image_buffer = backend.zeros((full,) + images.shape[1:], dtype)
-    target_buffer = backend.zeros((full,) + targets.shape[1:], dtype)
-    rng = numpy.random.default_rng(seed)
-    step = optimizer.step if optimizer is not None else None
-    fast_epoch = None
-    if step is None:
-        fast_epoch = backend.compile_epoch(net, cost_function, images, targets, batch_size)
-    history = History()
+    images, targets, validation_images, validation_labels = (
+        backend.asarray(_checked(name, array), dtype=dtype)
+        for name, array in zip(("training images", "training labels", "validation images", "validation labels"), data)
+    )
+    _check_lengths("training", images, targets)
+    _check_lengths("validation", validation_images, validation_labels)
 
-    for epoch in range(1, number_epochs + 1):
-        net.train()
+    history, first_epoch = History(), 1
+    if checkpoint is not None and os.path.exists(checkpoint):
+        history, first_epoch = _resume(checkpoint, net, optimizer)
+    loop = _StepLoop(net, cost_function, images, targets, batch_size, optimizer)
+    best = (max(history.accuracy), _snapshot(net)) if patience and len(history) else (-1.0, None)
+
+    for epoch in range(first_epoch, number_epochs + 1):
+        rate = learning_rate * _factor(schedule, epoch)
+        order = backend.permutation(numpy.random.default_rng((seed, epoch)), len(images))
         started = time.perf_counter()
-        order = backend.permutation(rng, n)
-        with tqdm(total=len(batches), desc=f"training, e={epoch}", disable=quiet, leave=False) as bar:
-            if fast_epoch is not None:
-                total = fast_epoch(order, learning_rate)
-                bar.update(len(batches))
-            else:
-                total = 0.0
-                for start, stop in batches:
-                    index = order[start:stop]
-                    whole = stop - start == full
-                    x = backend.take_rows(images, index, out=image_buffer if whole else None)
-                    t = backend.take_rows(targets, index, out=target_buffer if whole else None)
-                    net.zero_gradients()
-                    prediction = net.forward(x)
-                    total += cost_function.estimate(prediction, t).sum(dtype=numpy.float64)
-                    net.backward(cost_function.gradient(prediction, t))
-                    if step is None:
-                        net.update_parameters(learning_rate)
-                    else:
-                        step(net, learning_rate)
-                    bar.update()
-        backend.synchronize()
+        with tqdm(total=len(loop.batches), desc=f"training, e={epoch}", disable=quiet, leave=False) as bar:
+            total = loop.epoch(order, rate, bar, epoch)
         seconds = time.perf_counter() - started
-        cost = float(total) / n
-        accuracy = validate(
-            net, validation_images, validation_labels, batch_size,
-            quiet=quiet, desc=f"validation, e={epoch}",
-        )
-        history.append(cost=cost, accuracy=accuracy, seconds=seconds, samples_per_second=n / seconds)
+        cost = total / len(images)
+        accuracy = validate(net, validation_images, validation_labels, batch_size,
+                            quiet=quiet, desc=f"validation, e={epoch}")
+        history.append(cost=cost, accuracy=accuracy, seconds=seconds, samples_per_second=len(images) / seconds)
         if verbose:
             tqdm.write("cost=%5.6f, accuracy=%2.6f" % (cost, accuracy))
+        if checkpoint is not None:
+            from .checkpoint import save
+
+            save(net, checkpoint, optimizer=optimizer, history=history, epoch=epoch)
+        if patience:
+            if accuracy > best[0]:
+                best = (accuracy, _snapshot(net))
+            elif epoch - 1 - history.accuracy.index(best[0]) >= patience:
+                _restore(net, best[1])
+                if verbose:
+                    tqdm.write(f"early stop: no better validation accuracy for {patience} epochs; "
+                               f"kept the parameters of epoch {history.accuracy.index(best[0]) + 1}")
+                break
     return history
+
+
+class _StepLoop:
+    """One epoch of the notebook's step loop, with the backend's whole-epoch fast path when it has one."""
+
+    def __init__(self, net, cost_function, images, targets, batch_size, optimizer):
+        self.net, self.cost, self.optimizer = net, cost_function, optimizer
+        self.images, self.targets, backend = images, targets, net.backend
+        n = images.shape[0]
+        self.batches = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+        self.full = self.batches[0][1]
+        self.buffers = (
+            backend.zeros((self.full,) + images.shape[1:], images.dtype),
+            backend.zeros((self.full,) + targets.shape[1:], targets.dtype),
+        )
+        self.fast = None
+        if optimizer is None:
+            self.fast = backend.compile_epoch(net, cost_function, images, targets, batch_size)
+
+    def epoch(self, order, rate, bar, epoch):
+        """Run one epoch; return the summed cost, or raise TrainingDiverged at the last finite step."""
+        net = self.net
+        net.train()
+        saved = _snapshot(net), self.optimizer.state_dict() if self.optimizer else None
+        if self.fast is not None:
+            total = float(self.fast(order, rate))
+            bar.update(len(self.batches))
+        else:
+            total = float(sum(self._steps(order, rate, bar)))
+        if math.isfinite(total):
+            return total
+        # Find the batch that diverged: replay the epoch from its start, checking every batch.
+        _restore(net, saved[0])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(saved[1])
+        total, previous = 0.0, None
+        for batch, cost in enumerate(self._steps(order, rate, None, check=True), start=1):
+            if not math.isfinite(cost):
+                raise TrainingDiverged(
+                    f"Training diverged at epoch {epoch}, batch {batch}: the cost became {cost} at "
+                    f"learning rate {rate:g}; the network keeps its last finite step. Lower the "
+                    "learning rate, or use SoftmaxCrossEntropy on logits instead of SoftMax+CrossEntropy."
+                )
+            total += cost
+        return total
+
+    def _steps(self, order, rate, bar, check=False):
+        """Yield each batch's summed cost (a backend scalar, or a float with ``check``)."""
+        net, backend, cost_function = self.net, self.net.backend, self.cost
+        for start, stop in self.batches:
+            index = order[start:stop]
+            whole = stop - start == self.full
+            x = backend.take_rows(self.images, index, out=self.buffers[0] if whole else None)
+            t = backend.take_rows(self.targets, index, out=self.buffers[1] if whole else None)
+            net.zero_gradients()
+            prediction = net.forward(x)
+            cost = cost_function.estimate(prediction, t).sum(dtype=numpy.float64)
+            if check:
+                cost = float(cost)
+                if not math.isfinite(cost):
+                    yield cost
+                    return
+            net.backward(cost_function.gradient(prediction, t))
+            if self.optimizer is None:
+                net.update_parameters(rate)
+            else:
+                self.optimizer.step(net, rate)
+            if bar is not None:
+                bar.update()
+            yield cost
+
+
+def _snapshot(net):
+    return [parameter.value.copy() for parameter in net.parameters()]
+
+
+def _restore(net, values):
+    for parameter, value in zip(net.parameters(), values):
+        parameter.value[...] = value
+
+
+def _resume(path, net, optimizer):
+    """Load parameters, optimizer state and history from ``path`` into ``net``; return (history, next epoch)."""
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    saved = load_checkpoint(path, backend=net.backend.name, dtype=net.dtype)
+    ours, theirs = net.parameters(), saved.net.parameters()
+    shapes = [tuple(p.value.shape) for p in ours], [tuple(p.value.shape) for p in theirs]
+    if shapes[0] != shapes[1]:
+        raise CheckpointError(
+            f"Cannot resume from checkpoint {path}: it holds a network with parameter shapes "
+            f"{shapes[1]}, but the network being trained has {shapes[0]}; use another checkpoint path."
+        )
+    if optimizer is not None and saved.optimizer_state is not None:
+        optimizer.load_state_dict(saved.optimizer_state)
+    _restore(net, [p.value for p in theirs])
+    history = saved.history or History()
+    return history, (saved.epoch or len(history)) + 1
+
+
+def _factor(schedule, epoch):
+    if schedule is None:
+        return 1.0
+    factor = schedule(epoch)
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
+        raise ValueError(
+            f"train's schedule {schedule!r} gave {factor!r} for epoch {epoch}; "
+            "a schedule must return a finite factor >= 0."
+        )
+    return factor
+
+
+def _check_arguments(number_epochs, batch_size, learning_rate, patience):
+    for name, value in (("number_epochs", number_epochs), ("batch_size", batch_size)):
+        if not isinstance(value, (int, numpy.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"train needs a positive integer {name}, got {value!r}.")
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"train needs a positive finite learning_rate, got {learning_rate!r}.")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"train needs patience to be a positive number of epochs or None, got {patience!r}.")
+
+
+def _checked(name, array):
+    if len(array) == 0:
+        raise ValueError(f"train got no {name}; give at least one row.")
+    return array
+
+
+def _check_lengths(name, images, labels):
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"train got {images.shape[0]} {name} images but {labels.shape[0]} {name} labels; "
+            "give exactly one label row per image."
+        )
 
 
 def predict(net, images, batch_size=10000):
@@ -142,14 +256,12 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
             f"validate got {len(images)} images but {len(labels)} labels; give one label per image."
         )
     backend = net.backend
-    xp = backend.xp
-    labels = backend.asarray(labels) if not backend.is_native(labels) else labels
+    labels = labels if backend.is_native(labels) else backend.asarray(labels)
     classes = labels.argmax(axis=1) if labels.ndim == 2 else labels
-    correct = 0
-    start = 0
+    correct, start = 0, 0
     for outputs in _forward_batches(net, images, batch_size, quiet, desc):
         stop = start + outputs.shape[0]
-        correct += xp.count_nonzero(outputs.argmax(axis=1) == classes[start:stop])
+        correct += backend.xp.count_nonzero(outputs.argmax(axis=1) == classes[start:stop])
         start = stop
     return int(correct) / max(len(images), 1)
 
@@ -157,13 +269,12 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
 def _forward_batches(net, images, batch_size, quiet, desc):
     """Yield the network's outputs batch by batch, in evaluation mode (restored afterwards)."""
     was_training = getattr(net, "training", True)
-    backend, dtype = net.backend, net.dtype
-    images = backend.asarray(images, dtype=dtype) if not backend.is_native(images) else images
+    backend = net.backend
+    images = images if backend.is_native(images) else backend.asarray(images, dtype=net.dtype)
     net.eval()
     try:
-        for start, stop in tqdm(
-            _as_batches(len(images), batch_size), desc=desc, disable=quiet, leave=False
-        ):
-            yield net.forward(images[start:stop])
+        starts = range(0, len(images), batch_size)
+        for start in tqdm(starts, desc=desc, disable=quiet, leave=False):
+            yield net.forward(images[start : start + batch_size])
     finally:
         net.train(was_training)

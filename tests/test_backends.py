@@ -134,7 +134,12 @@ def test_every_backend_keeps_the_contract_signatures():
             if method.startswith("_"):
                 continue
             override = getattr(type(backend), method)
-            assert inspect.signature(override) == inspect.signature(reference), f"{name}.{method}"
+            assert _parameters(override) == _parameters(reference), f"{name}.{method}"
+
+
+def _parameters(function):
+    """Names, kinds and defaults of a function's parameters (annotations may differ)."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
 
 
 KERNEL_CASES = {

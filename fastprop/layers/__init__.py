@@ -2,7 +2,8 @@
 
 from .activations import Activation, ReLU, Sigmoid, SoftMax, Tanh
 from .base import Layer, Parameter
+from .dropout import Dropout
 from .linear import Linear
 from .network import Network
 
-__all__ = ["Activation", "Layer", "Linear", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax", "Tanh"]
+__all__ = ["Activation", "Dropout", "Layer", "Linear", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax", "Tanh"]

@@ -99,6 +99,12 @@ class Layer:
         """Switch to evaluation mode (same as ``train(False)``); returns self."""
         return self.train(False)
 
+    def save(self, path, **options):
+        """Write this layer (usually a Network) to a checkpoint; see :func:`fastprop.checkpoint.save`."""
+        from ..checkpoint import save
+
+        return save(self, path, **options)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

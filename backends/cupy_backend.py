@@ -1,0 +1,230 @@
+"""The CuPy backend: fastprop's layers on an NVIDIA GPU.
+
+Matrix products go to cuBLAS; the elementwise and row-wise parts run as fused kernels from
+:mod:`.cupy_kernels`, compiled on first use and memoized per dtype. Training data stays on the
+device: each epoch is shuffled there and batches are gathered there. For networks of ``Linear``,
+``Sigmoid`` and ``ReLU`` layers trained with plain SGD on ``MeanSquareError`` or
+``SoftmaxCrossEntropy``, :meth:`CupyBackend.compile_epoch` replays whole epochs from CUDA graphs
+of fastprop's own kernels, with no Python per batch.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy
+
+from .base import Backend
+from .registry import BackendUnavailableError
+
+try:
+    import cupy
+except Exception as error:  # not installed, or its CUDA libraries fail to load
+    cupy, _IMPORT_ERROR = None, error
+else:
+    _IMPORT_ERROR = None
+    from . import cupy_kernels as kernels
+
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+def _fits(*arrays) -> bool:
+    """True when the arrays are C-contiguous 2-D arrays of one float dtype (what the kernels take)."""
+    dtype = arrays[0].dtype
+    return dtype in _FLOATS and all(a.ndim == 2 and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+
+
+class CupyBackend(Backend):
+    """CuPy arrays on the current CUDA device."""
+
+    xp = cupy
+
+    def __init__(self):
+        self._scratch = {}
+
+    def __deepcopy__(self, memo):  # a backend is shared by every layer on it; copies of layers keep it
+        return self
+
+    def info(self) -> dict:
+        device = cupy.cuda.Device().id
+        name = cupy.cuda.runtime.getDeviceProperties(device)["name"]
+        pool = cupy.get_default_memory_pool()
+        return {
+            "version": f"cupy {cupy.__version__}",
+            "device": f"{name.decode() if isinstance(name, bytes) else name} (CUDA device {device})",
+            "memory_used_bytes": pool.used_bytes(), "memory_total_bytes": pool.total_bytes(),
+        }
+
+    def synchronize(self) -> None:
+        cupy.cuda.Device().synchronize()
+
+    def warmup(self, dtype) -> float:
+        started = time.perf_counter()
+        kernels.step_kernels(dtype)
+        kernels.epoch_kernels(dtype)
+        x = cupy.ones((3, 4), dtype)
+        W, b = cupy.ones((2, 4), dtype), cupy.ones((1, 2), dtype)
+        p = self.linear_sigmoid_forward(x, W, b)
+        self.linear_sigmoid_backward(x, W, p, p, W.copy(), b.copy())
+        self.sigmoid_backward(p, p)
+        self.relu_backward(self.relu(x), x)
+        self.sigmoid_mse_gradient(x, x)
+        self.softmax_cross_entropy_gradient(x, self.softmax_cross_entropy(x, x))
+        self.sgd_update(x, x, 0.5)
+        self.take_rows(x, self.permutation(numpy.random.default_rng(0), 3))
+        self.synchronize()
+        return time.perf_counter() - started
+
+    def compile_epoch(self, net, cost_function, images, targets, batch_size):
+        from fastprop.costs import MeanSquareError, SoftmaxCrossEntropy
+        from fastprop.layers import Linear, ReLU, Sigmoid
+
+        loss = {MeanSquareError: 1, SoftmaxCrossEntropy: 2}.get(type(cost_function))
+        plan = []  # (linear, activation code) per Linear layer
+        for leaf in net.leaves():
+            if type(leaf) is Linear:
+                plan.append((leaf, 0))
+            elif type(leaf) in (Sigmoid, ReLU) and plan and plan[-1][1] == 0:
+                plan[-1] = (plan[-1][0], 1 if type(leaf) is Sigmoid else 2)
+            else:
+                return None
+        if loss is None or not plan or not self._epoch_fits(plan, images, targets, batch_size):
+            return None
+        try:
+            return kernels.EpochProgram(plan, loss, images, targets, batch_size)
+        except Exception as error:  # e.g. a toolkit that cannot compile the kernels: keep the step loop
+            warnings.warn(f"fastprop: the CuPy epoch kernels are unavailable ({error}); using the step loop")
+            return None
+
+    def _epoch_fits(self, plan, images, targets, batch_size):
+        dtype, n = images.dtype, images.shape[0]
+        arrays = [images, targets] + [a for linear, _ in plan for a in (
+            linear.weights, linear.bias, linear.weights_gradient, linear.bias_gradient)]
+        return (
+            all(isinstance(a, cupy.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+            and dtype in _FLOATS and all(linear.backend is self for linear, _ in plan)
+            and images.shape == (n, plan[0][0].n_in) and targets.shape == (n, plan[-1][0].n_out)
+            and all(a.n_out == b.n_in for (a, _), (b, _) in zip(plan, plan[1:]))
+            and min(batch_size, n) <= 32 * 65535  # the dense kernels' grid rows
+        )
+
+    def asarray(self, data, dtype=None):
+        if isinstance(data, numpy.ndarray) and dtype is not None and data.dtype.itemsize < numpy.dtype(dtype).itemsize:
+            return cupy.asarray(data).astype(dtype, copy=False)  # move the narrower type, convert there
+        return cupy.asarray(data, dtype=dtype)
+
+    def to_numpy(self, array) -> numpy.ndarray:
+        return cupy.asnumpy(array)
+
+    def permutation(self, rng: numpy.random.Generator, n: int):
+        keys = cupy.empty(n, dtype=numpy.uint64)
+        kernels.elementwise("shuffle_keys")(numpy.uint64(rng.integers(0, 2**63)), keys)
+        return cupy.argsort(keys)
+
+    def take_rows(self, array, indices, out=None):
+        rows = indices.shape[0] if indices.ndim == 1 else -1
+        if (
+            indices.ndim == 1 and indices.dtype == numpy.int64 and indices.flags.c_contiguous
+            and array.ndim == 2 and array.shape[0] > 0 and _fits(array)
+            and (out is None or (_fits(array, out) and out.shape == (rows, array.shape[1])))
+        ):
+            result = cupy.empty((rows, array.shape[1]), array.dtype) if out is None else out
+            kernels.gather_rows(array, indices, result)
+            return result
+        return super().take_rows(array, indices, out=out)
+
+    def fill(self, array, value: float) -> None:
+        if value == 0 and array.flags.c_contiguous and array.nbytes:
+            array.data.memset_async(0, array.nbytes)
+        else:
+            array.fill(value)
+
+    # -- fused kernels --------------------------------------------------------------------------
+
+    def linear_sigmoid_forward(self, x, W, b):
+        if not _fits(x, W, b):
+            return super().linear_sigmoid_forward(x, W, b)
+        z = cupy.matmul(x, W.T)
+        kernels.elementwise("bias_sigmoid")(b, z)
+        return z
+
+    def linear_backward(self, x, W, dz, dW, db, *, accumulate=True, need_dx=True):
+        if not _fits(x, W, dz, dW, db):
+            return super().linear_backward(x, W, dz, dW, db, accumulate=accumulate, need_dx=need_dx)
+        kernels.weight_gradient(dz, x, dW, accumulate)
+        kernels.column_sums(dz, db, accumulate)
+        return cupy.matmul(dz, W) if need_dx else None
+
+    def linear_sigmoid_backward(self, x, W, p, dp, dW, db, *, accumulate=True, need_dx=True):
+        if not _fits(x, W, p, dp, dW, db):
+            return super().linear_sigmoid_backward(x, W, p, dp, dW, db, accumulate=accumulate, need_dx=need_dx)
+        dz = self._buffer(p.shape, p.dtype)  # consumed by the calls below, in stream order
+        kernels.elementwise("sigmoid_delta")(p, dp, dz)
+        return self.linear_backward(x, W, dz, dW, db, accumulate=accumulate, need_dx=need_dx)
+
+    def sigmoid(self, z):
+        return self._elementwise("sigmoid", super().sigmoid, z)
+
+    def sigmoid_backward(self, p, dp):
+        return self._elementwise("sigmoid_delta", super().sigmoid_backward, p, dp)
+
+    def sigmoid_mse_gradient(self, p, t):
+        return self._elementwise("sigmoid_mse_gradient", super().sigmoid_mse_gradient, p, t)
+
+    def relu(self, z):
+        return self._elementwise("relu", super().relu, z)
+
+    def relu_backward(self, y, dy):
+        return self._elementwise("relu_backward", super().relu_backward, y, dy)
+
+    def softmax(self, z):
+        return self._rows(2, super().softmax, z)
+
+    def softmax_cross_entropy(self, z, t):
+        return self._rows(0, super().softmax_cross_entropy, z, t)
+
+    def softmax_cross_entropy_gradient(self, z, t):
+        return self._rows(1, super().softmax_cross_entropy_gradient, z, t)
+
+    def sgd_update(self, param, grad, learning_rate: float) -> None:
+        if param.dtype not in _FLOATS or grad.dtype != param.dtype or grad.shape != param.shape:
+            return super().sgd_update(param, grad, learning_rate)
+        kernels.elementwise("sgd")(grad, param.dtype.type(learning_rate), param)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _elementwise(self, name, fallback, *arrays):
+        if arrays[0].dtype not in _FLOATS or any(a.dtype != arrays[0].dtype for a in arrays):
+            return fallback(*arrays)
+        return kernels.elementwise(name)(*arrays)
+
+    def _rows(self, mode, fallback, z, t=None):
+        arrays = (z,) if t is None else (z, t)
+        if not z.size or not _fits(*arrays) or any(a.shape != z.shape for a in arrays):
+            return fallback(*arrays)
+        return kernels.softmax_rows(z, arrays[-1], mode)
+
+    def _buffer(self, shape, dtype):
+        """A scratch array reused for every call with this shape and dtype on this stream."""
+        key = (tuple(shape), numpy.dtype(dtype).str, cupy.cuda.get_current_stream().ptr)
+        if key not in self._scratch:
+            self._scratch[key] = cupy.empty(shape, dtype)
+        return self._scratch[key]
+
+
+def create() -> CupyBackend:
+    if cupy is None:
+        raise BackendUnavailableError(
+            f"CuPy is not importable ({_IMPORT_ERROR}); install the CuPy wheel for your CUDA version: "
+            "pip install cupy-cuda12x for CUDA 12.x, cupy-cuda13x for CUDA 13.x"
+        )
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # no driver, or it cannot initialise
+        raise BackendUnavailableError(
+            f"no CUDA device is visible ({error}); check nvidia-smi and CUDA_VISIBLE_DEVICES"
+        ) from None
+    if count == 0:
+        raise BackendUnavailableError("no CUDA device is visible; check nvidia-smi and CUDA_VISIBLE_DEVICES")
+    return CupyBackend()

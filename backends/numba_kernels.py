@@ -1,0 +1,214 @@
+"""Numba kernels behind :mod:`fastprop.backends.numba_backend`.
+
+Every kernel is type-generic: Numba compiles one specialization per dtype, and constants are made
+with ``x.dtype.type(...)`` so float32 math stays float32. Kernels write into arrays they are given
+(the backend allocates them), so none of them returns a new array.
+
+Determinism: a result never depends on the thread count. Row-parallel kernels compute each output
+row on one thread in a fixed order; reductions over the batch (weight and bias gradients) sum fixed
+chunks of ``CHUNK`` rows in parallel, then add the chunk sums in chunk order on one thread.
+``fastmath`` is limited to ``reassoc`` and ``contract`` on the dot-product kernels: it lets LLVM
+vectorize the reductions and use FMA, an order fixed at compile time (on this CPU), so results
+differ from NumPy only by float rounding and are identical from run to run.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+#: Rows per chunk of a batch reduction; depends on nothing but this constant.
+CHUNK = 64
+
+_REDUCE = {"reassoc", "contract"}
+_jit = dict(cache=True, nogil=True)
+
+
+@numba.njit(parallel=True, **_jit)
+def take_rows(src, indices, out):
+    """``out[i] = src[indices[i]]``; returns False (copying nothing) if an index is out of range."""
+    n = src.shape[0]
+    for i in range(indices.shape[0]):
+        if indices[i] < -n or indices[i] >= n:
+            return False
+    for i in prange(indices.shape[0]):
+        r = indices[i]
+        if r < 0:
+            r += n
+        out[i, :] = src[r, :]
+    return True
+
+
+@numba.njit(parallel=True, fastmath=_REDUCE, **_jit)
+def dense_forward(x, W, b, out, sigmoid):
+    """``out = x @ W.T + b``, then ``1 / (1 + exp(-out))`` when ``sigmoid``; 4 rows x 2 outputs a pass."""
+    n, k_in = x.shape
+    m = W.shape[0]
+    zero, one = x.dtype.type(0), x.dtype.type(1)
+    for block in prange((n + 3) // 4):
+        i0 = 4 * block
+        i1, i2, i3 = min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1)
+        for j0 in range(0, m, 2):
+            j1 = min(j0 + 1, m - 1)
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
+            for k in range(k_in):
+                w0, w1 = W[j0, k], W[j1, k]
+                a = x[i0, k]
+                s00 += a * w0
+                s01 += a * w1
+                a = x[i1, k]
+                s10 += a * w0
+                s11 += a * w1
+                a = x[i2, k]
+                s20 += a * w0
+                s21 += a * w1
+                a = x[i3, k]
+                s30 += a * w0
+                s31 += a * w1
+            # Clamped duplicates of the last row or output write the same value twice.
+            out[i0, j0], out[i0, j1], out[i1, j0], out[i1, j1] = s00, s01, s10, s11
+            out[i2, j0], out[i2, j1], out[i3, j0], out[i3, j1] = s20, s21, s30, s31
+        for i in range(i0, min(i0 + 4, n)):
+            for j in range(m):
+                z = out[i, j] + b[0, j]
+                out[i, j] = one / (one + np.exp(-z)) if sigmoid else z
+
+
+@numba.njit(parallel=True, fastmath=_REDUCE, **_jit)
+def dense_backward(x, W, p, g, dW, db, dx, sigmoid, accumulate, need_dx):
+    """Backward of :func:`dense_forward` given ``g = dL/dout`` (and its output ``p`` when ``sigmoid``).
+
+    ``dz = g * p * (1 - p)`` (or ``g``); ``dW``/``db`` get (or get added) ``dz.T @ x`` and
+    ``dz.sum(0)``; ``dx = dz @ W`` when ``need_dx`` (``dx`` is ignored otherwise).
+    """
+    n, k_in = x.shape
+    m = W.shape[0]
+    dtype = x.dtype
+    zero, one = dtype.type(0), dtype.type(1)
+    chunks = (n + CHUNK - 1) // CHUNK
+    partial_w = np.empty((chunks, m, k_in), dtype)
+    partial_b = np.empty((chunks, m), dtype)
+    for c in prange(chunks):
+        start = c * CHUNK
+        stop = min(n, start + CHUNK)
+        dz = np.zeros((CHUNK + 3, m), dtype)  # rows past the chunk stay zero for the 4-row blocks
+        for i in range(start, stop):
+            for j in range(m):
+                dz[i - start, j] = g[i, j] * p[i, j] * (one - p[i, j]) if sigmoid else g[i, j]
+        for j in range(m):
+            s = zero
+            for r in range(stop - start):
+                s += dz[r, j]
+            partial_b[c, j] = s
+        pw = partial_w[c]
+        pw[:] = zero
+        for i0 in range(start, stop, 4):
+            r = i0 - start
+            i1, i2, i3 = min(i0 + 1, stop - 1), min(i0 + 2, stop - 1), min(i0 + 3, stop - 1)
+            for j0 in range(0, m, 2):
+                a0, a1, a2, a3 = dz[r, j0], dz[r + 1, j0], dz[r + 2, j0], dz[r + 3, j0]
+                if j0 + 1 < m:
+                    j1 = j0 + 1
+                    b0, b1, b2, b3 = dz[r, j1], dz[r + 1, j1], dz[r + 2, j1], dz[r + 3, j1]
+                    for k in range(k_in):
+                        x0, x1, x2, x3 = x[i0, k], x[i1, k], x[i2, k], x[i3, k]
+                        pw[j0, k] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+                        pw[j1, k] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+                else:
+                    for k in range(k_in):
+                        pw[j0, k] += a0 * x[i0, k] + a1 * x[i1, k] + a2 * x[i2, k] + a3 * x[i3, k]
+        if need_dx:
+            for i in range(start, stop):
+                dx[i, :] = zero
+                for j in range(m):
+                    d = dz[i - start, j]
+                    for k in range(k_in):
+                        dx[i, k] += d * W[j, k]
+    # Chunk sums are added in chunk order on this thread: the same bits for any thread count.
+    total_w, total_b = partial_w[0], partial_b[0]
+    for c in range(1, chunks):
+        for j in range(m):
+            total_b[j] += partial_b[c, j]
+            for k in range(k_in):
+                total_w[j, k] += partial_w[c, j, k]
+    for j in range(m):
+        db[0, j] = db[0, j] + total_b[j] if accumulate else total_b[j]
+        for k in range(k_in):
+            dW[j, k] = dW[j, k] + total_w[j, k] if accumulate else total_w[j, k]
+
+
+@numba.njit(parallel=True, **_jit)
+def bias_sigmoid(z, b):
+    """In place: ``z = 1 / (1 + exp(-(z + b)))``."""
+    one = z.dtype.type(1)
+    for i in prange(z.shape[0]):
+        for j in range(z.shape[1]):
+            z[i, j] = one / (one + np.exp(-(z[i, j] + b[0, j])))
+
+
+@numba.njit(parallel=True, **_jit)
+def sigmoid_delta(p, g, out):
+    """``out = g * p * (1 - p)``: the gradient through a sigmoid with output ``p``."""
+    one = p.dtype.type(1)
+    for i in prange(p.shape[0]):
+        for j in range(p.shape[1]):
+            out[i, j] = g[i, j] * p[i, j] * (one - p[i, j])
+
+
+@numba.njit(parallel=True, **_jit)
+def sigmoid_mse_gradient(p, t, out):
+    """``out = (p - t) * p * (1 - p)``."""
+    one = p.dtype.type(1)
+    for i in prange(p.shape[0]):
+        for j in range(p.shape[1]):
+            out[i, j] = (p[i, j] - t[i, j]) * p[i, j] * (one - p[i, j])
+
+
+@numba.njit(parallel=True, **_jit)
+def relu(z, out):
+    """``out = max(z, 0)``."""
+    zero = z.dtype.type(0)
+    for i in prange(z.shape[0]):
+        for j in range(z.shape[1]):
+            out[i, j] = zero if z[i, j] < zero else z[i, j]  # NaN stays NaN, as in numpy.maximum
+
+
+@numba.njit(parallel=True, **_jit)
+def relu_backward(y, dy, out):
+    """``out = dy`` where ``y > 0``, else 0."""
+    zero, one = y.dtype.type(0), y.dtype.type(1)
+    for i in prange(y.shape[0]):
+        for j in range(y.shape[1]):
+            out[i, j] = dy[i, j] * (one if y[i, j] > zero else zero)
+
+
+@numba.njit(parallel=True, **_jit)
+def softmax_cross_entropy(z, t, out, gradient):
+    """Row-wise ``out = -t * log_softmax(z)``, or its gradient ``softmax(z) * sum(t) - t``."""
+    for i in prange(z.shape[0]):
+        top = z[i, 0]
+        for j in range(1, z.shape[1]):
+            top = max(top, z[i, j])
+        total = z.dtype.type(0)
+        for j in range(z.shape[1]):
+            total += np.exp(z[i, j] - top)
+        if gradient:
+            mass = z.dtype.type(0)
+            for j in range(z.shape[1]):
+                mass += t[i, j]
+            for j in range(z.shape[1]):
+                out[i, j] = np.exp(z[i, j] - top) / total * mass - t[i, j]
+        else:
+            log_total = np.log(total)
+            for j in range(z.shape[1]):
+                out[i, j] = -t[i, j] * (z[i, j] - top - log_total)
+
+
+@numba.njit(**_jit)
+def sgd_update(param, grad, learning_rate):
+    """In place: ``param -= learning_rate * grad`` with the rate rounded to the arrays' dtype."""
+    rate = param.dtype.type(learning_rate)
+    flat_param, flat_grad = param.reshape(param.size), grad.reshape(grad.size)
+    for i in range(flat_param.shape[0]):
+        flat_param[i] -= rate * flat_grad[i]

@@ -1,0 +1,386 @@
+"""Checkpoints: a network (plus optimizer state, history and notes) in one ``.npz`` file, no pickle.
+
+The file is a NumPy ``.npz`` archive. One ``uint8`` entry, ``fastprop_header``, holds UTF-8 JSON:
+the format version, the tree of layers with their constructor arguments, and for every array its
+entry name, shape and dtype. The other entries are the arrays, as host NumPy arrays, so a checkpoint
+saved on one backend loads on any other. Loading reads with ``allow_pickle=False`` and builds only
+the layer types of :data:`LAYER_TYPES`; it never runs code from the file. Saving is atomic: the
+archive is written to a temporary file beside the target, synced, then renamed over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import zipfile
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numpy
+
+from .backends import current, load_backend, resolve_dtype, use_backend
+from .history import History
+from .layers.activations import ReLU, Sigmoid, SoftMax, Tanh
+from .layers.dropout import Dropout
+from .layers.linear import Linear
+from .layers.network import Network
+from .optimizers import from_state_dict
+
+FORMAT = "fastprop checkpoint"
+#: The newest format this module writes and reads; files with a larger version are refused.
+FORMAT_VERSION = 1
+HEADER = "fastprop_header"
+
+class LayerType(NamedTuple):
+    """How a checkpoint stores and rebuilds one kind of layer."""
+
+    cls: type
+    #: Constructor arguments, read from the layer's attributes of the same names when saving.
+    arguments: tuple = ()
+    #: Extra keyword arguments when loading: Linear draws its throw-away initial values from its
+    #: own generator, so that loading leaves the generator of ``fastprop.seed`` untouched.
+    load_options: dict = {}
+    #: ``shapes(**arguments) -> {parameter name: shape}``, checked before the layer is allocated.
+    shapes: Callable = lambda **arguments: {}
+
+
+#: The only layers a checkpoint may hold, by the name written in the file.
+LAYER_TYPES = {
+    "Network": LayerType(Network, ("fuse", "input_gradient")),
+    "Linear": LayerType(Linear, ("n_in", "n_out", "init"), {"rng": 0},
+                        lambda n_in, n_out, init: {"weights": (n_out, n_in), "bias": (1, n_out)}),
+    "Dropout": LayerType(Dropout, ("rate",)),
+    "Sigmoid": LayerType(Sigmoid),
+    "ReLU": LayerType(ReLU),
+    "Tanh": LayerType(Tanh),
+    "SoftMax": LayerType(SoftMax),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded (or a network that cannot be saved); names the file."""
+
+
+@dataclass
+class Checkpoint:
+    """Everything :func:`load_checkpoint` read: the network and whatever was saved beside it."""
+
+    net: object
+    optimizer: object = None  # an SGD or Adam holding the saved state, or None
+    optimizer_state: dict | None = None  # the same state as Optimizer.state_dict() returns
+    history: History | None = None
+    extra: object = None
+    epoch: int | None = None
+    version: int = FORMAT_VERSION
+
+
+# -- saving ---------------------------------------------------------------------------------------
+
+
+def save(net, path, *, optimizer=None, history=None, extra=None, epoch=None):
+    """Write ``net`` (and optionally an optimizer's state, a History, JSON ``extra``) to ``path``.
+
+    ``path`` is used exactly as given (no ``.npz`` is appended). ``epoch`` defaults to the number
+    of epochs in ``history``. The previous file at ``path`` stays intact until the new one is
+    complete on disk. Returns ``path``.
+    """
+    arrays = {}
+    header = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "dtype": numpy.dtype(net.dtype).name if getattr(net, "dtype", None) is not None else None,
+        "training": bool(getattr(net, "training", True)),
+        "model": _describe(net, "model", arrays, path),
+        "optimizer": None,
+        "history": history.to_dict() if history is not None else None,
+        "extra": extra,
+        "epoch": int(epoch) if epoch is not None else (len(history) if history is not None else None),
+    }
+    if optimizer is not None:
+        header["optimizer"] = _describe_optimizer(optimizer.state_dict(), arrays)
+    try:
+        text = json.dumps(header)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"Cannot save checkpoint {path}: extra must hold only JSON values (dicts with string keys, "
+            f"lists, strings, numbers, booleans, None) ({error})."
+        ) from None
+    arrays[HEADER] = numpy.frombuffer(text.encode("utf-8"), dtype=numpy.uint8)
+    _write_atomically(os.fspath(path), lambda stream: numpy.savez(stream, **arrays))
+    return path
+
+
+def _describe(layer, key, arrays, path):
+    """The header node for ``layer``; its parameters go into ``arrays`` under ``key.<name>``."""
+    kind = type(layer).__name__
+    if kind not in LAYER_TYPES or LAYER_TYPES[kind].cls is not type(layer):
+        raise CheckpointError(
+            f"Cannot save checkpoint {path}: {key} is a {kind}, which checkpoints do not know; "
+            f"they hold {', '.join(LAYER_TYPES)}."
+        )
+    spec = LAYER_TYPES[kind]
+    node = {
+        "type": kind,
+        "arguments": {name: getattr(layer, name) for name in spec.arguments},
+        "parameters": {
+            parameter.name: _entry(arrays, f"{key}.{parameter.name}", layer.backend.to_numpy(parameter.value))
+            for parameter in ([] if spec.cls is Network else layer.parameters())
+        },
+    }
+    if spec.cls is Network:
+        node["layers"] = [_describe(child, f"{key}.{i}", arrays, path) for i, child in enumerate(layer.layers)]
+    return node
+
+
+def _describe_optimizer(state, arrays):
+    """The header node for an optimizer's ``state_dict``; its arrays go into ``arrays``."""
+    return {
+        "type": state["type"],
+        "hyperparameters": state["hyperparameters"],
+        "parameters": [
+            {
+                "name": slot["name"],
+                "shape": list(slot["shape"]),
+                "step": slot["step"],
+                "arrays": {
+                    name: _entry(arrays, f"optimizer.{index}.{name}", array)
+                    for name, array in slot["arrays"].items()
+                },
+            }
+            for index, slot in enumerate(state["parameters"])
+        ],
+    }
+
+
+def _entry(arrays, key, array):
+    """Store ``array`` under ``key`` and return how the header refers to it."""
+    array = numpy.ascontiguousarray(array)
+    arrays[key] = array
+    return {"key": key, "shape": list(array.shape), "dtype": array.dtype.name}
+
+
+def _write_atomically(path, write):
+    """Run ``write(stream)`` on a temporary file beside ``path``, sync it, then rename it over ``path``.
+
+    On any failure the temporary file is removed and the previous ``path`` is left untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+class _Invalid(Exception):
+    """Why a checkpoint cannot be loaded, turned into a CheckpointError that names the file."""
+
+
+def load(path, *, backend=None, dtype=None):
+    """The network saved at ``path``, built on ``backend`` (default: the current one) in ``dtype``.
+
+    ``dtype`` defaults to the dtype the network was saved in.
+    """
+    return load_checkpoint(path, backend=backend, dtype=dtype).net
+
+
+def load_checkpoint(path, *, backend=None, dtype=None) -> Checkpoint:
+    """Everything saved at ``path``: network, optimizer (rebuilt with its state), history, extra, epoch.
+
+    The whole checkpoint is read and checked before anything is returned; a truncated, tampered or
+    inconsistent file raises :class:`CheckpointError` naming it.
+    """
+    path = os.fspath(path)
+    if backend is None:
+        backend = current().backend
+    backend_name = backend if isinstance(backend, str) else backend.name
+    load_backend(backend_name)  # an unknown or unavailable backend is the caller's error, not the file's
+    dtype = resolve_dtype(dtype) if dtype is not None else None
+    try:
+        header, arrays = _read(path)
+        return _assemble(header, arrays, backend_name, dtype)
+    except _Invalid as error:
+        raise CheckpointError(f"Cannot load checkpoint {path}: {error}.") from None
+
+
+def _read(path):
+    """The header and every array of the archive, read eagerly (so damage shows up here)."""
+    with open(path, "rb") as stream:  # never let numpy guess: anything else is tried as a pickle
+        signature = stream.read(6)
+    if signature == b"\x93NUMPY":
+        raise _Invalid("it holds a single array, not a fastprop checkpoint archive")
+    if not signature.startswith(b"PK"):
+        raise _Invalid(
+            "it is not a .npz archive (no zip signature); it may be empty, truncated or not a checkpoint"
+        )
+    try:
+        archive = numpy.load(path, allow_pickle=False)
+    except Exception as error:
+        raise _Invalid(
+            f"it is not a readable .npz archive ({error}); it may be truncated or not a checkpoint"
+        ) from None
+    try:
+        with archive:
+            for info in archive.zip.infolist():
+                _check_entry(archive.zip, info)
+            arrays = {key: archive[key] for key in archive.files}
+    except _Invalid:
+        raise
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise _Invalid("it holds an object array, which needs pickle and is refused") from None
+        raise _Invalid(f"an array in it cannot be read ({error}); the file is damaged") from None
+    except Exception as error:
+        raise _Invalid(f"an array in it cannot be read ({error}); the file is damaged") from None
+    raw = arrays.pop(HEADER, None)
+    if raw is None or raw.dtype != numpy.uint8 or raw.ndim != 1:
+        raise _Invalid(f"it has no '{HEADER}' entry, so it is not a fastprop checkpoint")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise _Invalid(f"its header is not valid JSON ({error})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise _Invalid("its header does not describe a fastprop checkpoint")
+    version = header.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _Invalid(f"its header has format version {version!r}, expected a positive integer")
+    if version > FORMAT_VERSION:
+        raise _Invalid(
+            f"it was written in checkpoint format {version} by a newer fastprop, and this one reads "
+            f"format {FORMAT_VERSION} at most; upgrade fastprop to load it"
+        )
+    return header, arrays
+
+
+def _check_entry(archive, info):
+    """Refuse an entry before numpy allocates for it: compressed (a zip bomb?) or claiming more data
+    than it holds (numpy would allocate the claimed size first)."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise _Invalid(f"its entry '{info.filename}' is compressed, which fastprop checkpoints never are")
+    with archive.open(info) as member:
+        version = numpy.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise _Invalid(f"its entry '{info.filename}' uses .npy format {version}, which save never writes")
+        read_header = getattr(numpy.lib.format, f"read_array_header_{version[0]}_0")
+        shape, _, dtype = read_header(member)
+    if math.prod(shape) * dtype.itemsize > info.file_size:
+        raise _Invalid(f"its entry '{info.filename}' claims more data than it holds; the file is damaged")
+
+
+def _assemble(header, arrays, backend_name, dtype) -> Checkpoint:
+    try:
+        if dtype is None:
+            dtype = resolve_dtype(header["dtype"]) if header["dtype"] is not None else current().dtype
+        used = set()
+        with use_backend(backend_name, dtype):
+            net = _build(header["model"], arrays, used, "model", dtype)
+        net.train(_check(header["training"], bool, "training flag"))
+        optimizer, state = None, None
+        if header["optimizer"] is not None:
+            state = _optimizer_state(header["optimizer"], arrays, used, net)
+            optimizer = from_state_dict(state)
+        history = History.from_dict(header["history"]) if header["history"] is not None else None
+        epoch = header["epoch"]
+        if epoch is not None:
+            _check(epoch, int, "epoch")
+    except _Invalid:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as error:
+        raise _Invalid(f"its header is inconsistent ({type(error).__name__}: {error})") from None
+    unused = sorted(set(arrays) - used)
+    if unused:
+        raise _Invalid(f"it holds arrays its header does not describe ({', '.join(unused[:5])})")
+    return Checkpoint(net, optimizer, state, history, header["extra"], epoch, header["version"])
+
+
+def _build(node, arrays, used, where, dtype):
+    kind = _check(node, dict, f"{where} entry").get("type")
+    if kind not in LAYER_TYPES:
+        raise _Invalid(
+            f"its {where} is of unknown layer type {kind!r}; checkpoints hold {', '.join(LAYER_TYPES)}"
+        )
+    spec = LAYER_TYPES[kind]
+    arguments = _check(node["arguments"], dict, f"{where} arguments")
+    if set(arguments) != set(spec.arguments):
+        raise _Invalid(
+            f"its {where} ({kind}) has arguments {sorted(arguments)}, expected {sorted(spec.arguments)}"
+        )
+    shapes = spec.shapes(**arguments)
+    parameters = _check(node["parameters"], dict, f"{where} parameters")
+    if set(parameters) != set(shapes):
+        raise _Invalid(f"its {where} ({kind}) has parameters {sorted(parameters)}, expected {sorted(shapes)}")
+    host = {
+        name: _array(entry, arrays, used, f"{where}.{name}", shapes[name])
+        for name, entry in parameters.items()
+    }
+    try:
+        if spec.cls is Network:
+            for flag in spec.arguments:
+                _check(arguments[flag], bool, f"{where} {flag} flag")
+            children = _check(node["layers"], list, f"{where} layers")
+            layers = [_build(child, arrays, used, f"{where}.{i}", dtype) for i, child in enumerate(children)]
+            layer = Network(layers, **arguments)
+        else:
+            layer = spec.cls(**arguments, **spec.load_options)
+    except ValueError as error:
+        raise _Invalid(f"its {where} ({kind}) has arguments the layer rejects ({error})") from None
+    for name, array in host.items():
+        if tuple(getattr(layer, name).shape) != array.shape:
+            raise _Invalid(f"its array for {where}.{name} has shape {array.shape}; {layer!r} cannot take it")
+        setattr(layer, name, layer.backend.asarray(array, dtype=dtype))
+    return layer
+
+
+def _optimizer_state(node, arrays, used, net):
+    parameters = net.parameters()
+    slots = _check(node["parameters"], list, "optimizer parameters")
+    if len(slots) > len(parameters):
+        raise _Invalid(
+            f"its optimizer holds state for {len(slots)} parameters but the network has {len(parameters)}"
+        )
+    entries = []
+    for index, (slot, parameter) in enumerate(zip(slots, parameters)):
+        shape = tuple(parameter.value.shape)
+        if slot["name"] != parameter.name or tuple(slot["shape"]) != shape:
+            raise _Invalid(
+                f"its optimizer state {index} is for '{slot['name']}' of shape {tuple(slot['shape'])}, "
+                f"but the network's parameter {index} is '{parameter.name}' of shape {shape}"
+            )
+        state_arrays = {key: _array(entry, arrays, used, f"optimizer.{index}.{key}", shape)
+                        for key, entry in _check(slot["arrays"], dict, "optimizer arrays").items()}
+        entries.append({"name": slot["name"], "shape": shape, "step": slot["step"], "arrays": state_arrays})
+    return {"type": node["type"], "hyperparameters": node["hyperparameters"], "parameters": entries}
+
+
+def _array(entry, arrays, used, where, expected_shape):
+    key = _check(entry, dict, f"{where} entry")["key"]
+    if key not in arrays:
+        raise _Invalid(f"it lacks the array '{key}' that its header lists")
+    if key in used:
+        raise _Invalid(f"its header uses the array '{key}' twice")
+    array = arrays[key]
+    if array.dtype.kind != "f" or array.dtype.name != entry["dtype"]:
+        raise _Invalid(f"its array '{key}' has dtype {array.dtype}, but its header says {entry['dtype']}")
+    if array.shape != tuple(entry["shape"]):
+        raise _Invalid(
+            f"its array '{key}' has shape {array.shape}, but its header says {tuple(entry['shape'])}"
+        )
+    if array.shape != expected_shape:
+        raise _Invalid(f"its array '{key}' has shape {array.shape}, but {where} needs {expected_shape}")
+    used.add(key)
+    return array
+
+
+def _check(value, kind, what):
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _Invalid(f"its {what} is {value!r}, expected a {kind.__name__}")
+    return value

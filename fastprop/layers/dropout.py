@@ -1,0 +1,55 @@
+"""``Dropout``: inverted dropout, active in training mode and the identity in evaluation mode."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from .. import seeding
+from .base import Layer
+
+
+class Dropout(Layer):
+    """Zero each input with probability ``rate`` and scale the survivors by ``1 / (1 - rate)``.
+
+    The scaling keeps every output's expectation equal to its input, so evaluation mode
+    (``net.eval()``, used by ``validate`` and ``predict``) is simply the identity. ``backward``
+    applies the mask of the last ``forward``. Masks are drawn from ``rng`` (a seed or
+    ``numpy.random.Generator``; without it the generator seeded by :func:`fastprop.seed`) on the
+    host, so a seeded network drops the same units on every backend.
+    """
+
+    def __init__(self, rate=0.5, *, rng=None):
+        super().__init__()
+        if (not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not math.isfinite(rate)
+                or not 0 <= rate < 1):
+            raise ValueError(
+                f"Dropout needs a rate in [0, 1), the probability of zeroing an input, got {rate!r}."
+            )
+        self.rate = float(rate)
+        self.rng = seeding.generator(rng)
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate})"
+
+    def forward(self, x):
+        x = self._accept(x)
+        if not self.training or self.rate == 0.0:
+            self._saved_mask = None
+            return x
+        mask = self.backend.random_uniform(self.rng, x.shape, self.dtype) >= self.rate
+        self._saved_mask = mask = mask.astype(self.dtype)
+        mask *= 1.0 / (1.0 - self.rate)
+        return x * mask
+
+    def backward(self, gradient, input_gradient=True):
+        mask = self._saved("_saved_mask")
+        gradient = self._accept(gradient, "gradient")
+        if mask is not None and gradient.shape != mask.shape:
+            raise ValueError(
+                f"{self!r}.backward expected a gradient of shape {tuple(mask.shape)} matching its last "
+                f"output, got {tuple(gradient.shape)}."
+            )
+        if not input_gradient:
+            return None
+        return gradient if mask is None else gradient * mask

@@ -1,0 +1,348 @@
+"""Optimizers (``SGD``, ``Adam``) and learning-rate schedules (``constant``, ``StepLR``, ``CosineLR``).
+
+An optimizer updates, in place, every :class:`~fastprop.layers.Parameter` of ``net.parameters()``
+from the gradients summed by ``backward``::
+
+    optimizer = Adam(1e-3)
+    for x, t in batches:
+        net.zero_gradients()
+        net.backward(cost.gradient(net.forward(x), t))
+        optimizer.step(net)
+
+**Where the state lives.** ``net.parameters()`` builds fresh ``Parameter`` objects on every call, so
+state is kept per *position* in that list, which is deterministic for a given network. Position keys
+are also what a checkpoint can store: they mean the same thing in another process, whereas
+``id(layer)`` does not. Each position remembers a weak reference to the layer it first updated, so
+stepping a *different* network with the same optimizer is an error instead of a silent mix of state.
+State arrays stay on the parameter's backend and dtype; when the network moves
+(``net.to_backend(...)``) they follow it lazily, once, on the next ``step``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import weakref
+from dataclasses import dataclass, field
+
+import numpy
+
+# ---------------------------------------------------------------------------------------------------
+# Optimizers.
+
+
+@dataclass
+class _Slot:
+    """The state of the parameter at one position of ``net.parameters()``."""
+
+    name: str
+    shape: tuple
+    arrays: dict
+    step: int = 0
+    layer: weakref.ref | None = None  # None until the first step binds it (fresh from a state dict)
+    backend: object = None  # None while ``arrays`` are host NumPy arrays from load_state_dict
+    dtype: object = None
+    scratch: object = field(default=None, repr=False)
+
+
+class Optimizer:
+    """Base class: ``step(net, learning_rate=None)`` updates every parameter of ``net`` in place.
+
+    ``learning_rate`` given to the constructor is the default for ``step`` (and, with the lead's
+    wiring, for :func:`fastprop.train`); a rate passed to ``step`` wins. Subclasses set
+    ``self.state_names`` (the arrays kept per parameter, zero-initialised) and implement
+    ``_update`` and ``hyperparameters``.
+    """
+
+    def __init__(self, learning_rate=None):
+        if learning_rate is not None:
+            learning_rate = _positive_rate(self, learning_rate)
+        self.learning_rate = learning_rate
+        self.state_names: tuple[str, ...] = ()
+        self._slots: list[_Slot] = []
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.hyperparameters().items())
+        return f"{type(self).__name__}({arguments})"
+
+    def hyperparameters(self) -> dict:
+        """The constructor's keyword arguments, as JSON-friendly values."""
+        return {"learning_rate": self.learning_rate}
+
+    def step(self, net, learning_rate=None) -> None:
+        """Update every parameter of ``net`` from its summed gradient, in place."""
+        if learning_rate is None:
+            learning_rate = self.learning_rate
+            if learning_rate is None:
+                raise ValueError(
+                    f"{self!r}.step needs a learning_rate: pass one to step or build the optimizer "
+                    f"with it, e.g. {type(self).__name__}(1e-3)."
+                )
+        else:  # 0 is allowed here: a schedule may pause learning
+            learning_rate = _nonnegative(self, "learning_rate", learning_rate)
+        for index, parameter in enumerate(net.parameters()):
+            slot = self._slot(index, parameter)
+            slot.step += 1
+            self._update(parameter, slot, learning_rate)
+
+    def reset(self) -> None:
+        """Forget all state (momentum, moments, step counts), e.g. before training another network."""
+        self._slots = []
+
+    def _update(self, parameter, slot: _Slot, learning_rate: float) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _update")
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _slot(self, index, parameter) -> _Slot:
+        backend, value = parameter.layer.backend, parameter.value
+        if index == len(self._slots):
+            arrays = {key: backend.zeros(value.shape, value.dtype) for key in self.state_names}
+            slot = _Slot(parameter.name, tuple(value.shape), arrays, backend=backend, dtype=value.dtype)
+            self._slots.append(slot)
+        slot = self._slots[index]
+        if slot.layer is None:
+            if (slot.name, slot.shape) != (parameter.name, tuple(value.shape)):
+                raise ValueError(
+                    f"{self!r} holds state for parameter {index} '{slot.name}' of shape {slot.shape}, "
+                    f"but the network's parameter {index} is {parameter.layer!r}.{parameter.name} of "
+                    f"shape {tuple(value.shape)}; load the state into the network it was saved from."
+                )
+            slot.layer = weakref.ref(parameter.layer)
+        elif slot.layer() is not parameter.layer:
+            raise ValueError(
+                f"{self!r} holds state for another network (parameter {index} belonged to a "
+                f"different layer than {parameter.layer!r}); use one optimizer per network, or "
+                "call reset() first."
+            )
+        if slot.backend is not backend or slot.dtype != value.dtype:
+            _move(slot, backend, value.dtype)
+        return slot
+
+    def state_dict(self) -> dict:
+        """Hyperparameters and per-parameter state as host NumPy arrays (copies), for checkpoints.
+
+        ``{"type": "Adam", "hyperparameters": {...}, "parameters": [{"name", "shape", "step",
+        "arrays": {state name: numpy array}}, ...]}``, one entry per position of ``net.parameters()``
+        that has been stepped.
+        """
+        parameters = []
+        for slot in self._slots:
+            arrays = {
+                key: numpy.array(array if slot.backend is None else slot.backend.to_numpy(array))
+                for key, array in slot.arrays.items()
+            }
+            parameters.append({"name": slot.name, "shape": slot.shape, "step": slot.step, "arrays": arrays})
+        return {
+            "type": type(self).__name__, "hyperparameters": self.hyperparameters(), "parameters": parameters,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore hyperparameters and state from :meth:`state_dict`; the next ``step`` continues exactly.
+
+        The arrays move to the network's backend and dtype on that step. Everything is checked
+        before anything changes: a bad ``state`` raises ``ValueError`` and leaves this optimizer as it was.
+        """
+        if not isinstance(state, dict) or state.get("type") != type(self).__name__:
+            kind = state.get("type") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{self!r} cannot load the state of a {kind!r}; build that optimizer instead.")
+        try:
+            configured = type(self)(**state["hyperparameters"])
+            slots = [_slot_from_state(entry, configured.state_names) for entry in state["parameters"]]
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"{self!r} got a malformed state dict ({error!r}); pass the output of state_dict()."
+            ) from None
+        vars(self).update({key: value for key, value in vars(configured).items() if key != "_slots"})
+        self._slots = slots
+
+
+def _slot_from_state(entry, state_names) -> _Slot:
+    shape = tuple(int(n) for n in entry["shape"])
+    arrays = {}
+    if set(entry["arrays"]) != set(state_names):
+        raise ValueError(
+            f"optimizer state for '{entry['name']}' holds arrays {sorted(entry['arrays'])}, expected "
+            f"{sorted(state_names)}; it was saved by a differently configured optimizer."
+        )
+    for key in state_names:
+        array = numpy.array(entry["arrays"][key])  # a private copy
+        if array.shape != shape or array.dtype.kind != "f":
+            raise ValueError(
+                f"optimizer state '{entry['name']}.{key}' is a {array.dtype} array of shape "
+                f"{array.shape}, expected floats of shape {shape}."
+            )
+        arrays[key] = array
+    step = entry["step"]
+    if not isinstance(step, numbers.Integral) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"optimizer state '{entry['name']}' has step {step!r}, expected a count >= 0.")
+    return _Slot(str(entry["name"]), shape, arrays, int(step))
+
+
+def _move(slot: _Slot, backend, dtype) -> None:
+    """Carry ``slot``'s arrays to ``backend`` and ``dtype`` (once, when the network has moved)."""
+    for key, array in slot.arrays.items():
+        host = array if slot.backend is None else slot.backend.to_numpy(array)
+        slot.arrays[key] = backend.asarray(host, dtype=dtype)
+    slot.backend, slot.dtype, slot.scratch = backend, dtype, None
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum and L2 weight decay.
+
+    With ``momentum=0`` and no decay it is exactly ``net.update_parameters(learning_rate)``, the
+    notebook's ``value -= learning_rate * gradient``. Momentum keeps ``v = momentum v + g`` and steps
+    ``-learning_rate v``; ``nesterov`` steps ``-learning_rate (g + momentum v)``. ``weight_decay``
+    adds ``weight_decay * value`` to every gradient (PyTorch's conventions throughout).
+    """
+
+    def __init__(self, learning_rate=None, *, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(learning_rate)
+        self.momentum = _fraction(self, "momentum", momentum)
+        self.weight_decay = _nonnegative(self, "weight_decay", weight_decay)
+        if nesterov and not self.momentum:
+            raise ValueError(
+                "SGD with nesterov=True needs a momentum above 0, e.g. SGD(momentum=0.9, nesterov=True)."
+            )
+        self.nesterov = bool(nesterov)
+        self.state_names = ("velocity",) if self.momentum else ()
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+    def _update(self, parameter, slot, learning_rate):
+        backend, param, grad = parameter.layer.backend, parameter.value, parameter.gradient
+        if self.momentum:
+            backend.momentum_update(param, grad, slot.arrays["velocity"], learning_rate, self.momentum,
+                                    nesterov=self.nesterov, weight_decay=self.weight_decay)
+            return
+        if self.weight_decay:
+            param *= 1.0 - learning_rate * self.weight_decay
+        backend.sgd_update(param, grad, learning_rate)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; ``decoupled=True`` makes it AdamW.
+
+    ``weight_decay`` is added to the gradient as ``weight_decay * value`` (L2, as in PyTorch's
+    ``Adam``), or with ``decoupled`` shrinks the value by ``1 - learning_rate * weight_decay`` before
+    the step (PyTorch's ``AdamW``).
+    """
+
+    def __init__(self, learning_rate=None, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decoupled=False):
+        super().__init__(learning_rate)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Adam needs betas as a pair (beta1, beta2), got {betas!r}.")
+        self.betas = (_fraction(self, "betas[0]", betas[0]), _fraction(self, "betas[1]", betas[1]))
+        self.eps = _nonnegative(self, "eps", eps)
+        self.weight_decay = _nonnegative(self, "weight_decay", weight_decay)
+        self.decoupled = bool(decoupled)
+        self.state_names = ("first_moment", "second_moment")
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "betas": self.betas, "eps": self.eps,
+                "weight_decay": self.weight_decay, "decoupled": self.decoupled}
+
+    def _update(self, parameter, slot, learning_rate):
+        backend, param = parameter.layer.backend, parameter.value
+        if slot.scratch is None:
+            slot.scratch = backend.zeros(param.shape, param.dtype)
+        backend.adam_update(param, parameter.gradient, slot.arrays["first_moment"],
+                            slot.arrays["second_moment"], slot.scratch, learning_rate, *self.betas,
+                            self.eps, slot.step, weight_decay=self.weight_decay, decoupled=self.decoupled)
+
+
+#: Optimizers a checkpoint may rebuild, by the name :meth:`Optimizer.state_dict` records.
+OPTIMIZERS = {"SGD": SGD, "Adam": Adam}
+
+
+def from_state_dict(state: dict) -> Optimizer:
+    """A new optimizer of the recorded type (``SGD`` or ``Adam``) holding ``state``."""
+    kind = state.get("type") if isinstance(state, dict) else None
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer type {kind!r}; fastprop can rebuild {', '.join(OPTIMIZERS)}.")
+    optimizer = OPTIMIZERS[kind]()
+    optimizer.load_state_dict(state)
+    return optimizer
+
+
+def _number(owner, label, value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{type(owner).__name__} needs a finite number for {label}, got {value!r}.")
+    return float(value)
+
+
+def _positive_rate(owner, value):
+    if _number(owner, "learning_rate", value) <= 0:
+        raise ValueError(f"{type(owner).__name__} needs a positive learning_rate, got {value!r}.")
+    return float(value)
+
+
+def _nonnegative(owner, label, value):
+    if _number(owner, label, value) < 0:
+        raise ValueError(f"{type(owner).__name__} needs {label} >= 0, got {value!r}.")
+    return float(value)
+
+
+def _fraction(owner, label, value):
+    if not 0 <= _number(owner, label, value) < 1:
+        raise ValueError(f"{type(owner).__name__} needs 0 <= {label} < 1, got {value!r}.")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Learning-rate schedules: ``schedule(epoch) -> factor`` with 1-based epochs, as train prints them.
+
+
+def constant(epoch: int) -> float:
+    """The factor 1 for every epoch."""
+    return 1.0
+
+
+class StepLR:
+    """Multiply the rate by ``gamma`` every ``step_size`` epochs: epochs 1..step_size get 1, then gamma..."""
+
+    def __init__(self, step_size: int, gamma: float = 0.1):
+        self.step_size = _positive_integer(self, "step_size", step_size)
+        self.gamma = _nonnegative(self, "gamma", gamma)
+
+    def __repr__(self) -> str:
+        return f"StepLR({self.step_size}, gamma={self.gamma})"
+
+    def __call__(self, epoch: int) -> float:
+        return self.gamma ** ((_epoch(self, epoch) - 1) // self.step_size)
+
+
+class CosineLR:
+    """Cosine annealing from 1 at epoch 1 down to ``min_factor`` after ``total_epochs`` epochs.
+
+    ``factor = min + (1 - min) (1 + cos(pi (epoch - 1) / total_epochs)) / 2``, so every one of the
+    ``total_epochs`` epochs trains with a nonzero rate; later epochs stay at ``min_factor``.
+    """
+
+    def __init__(self, total_epochs: int, min_factor: float = 0.0):
+        self.total_epochs = _positive_integer(self, "total_epochs", total_epochs)
+        if not 0 <= _number(self, "min_factor", min_factor) <= 1:
+            raise ValueError(f"CosineLR needs 0 <= min_factor <= 1, got {min_factor!r}.")
+        self.min_factor = float(min_factor)
+
+    def __repr__(self) -> str:
+        return f"CosineLR({self.total_epochs}, min_factor={self.min_factor})"
+
+    def __call__(self, epoch: int) -> float:
+        progress = min(_epoch(self, epoch) - 1, self.total_epochs) / self.total_epochs
+        return self.min_factor + (1.0 - self.min_factor) * (1.0 + math.cos(math.pi * progress)) / 2.0
+
+
+def _epoch(schedule, epoch) -> int:
+    if not isinstance(epoch, numbers.Integral) or isinstance(epoch, bool) or epoch < 1:
+        raise ValueError(f"{schedule!r} takes 1-based epoch numbers, got {epoch!r}.")
+    return int(epoch)
+
+
+def _positive_integer(owner, label, value) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{type(owner).__name__} needs a positive integer {label}, got {value!r}.")
+    return int(value)

@@ -1,0 +1,202 @@
+"""``fastprop.bench`` on tiny sizes: the report, its peers' fairness, JSON, table, plot and CLI.
+
+No test here judges speed; they check that every figure exists and that the peers compute the
+same training as fastprop, so that the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import numpy
+import pytest
+
+import fastprop
+from fastprop import bench
+from fastprop.backends import Backend, BackendUnavailableError, registry
+
+ROWS = 1200
+AVAILABLE = [name for name, status in bench.backend_statuses().items() if status.available]
+
+
+def _unavailable():
+    raise BackendUnavailableError("it needs hardware this machine lacks; install nothing, it is a test")
+
+
+class _Broken(Backend):
+    """Loads fine, fails on first use: the run must go on without it."""
+
+    def linear_forward(self, x, W, b):
+        raise FloatingPointError("this backend is broken on purpose")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One tiny run of the whole matrix, with a registered backend that cannot run."""
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(registry, "_factories", {**registry._factories, "unrunnable": _unavailable, "broken": _Broken})
+        patch.setattr(registry, "_failures", dict(registry._failures))
+        report = bench.run_bench(epochs=1, json_path=path, rows=ROWS, out=out, data="synthetic",
+                                 fresh_process=False)
+    return report, out.getvalue(), path
+
+
+def _parameters(trained):
+    """Host ``[(W, b), ...]`` of a runner or a fastprop network."""
+    if isinstance(trained, bench.NotebookRunner):
+        return trained.params
+    if isinstance(trained, bench.TorchRunner):
+        return [(m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy().reshape(1, -1))
+                for m in trained.model if isinstance(m, trained.torch.nn.Linear)]
+    net = getattr(trained, "net", trained)
+    return [(net.backend.to_numpy(layer.weights), net.backend.to_numpy(layer.bias))
+            for layer in net.leaves() if isinstance(layer, fastprop.Linear)]
+
+
+def _assert_same_training(trained, reference, workload, rtol):
+    moved = False
+    initial = bench.initial_parameters(bench.WORKLOADS[workload], "float64")
+    for (W, b), (W_ref, b_ref), (W0, _) in zip(_parameters(trained), _parameters(reference), initial):
+        numpy.testing.assert_allclose(W, W_ref, rtol=rtol, atol=rtol * numpy.abs(W_ref).max())
+        numpy.testing.assert_allclose(b, b_ref, rtol=rtol, atol=rtol * numpy.abs(b_ref).max())
+        moved |= numpy.abs(W_ref - W0).max() > 1e-4
+    assert moved, "one epoch should have moved the weights, or this comparison proves nothing"
+
+
+def test_report_has_figures_for_every_available_backend_and_the_baseline(bench_run):
+    report, _, _ = bench_run
+    for name in AVAILABLE + [bench.BASELINE]:
+        for workload in ("W1", "W2"):
+            modes = {r["mode"]: r for r in report["results"] if (r["backend"], r["workload"]) == (name, workload)}
+            assert {"train", "infer"} <= set(modes), (name, workload)
+            assert all(r["samples_per_second"] > 0 and r["ms_per_epoch"] > 0 for r in modes.values())
+            assert modes["train"]["x_baseline"] > 0
+    cold = [r for r in report["results"] if r["mode"] == "cold"]
+    assert {r["backend"] for r in cold} == set(AVAILABLE)
+    assert all(r["warmup_s"] >= 0 and r["first_epoch_s"] > 0 for r in cold)
+
+
+def test_numpy_row_is_its_own_reference(bench_run):
+    report, _, _ = bench_run
+    numpy_rows = [r for r in report["results"] if r["backend"] == "numpy" and r["mode"] != "cold"]
+    assert numpy_rows and all(r["x_numpy"] == pytest.approx(1.0) for r in numpy_rows)
+
+
+def test_unrunnable_backends_are_skipped_with_their_reason(bench_run):
+    report, table, _ = bench_run
+    skipped = {entry["backend"]: entry["reason"] for entry in report["skipped"]}
+    assert "hardware this machine lacks" in skipped["unrunnable"]
+    line = next(line for line in table.splitlines() if line.startswith("skipped unrunnable: "))
+    assert "it needs hardware this machine lacks" in line
+    assert not any(r["backend"] == "unrunnable" for r in report["results"])
+    assert ("torch-cpu" in skipped) == (bench.torch_devices()["torch-cpu"] is not None)
+
+
+def test_a_backend_that_fails_is_reported_and_the_others_still_run(bench_run):
+    report, table, _ = bench_run
+    failures = [entry for entry in report["skipped"] if entry["backend"].startswith("broken ")]
+    assert {entry["backend"] for entry in failures} == {"broken float32 W1", "broken float32 W2"}
+    assert all("broken on purpose" in entry["reason"] for entry in failures)
+    assert "skipped broken float32 W1: failed: FloatingPointError" in table
+    assert any(r["backend"] == "numpy" and r["mode"] == "train" for r in report["results"])
+
+
+def test_table_names_every_backend_and_the_machine(bench_run):
+    _, table, _ = bench_run
+    for name in AVAILABLE + [bench.BASELINE]:
+        assert f"\n{name} " in table
+    assert "\nskipped unrunnable: " in table
+    assert table.startswith("machine: ") and "x baseline" in table and "x numpy" in table
+
+
+def test_json_is_written_with_the_machine(bench_run):
+    report, _, path = bench_run
+    written = json.loads(path.read_text())
+    machine = written["machine"]
+    assert machine["cores"] >= 1 and machine["cpu"] and machine["numpy"] == numpy.__version__
+    assert machine["date"] and isinstance(machine["blas"], list)
+    assert written["config"]["rows"] == ROWS and written["config"]["data"] == "synthetic"
+    assert len(written["results"]) == len(report["results"])
+
+
+def test_plot_is_written(bench_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    bench.plot(bench_run[0], tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_fails_first_with_one_clear_sentence(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    with pytest.raises(RuntimeError, match=r"matplotlib.*pip install 'fastprop\[plot\]'"):
+        bench.run_bench(plot_path=tmp_path / "x.png", rows=ROWS, out=io.StringIO())
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+def test_notebook_baseline_trains_exactly_like_the_numpy_backend(workload, dtype, rtol):
+    images, targets, _ = bench.load_rows(ROWS, "synthetic")
+    runners = [bench.make_runner(name, bench.WORKLOADS[workload], dtype, images, targets)
+               for name in (bench.BASELINE, "numpy")]
+    costs = [float(runner.train_epoch()) for runner in runners]
+    assert costs[0] == pytest.approx(costs[1], rel=1e-4)
+    _assert_same_training(*runners, workload, rtol=rtol)
+
+
+@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_timed_epoch_is_what_train_runs(name, workload):
+    images, targets, _ = bench.load_rows(ROWS, "synthetic")
+    spec = bench.WORKLOADS[workload]
+    runner = bench.make_runner(name, spec, "float32", images, targets)
+    runner.train_epoch()
+    with fastprop.use_backend(name, "float32"):
+        net = spec.build()
+        fastprop.train(net, spec.cost_function(), 1, spec.batch_size, spec.learning_rate, seed=0,
+                       data=(images, targets, images[:2], targets[:2]), quiet=True, verbose=False)
+    _assert_same_training(runner, net, workload, rtol=1e-5)
+
+
+@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+def test_torch_peer_trains_like_fastprop(workload):
+    pytest.importorskip("torch")
+    images, targets, _ = bench.load_rows(ROWS, "synthetic")
+    runners = [bench.make_runner(name, bench.WORKLOADS[workload], "float64", images, targets)
+               for name in ("torch-cpu", "numpy")]
+    costs = [float(runner.train_epoch()) for runner in runners]
+    assert costs[0] == pytest.approx(costs[1], rel=1e-6)
+    _assert_same_training(*runners, workload, rtol=1e-6)
+
+
+def test_cold_start_in_a_fresh_process():
+    cold = bench.cold_start("numpy", "float32", "W1", ROWS, "synthetic", fresh_process=True)
+    assert cold["fresh_process"] and cold["first_epoch_s"] > 0 and cold["warmup_s"] >= 0
+
+
+def test_synthetic_rows_have_mnist_shape_and_are_seeded():
+    images, targets, source = bench.load_rows(ROWS, "synthetic")
+    again = bench.load_rows.__wrapped__(ROWS, "synthetic")
+    assert source == "synthetic" and images.shape == (ROWS, 784) and targets.shape == (ROWS, 10)
+    assert images.dtype == targets.dtype == numpy.float32 and 0 <= images.min() and images.max() <= 1
+    assert (targets.sum(axis=1) == 1).all() and numpy.array_equal(images, again[0])
+
+
+def test_bad_arguments_are_refused_before_any_timing():
+    with pytest.raises(ValueError, match="epochs"):
+        bench.run_bench(epochs=0, out=io.StringIO())
+    with pytest.raises(ValueError, match="W9"):
+        bench.run_bench(workloads=("W9",), out=io.StringIO())
+
+
+def test_command_line_entry(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--backend", "numpy", "--workload", "W1", "--rows", str(ROWS), "--epochs", "1",
+                              "--data", "synthetic", "--no-torch", "--in-process-cold-start",
+                              "--json", str(tmp_path / "b.json")])
+    assert bench.command(args) == 0
+    assert "\nnumpy " in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.json").read_text())["results"]
