@@ -153,9 +153,10 @@ def test_timed_epoch_is_what_train_runs(name, workload):
     spec = bench.WORKLOADS[workload]
     runner = bench.make_runner(name, spec, "float32", images, targets)
     runner.train_epoch()
+    runner.train_epoch()  # a second epoch checks that the shuffle is drawn as train() draws it
     with fastprop.use_backend(name, "float32"):
         net = spec.build()
-        fastprop.train(net, spec.cost_function(), 1, spec.batch_size, spec.learning_rate, seed=0,
+        fastprop.train(net, spec.cost_function(), 2, spec.batch_size, spec.learning_rate, seed=0,
                        data=(images, targets, images[:2], targets[:2]), quiet=True, verbose=False)
     _assert_same_training(runner, net, workload, rtol=1e-5)
 

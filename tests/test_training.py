@@ -111,3 +111,70 @@ def test_history_exports_csv_and_json(tmp_path):
     ]
     history.to_json(tmp_path / "h.json")
     assert fastprop.History.from_dict(__import__("json").loads((tmp_path / "h.json").read_text())) == history
+
+
+def test_divergence_stops_with_the_last_finite_parameters(tmp_path):
+    x, t, xv, tv = _data(400, 50)
+    x[350] = numpy.inf  # the fourth batch of 100 (in shuffled order) holds this row somewhere
+    net = Network([Linear(40, 10, rng=0), Sigmoid()])
+    path = tmp_path / "run.npz"
+    with pytest.raises(fastprop.TrainingDiverged, match=r"epoch 1, batch \d+: the cost became nan at learning rate 0.01"):
+        train(net, MeanSquareError(), 3, 100, 0.01, data=(x, t, xv, tv), quiet=True, verbose=False, checkpoint=path)
+    assert all(numpy.isfinite(parameter.value).all() for parameter in net.parameters())
+    assert not path.exists()  # no checkpoint was written from a diverged epoch
+
+
+def test_checkpoint_resume_continues_the_history(tmp_path):
+    data = _data(300, 100)
+    path = tmp_path / "run.npz"
+    straight = Network([Linear(40, 10, rng=0), Sigmoid()])
+    expected = train(straight, MeanSquareError(), 4, 50, 0.05, data=data, quiet=True, verbose=False)
+    first = Network([Linear(40, 10, rng=0), Sigmoid()])
+    train(first, MeanSquareError(), 2, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
+    resumed = Network([Linear(40, 10, rng=9), Sigmoid()])  # other initial values: resume must overwrite them
+    history = train(resumed, MeanSquareError(), 4, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
+    assert len(history) == 4
+    assert history.cost == pytest.approx(expected.cost, rel=1e-6)
+    assert numpy.array_equal(resumed.layers[0].weights, straight.layers[0].weights)
+
+
+def test_resume_refuses_a_checkpoint_of_another_network(tmp_path):
+    data = _data(100, 20)
+    path = tmp_path / "run.npz"
+    train(Network([Linear(40, 10), Sigmoid()]), MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
+    other = Network([Linear(40, 12), ReLU(), Linear(12, 10)])
+    with pytest.raises(fastprop.CheckpointError, match=r"parameter shapes .* use another checkpoint path"):
+        train(other, MeanSquareError(), 2, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
+
+
+def test_early_stopping_restores_the_best_parameters():
+    data = _data(300, 100)
+    net = Network([Linear(40, 10, rng=0), Sigmoid()])
+    calls = []
+
+    def schedule(epoch):  # a rate that turns destructive after epoch 2
+        calls.append(epoch)
+        return 1.0 if epoch <= 2 else 60.0
+
+    history = train(net, MeanSquareError(), 30, 50, 0.05, data=data, quiet=True, verbose=False,
+                    schedule=schedule, patience=2)
+    best = max(history.accuracy)
+    assert len(history) < 30 and history.accuracy[-1] < best
+    assert validate(net, data[2], data[3]) == pytest.approx(best)
+
+
+def test_schedule_scales_the_rate_and_bad_factors_are_refused():
+    data = _data(100, 20)
+    net = Network([Linear(40, 10, rng=0), Sigmoid()])
+    before = net.layers[0].weights.copy()
+    train(net, MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False, schedule=lambda e: 0.0)
+    assert numpy.array_equal(before, net.layers[0].weights)
+    with pytest.raises(ValueError, match=r"schedule .* gave -1 for epoch 1"):
+        train(net, MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False, schedule=lambda e: -1)
+
+
+def test_adam_through_train_uses_its_own_learning_rate():
+    net = Network([Linear(40, 32, init="he", rng=0), ReLU(), Linear(32, 10, init="xavier", rng=1)])
+    history = train(net, SoftmaxCrossEntropy(), 3, 50, None, data=_data(), quiet=True, verbose=False,
+                    optimizer=fastprop.Adam(1e-2))
+    assert history.accuracy[-1] > 0.95

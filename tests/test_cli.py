@@ -1,0 +1,75 @@
+"""The ``fastprop`` command: a training smoke run on a tiny dataset, the backend table, bad input."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from fastprop.cli import main
+
+
+def test_train_prints_epochs_test_accuracy_and_throughput(tiny_mnist, capsys):
+    code = main(["train", "--dataset", "mnist", "--data-dir", str(tiny_mnist), "--epochs", "2",
+                 "--batch-size", "100", "--learning-rate", "0.01", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    epochs = re.findall(r"^cost=\d+\.\d{6}, accuracy=\d\.\d{6}$", out, flags=re.M)
+    assert len(epochs) == 2
+    accuracy = float(re.search(r"^test accuracy=(\d\.\d{6})$", out, flags=re.M).group(1))
+    assert accuracy > 0.5  # the tiny set is learnable
+    assert re.search(r"^training throughput=\d+ samples/s", out, flags=re.M)
+
+
+def test_backends_lists_numpy_as_available(capsys):
+    assert main(["backends", "--no-warmup"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^numpy\s+yes\s+numpy \d", out, flags=re.M)
+    for line in out.splitlines()[1:]:  # every unavailable backend says why
+        if re.match(r"^\S+\s+no\s", line):
+            assert len(line.split("  ")[-1].strip()) > 10
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--epochs", "0"], r"argument --epochs: expected a positive number, got '0'"),
+        (["train", "--learning-rate", "fast"], r"argument --learning-rate: expected a float, got 'fast'"),
+        (["train", "--model", "resnet"], r"argument --model: invalid choice: 'resnet'"),
+        (["train", "--backend", "tpu"], r"Unknown backend 'tpu'; registered backends are"),
+        (["frobnicate"], r"invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_arguments_get_an_argparse_error_not_a_traceback(argv, message, capsys, tmp_path, tiny_mnist):
+    argv = argv + (["--data-dir", str(tiny_mnist)] if argv[0] == "train" else [])
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert re.search(message, err) and "Traceback" not in err
+    assert err.startswith("usage: fastprop")
+
+
+def test_missing_data_is_an_argparse_error_listing_the_places(tmp_path, capsys, monkeypatch):
+    import fastprop.datasets as datasets
+
+    monkeypatch.setattr(datasets, "SYSTEM_PATHS", ())
+    monkeypatch.setenv("FASTPROP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTPROP_DATA", raising=False)
+
+    def offline(url, timeout=None):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(datasets, "_urlopen", offline)
+    with pytest.raises(SystemExit):
+        main(["train", "--data-dir", str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert str(tmp_path / "empty") in err and "network is unreachable" in err and "Traceback" not in err
+
+
+def test_python_dash_m_fastprop_runs():
+    result = subprocess.run([sys.executable, "-m", "fastprop", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "train" in result.stdout and "backends" in result.stdout and "bench" in result.stdout
