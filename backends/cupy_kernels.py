@@ -25,7 +25,7 @@ import cupy
 import numpy
 
 SOURCE = r"""
-enum { BK = 16, THREADS = 256 };
+enum { BK = 16, THREADS = 256, COLUMNS = 8, SLICES = 32 };
 
 __device__ __forceinline__ float fp_exp(float x) { return expf(x); }
 __device__ __forceinline__ double fp_exp(double x) { return exp(x); }
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(THREADS) narrow_forward(
         int N, long long K, int act, int loss, const T* __restrict__ targets, T* __restrict__ D,
         double* total) {
     const int lane = threadIdx.x & 31;
-    const long long m = (long long)blockIdx.x * (THREADS / 32) + (threadIdx.x >> 5);
+    const long long m = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     double cost = 0.0;
     if (m < M) {  // uniform across the warp
         const long long* rows = batch_rows(order, cursor, first);
@@ -293,6 +293,7 @@ __global__ void __launch_bounds__(THREADS) narrow_forward(
         T acc[NMAX];
         #pragma unroll
         for (int j = 0; j < NMAX; ++j) acc[j] = T(0);
+        #pragma unroll 4
         for (long long k = lane; k < K; k += 32) {
             const T v = x[k];
             #pragma unroll
@@ -339,7 +340,7 @@ __global__ void __launch_bounds__(THREADS) batch_loss(
         const long long* cursor, long long first, T* __restrict__ D, long long M, long long N, int act,
         int loss, double* total) {
     const int lane = threadIdx.x & 31;
-    const long long m = (long long)blockIdx.x * (THREADS / 32) + (threadIdx.x >> 5);
+    const long long m = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     double cost = 0.0;
     if (m < M) {
         const T* y = Y + m * N;
@@ -373,22 +374,23 @@ __global__ void __launch_bounds__(THREADS) batch_loss(
     add_to_total(cost, total);
 }
 
-// Weight step of a layer with M <= NMAX outputs, as dense_update. Block (32, 8): 32 input columns,
-// the batch split over 8 interleaved slices whose sums meet in shared memory.
+// Weight step of a layer with M <= NMAX outputs, as dense_update. Block (COLUMNS, SLICES): a few
+// input columns per block, the batch split over interleaved slices whose sums meet in shared memory.
 template <typename T, int NMAX>
-__global__ void __launch_bounds__(256) narrow_update(
+__global__ void __launch_bounds__(COLUMNS * SLICES) narrow_update(
         const T* __restrict__ G, const T* __restrict__ X, const long long* order, const long long* cursor,
         long long first, int gather, T* __restrict__ W, T* __restrict__ b, T* __restrict__ dW,
         T* __restrict__ db, const T* __restrict__ lr, int M, long long N, long long R) {
-    __shared__ T slices[8][32][NMAX + 1];
-    __shared__ T bias_slices[8][NMAX];
+    __shared__ T slices[SLICES][COLUMNS][NMAX + 1];
+    __shared__ T bias_slices[SLICES][NMAX];
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const long long n = (long long)blockIdx.x * 32 + tx;
+    const long long n = (long long)blockIdx.x * COLUMNS + tx;
     const long long* rows = batch_rows(order, cursor, first);
     T acc[NMAX], bias_acc[NMAX];
     #pragma unroll
     for (int j = 0; j < NMAX; ++j) acc[j] = bias_acc[j] = T(0);
-    for (long long r = ty; r < R; r += 8) {
+    #pragma unroll 4
+    for (long long r = ty; r < R; r += SLICES) {
         const T v = n < N ? X[(gather ? rows[r] : r) * N + n] : T(0);
         const T* g = G + r * M;
         #pragma unroll
@@ -409,20 +411,22 @@ __global__ void __launch_bounds__(256) narrow_update(
     __syncthreads();
     const T rate = lr[0];
     if (n < N) {
-        for (int j = ty; j < M; j += 8) {
+        for (int j = ty; j < M; j += SLICES) {
             T s = T(0);
-            #pragma unroll
-            for (int q = 0; q < 8; ++q) s += slices[q][tx][j];
+            #pragma unroll 8
+            for (int q = 0; q < SLICES; ++q) s += slices[q][tx][j];
             dW[j * N + n] = s;
             W[j * N + n] -= rate * s;
         }
     }
-    if (blockIdx.x == 0 && ty == 0 && tx < M) {
-        T s = T(0);
-        #pragma unroll
-        for (int q = 0; q < 8; ++q) s += bias_slices[q][tx];
-        db[tx] = s;
-        b[tx] -= rate * s;
+    if (blockIdx.x == 0 && ty == 0) {
+        for (int j = tx; j < M; j += COLUMNS) {
+            T s = T(0);
+            #pragma unroll 8
+            for (int q = 0; q < SLICES; ++q) s += bias_slices[q][j];
+            db[j] = s;
+            b[j] -= rate * s;
+        }
     }
 }
 
@@ -469,7 +473,7 @@ __global__ void __launch_bounds__(THREADS) softmax_rows(const T* __restrict__ z,
                                                         T* __restrict__ out, long long rows,
                                                         long long cols, int mode) {
     const int lane = threadIdx.x & 31;
-    const long long r = (long long)blockIdx.x * (THREADS / 32) + (threadIdx.x >> 5);
+    const long long r = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (r >= rows) return;  // whole warps leave; nothing below synchronizes the block
     const T* zr = z + r * cols;
     const T* tr = t + r * cols;
@@ -498,6 +502,9 @@ __global__ void __launch_bounds__(THREADS) softmax_rows(const T* __restrict__ z,
 TILES = ((64, 64), (32, 64), (32, 32))
 #: Widest layer for the warp-per-row forward and the shared-memory weight step.
 NARROW_FORWARD, NARROW_UPDATE = (8, 16, 32), (8, 16)
+#: Launch shapes matching the CUDA source: batch rows (warps) per block of the warp-per-row kernels,
+#: and the (COLUMNS, SLICES) block of narrow_update.
+ROWS_PER_BLOCK, COLUMNS, SLICES = 4, 8, 32
 _I32, _I64 = numpy.int32, numpy.int64
 
 
@@ -575,7 +582,7 @@ def softmax_rows(z, t, mode: int):
     out = cupy.empty_like(z)
     kernel = step_kernels(z.dtype)[f"softmax_rows<{_ctype(z.dtype)}>"]
     rows, cols = z.shape
-    kernel((_blocks(rows, 8),), (256,), (z, t, out, _I64(rows), _I64(cols), _I32(mode)))
+    kernel((_blocks(rows, ROWS_PER_BLOCK),), (32 * ROWS_PER_BLOCK,), (z, t, out, _I64(rows), _I64(cols), _I32(mode)))
     return out
 
 
@@ -738,24 +745,24 @@ class EpochProgram:
         """The launches of one step on the batch ``order[cursor + first : cursor + first + rows]``."""
         k, t, last = self.kernels, self._t, len(self.layers) - 1
         batch = (self.order, self.cursor, first)
+        row_blocks, row_threads = (_blocks(rows, ROWS_PER_BLOCK),), (32 * ROWS_PER_BLOCK,)
         launches, x, gather = [], self.images, 1
         for index, (linear, act) in enumerate(self.layers):
-            n_out, n_in, y, fused = linear.n_out, linear.n_in, self.outputs[index], index == last
-            if n_out <= NARROW_FORWARD[-1]:
-                width = next(w for w in NARROW_FORWARD if n_out <= w)
-                launches.append((k[f"narrow_forward<{t}, {width}>"], (_blocks(rows, 8),), (256,), (
-                    x, *batch, _I32(gather), linear.weights, linear.bias, y, _I64(rows), _I32(n_out),
-                    _I64(n_in), _I32(act), _I32(self.loss if fused else 0), self.targets,
-                    self.deltas[index], self.total)))
+            n_out, n_in, y, loss = linear.n_out, linear.n_in, self.outputs[index], self.loss if index == last else 0
+            head = (x, *batch, _I32(gather), linear.weights, linear.bias, y)
+            if n_out <= NARROW_FORWARD[-1]:  # one warp per row, the cost fused in
+                kernel = k[f"narrow_forward<{t}, {next(w for w in NARROW_FORWARD if n_out <= w)}>"]
+                launches.append((kernel, row_blocks, row_threads, head + (
+                    _I64(rows), _I32(n_out), _I64(n_in), _I32(act), _I32(loss), self.targets, self.deltas[index],
+                    self.total)))
             else:
                 bm, bn = self._tile(rows, n_out)
                 launches.append((k[f"dense_forward<{t}, {bm}, {bn}>"], (_blocks(n_out, bn), _blocks(rows, bm)),
-                                 (256,), (x, *batch, _I32(gather), linear.weights, linear.bias, y,
-                                          _I64(rows), _I64(n_out), _I64(n_in), _I32(act))))
-                if fused:
-                    launches.append((k[f"batch_loss<{t}>"], (_blocks(rows, 8),), (256,), (
-                        y, self.targets, *batch, self.deltas[index], _I64(rows), _I64(n_out), _I32(act),
-                        _I32(self.loss), self.total)))
+                                 (256,), head + (_I64(rows), _I64(n_out), _I64(n_in), _I32(act))))
+                if loss:
+                    launches.append((k[f"batch_loss<{t}>"], row_blocks, row_threads, (
+                        y, self.targets, *batch, self.deltas[index], _I64(rows), _I64(n_out), _I32(act), _I32(loss),
+                        self.total)))
             x, gather = y, 0
         for index in range(last, -1, -1):
             linear, _ = self.layers[index]
@@ -766,14 +773,14 @@ class EpochProgram:
                                  (256,), (g, linear.weights, self.outputs[index - 1], self.deltas[index - 1],
                                           _I64(rows), _I64(n_in), _I64(n_out), _I32(self.layers[index - 1][1]))))
             x, gather = (self.images, 1) if index == 0 else (self.outputs[index - 1], 0)
-            parameters = (linear.weights, linear.bias, linear.weights_gradient, linear.bias_gradient, self.rate)
+            head = (g, x, *batch, _I32(gather), linear.weights, linear.bias, linear.weights_gradient,
+                    linear.bias_gradient, self.rate)
             if n_out <= NARROW_UPDATE[-1]:
-                width = next(w for w in NARROW_UPDATE if n_out <= w)
-                launches.append((k[f"narrow_update<{t}, {width}>"], (_blocks(n_in, 32),), (32, 8), (
-                    g, x, *batch, _I32(gather), *parameters, _I32(n_out), _I64(n_in), _I64(rows))))
+                kernel = k[f"narrow_update<{t}, {next(w for w in NARROW_UPDATE if n_out <= w)}>"]
+                launches.append((kernel, (_blocks(n_in, COLUMNS),), (COLUMNS, SLICES),
+                                 head + (_I32(n_out), _I64(n_in), _I64(rows))))
             else:
                 bm, bn = self._tile(n_out, n_in)
                 launches.append((k[f"dense_update<{t}, {bm}, {bn}>"], (_blocks(n_in, bn), _blocks(n_out, bm)),
-                                 (256,), (g, x, *batch, _I32(gather), *parameters, _I64(n_out), _I64(n_in),
-                                          _I64(rows))))
+                                 (256,), head + (_I64(n_out), _I64(n_in), _I64(rows))))
         return launches

@@ -17,10 +17,11 @@ import os
 
 import pytest
 
+import fastprop
 from fastprop import bench
 
 #: Fastprop backend name -> BackendStatus, and torch peer -> reason it cannot run (None: it can).
-STATUSES = bench.backend_statuses()
+STATUSES = fastprop.available_backends()
 TORCH = bench.torch_devices()
 _results: list = []
 

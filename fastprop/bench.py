@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from .backends import BackendStatus, BackendUnavailableError, available_backends, backend_names, load_backend, resolve_dtype, use_backend
+from .backends import available_backends, load_backend, resolve_dtype, use_backend
 from .costs import MeanSquareError, SoftmaxCrossEntropy
 from .layers import Linear, Network, ReLU, Sigmoid
 
@@ -99,6 +99,7 @@ def initial_parameters(workload, dtype, seed=0):
                 if isinstance(layer, Linear)]
 
 
+#: (backend, dtype) pairs already warmed up in this process: only the first call is a cold one.
 _warmed: set = set()
 
 
@@ -106,7 +107,8 @@ class Runner:
     """What every runner shares: workload, dtype, rows, and the epoch's shuffle as train() draws it."""
 
     def __init__(self, workload, dtype, rows, seed):
-        self.workload, self.dtype, self.rows, self.seed, self.epochs = workload, resolve_dtype(dtype), rows, seed, 0
+        self.workload, self.dtype, self.rows, self.seed = workload, resolve_dtype(dtype), rows, seed
+        self.epochs = 0
 
     def next_shuffle(self) -> numpy.random.Generator:
         """The generator :func:`fastprop.train` shuffles the next epoch with: seeded by (seed, epoch)."""
@@ -119,7 +121,7 @@ class FastpropRunner(Runner):
 
     def __init__(self, name, workload, dtype, images, targets, seed=0):
         super().__init__(workload, dtype, len(images), seed)
-        self.name, dtype = name, self.dtype
+        self.name, dtype = name, self.dtype  # dtype resolved to a NumPy type
         self.first_call_in_process = (name, dtype) not in _warmed
         _warmed.add((name, dtype))
         with use_backend(name, dtype) as backend:
@@ -284,22 +286,6 @@ def torch_devices():
             "torch-cuda": None if torch.cuda.is_available() else "PyTorch sees no CUDA device"}
 
 
-def backend_statuses() -> dict:
-    """:func:`available_backends`, or one backend at a time when a broken module makes it raise."""
-    try:
-        return available_backends()
-    except Exception:
-        report = {}
-        for name in backend_names():
-            try:
-                info = load_backend(name).info()
-                report[name] = BackendStatus(name, True, info.get("version"), info.get("device"))
-            except Exception as error:  # a missing or broken backend module is a reason, not a crash
-                reason = str(error) if isinstance(error, BackendUnavailableError) else f"{type(error).__name__}: {error}"
-                report[name] = BackendStatus(name, False, reason=reason)
-        return report
-
-
 def _timed(run) -> float:
     started = time.perf_counter()
     run()
@@ -317,7 +303,8 @@ def cold_start(name, dtype, workload, rows, source="auto", fresh_process=True):
     With ``fresh_process`` it runs in a new Python process (Numba's on-disk cache still counts).
     """
     if fresh_process:
-        command = [sys.executable, "-m", "fastprop.bench", "--cold-start", name, dtype, workload, str(rows), source]
+        command = [sys.executable, "-m", "fastprop.bench", "--cold-start", name, dtype, workload, str(rows),
+                   source]
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
         if done.returncode:
             raise RuntimeError(f"cold start of {name} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -337,7 +324,7 @@ def machine_info(statuses=None) -> dict:
     """CPU, cores, BLAS and its threads, Numba threads, GPU names, versions and the date."""
     from threadpoolctl import threadpool_info
 
-    statuses = statuses or backend_statuses()
+    statuses = statuses or available_backends()
     cpu = platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
@@ -357,8 +344,8 @@ def machine_info(statuses=None) -> dict:
     except ImportError:
         pass
     info["gpus"] = [s.device for s in statuses.values() if s.available and not str(s.device).startswith("cpu")]
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
+    torch = sys.modules.get("torch")  # reported when a torch peer ran; never imported just for this
+    if torch is not None:
         info["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
         if torch.cuda.is_available():
             info["gpus"].append(torch.cuda.get_device_name())
@@ -400,7 +387,7 @@ def run_bench(backends=None, workloads=("W1", "W2"), epochs=1, json_path=None, p
         raise ValueError(f"Unknown workload(s) {sorted(set(workloads) - set(WORKLOADS))}; "
                          f"choose from {', '.join(WORKLOADS)}.")
     dtypes = [numpy.dtype(resolve_dtype(dtype)).name for dtype in dtypes]
-    statuses = backend_statuses()
+    statuses = available_backends()
     names = list(backends) if backends else list(statuses)
     skipped = [{"backend": name, "reason": statuses[name].reason if name in statuses else
                 f"not registered (registered: {', '.join(statuses)})"}
@@ -436,7 +423,8 @@ def run_bench(backends=None, workloads=("W1", "W2"), epochs=1, json_path=None, p
     add_ratios(results)
     report = {"machine": machine_info(statuses), "results": results, "skipped": skipped,
               "config": {"rows": rows, "data": source, "epochs": epochs, "warmup_epochs": 1, "dtypes": dtypes,
-                         "workloads": {k: repr(WORKLOADS[k]) for k in workloads}, "fresh_process_cold": fresh_process}}
+                         "workloads": {k: repr(WORKLOADS[k]) for k in workloads},
+                         "fresh_process_cold": fresh_process}}
     out.write(format_report(report) + "\n")
     if json_path is not None:
         with open(json_path, "w", encoding="utf-8") as stream:

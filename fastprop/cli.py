@@ -41,6 +41,11 @@ def _add_train(commands):
     parser.add_argument("--learning-rate", type=_positive(float), default=None, help="default: the model's")
     parser.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and the split")
     parser.add_argument("--dtype", choices=["float32", "float64"], default=None)
+    parser.add_argument("--patience", type=_positive(int), default=None,
+                        help="stop after this many epochs without a better validation accuracy")
+    parser.add_argument("--checkpoint", default=None, help="save after every epoch; resume when it exists")
+    parser.add_argument("--plot", default=None, help="draw the learning curves to this PNG (plot extra)")
+    parser.add_argument("--history", default=None, help="write the per-epoch history to this .csv or .json")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_train)
 
@@ -58,14 +63,20 @@ def _train(args, parser) -> int:
         test_images, test_labels = load_test_data(args.dataset, args.data_dir)
     except DatasetError as error:
         parser.error(str(error))
+    if args.plot:
+        from .plot import require_matplotlib
+
+        require_matplotlib()  # fail now, not after training
+    epochs = args.epochs or spec.epochs
+    learning_rate = args.learning_rate or spec.learning_rate
     with _backends.use_backend(backend_name, dtype):
         net = spec.build(rng=args.seed)
         history = train(
-            net, spec.cost(),
-            args.epochs or spec.epochs,
-            args.batch_size or spec.batch_size,
-            args.learning_rate or spec.learning_rate,
+            net, spec.cost(), epochs, args.batch_size or spec.batch_size, learning_rate,
             data=data, seed=args.seed, quiet=args.quiet,
+            optimizer=spec.optimizer(learning_rate) if spec.optimizer else None,
+            schedule=spec.schedule(epochs) if spec.schedule else None,
+            checkpoint=args.checkpoint, patience=args.patience,
         )
         accuracy = validate(net, test_images, test_labels, 10000)
     print("test accuracy=%2.6f" % accuracy)
@@ -73,6 +84,12 @@ def _train(args, parser) -> int:
         "training throughput=%.0f samples/s (median over %d epochs, %s backend, %s)"
         % (statistics.median(history.samples_per_second), len(history), backend_name, numpy.dtype(dtype).name)
     )
+    if args.history:
+        (history.to_json if args.history.endswith(".json") else history.to_csv)(args.history)
+    if args.plot:
+        from .plot import learning_curves
+
+        print(f"learning curves: {learning_curves(history, args.plot)}")
     return 0
 
 

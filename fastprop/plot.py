@@ -7,6 +7,18 @@ import os
 from .history import History
 
 
+def require_matplotlib():
+    """Import matplotlib's figure and Agg canvas, or fail with one sentence saying what to install."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(
+            "drawing charts needs matplotlib; install the plot extra: pip install 'fastprop[plot]'"
+        ) from None
+    return Figure, FigureCanvasAgg
+
+
 def learning_curves(history, path, *, title=None):
     """Draw training cost and validation accuracy per epoch, side by side, to the PNG ``path``.
 
@@ -14,13 +26,7 @@ def learning_curves(history, path, *, title=None):
     matplotlib's Agg canvas directly, so the caller's pyplot backend and open figures are untouched.
     Returns ``path``.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError(
-            "learning_curves needs matplotlib; install the plot extra: pip install 'fastprop[plot]'"
-        ) from None
+    Figure, FigureCanvasAgg = require_matplotlib()
     if isinstance(history, dict):
         history = History.from_dict(history)
     cost, accuracy = list(history.cost), list(history.accuracy)

@@ -18,7 +18,7 @@ from fastprop import bench
 from fastprop.backends import Backend, BackendUnavailableError, registry
 
 ROWS = 1200
-AVAILABLE = [name for name, status in bench.backend_statuses().items() if status.available]
+AVAILABLE = [name for name, status in fastprop.available_backends().items() if status.available]
 
 
 def _unavailable():
@@ -34,12 +34,13 @@ class _Broken(Backend):
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
-    """One tiny run of the whole matrix, with a registered backend that cannot run."""
+    """One tiny run of the whole matrix, plus a backend that cannot run here and one that fails."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(registry, "_factories", {**registry._factories, "unrunnable": _unavailable, "broken": _Broken})
         patch.setattr(registry, "_failures", dict(registry._failures))
+        patch.setattr(registry, "_instances", dict(registry._instances))
         report = bench.run_bench(epochs=1, json_path=path, rows=ROWS, out=out, data="synthetic",
                                  fresh_process=False)
     return report, out.getvalue(), path

@@ -1,0 +1,313 @@
+"""The CuPy backend: gradients, kernels against the NumPy reference, the graph-replayed epoch, memory.
+
+The first test runs everywhere: it checks what fastprop reports where CuPy cannot be imported. Every
+other test is marked ``gpu`` and skips, with the reason, where CuPy or a CUDA device is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy
+import pytest
+
+import fastprop
+from fastprop import (
+    CrossEntropy, Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftMax, SoftmaxCrossEntropy, Tanh, train,
+)
+from fastprop import backends as backends_package
+from fastprop.backends import Backend, registry
+from tests.conftest import relative_error
+
+
+def test_without_cupy_the_backend_is_reported_unavailable(monkeypatch):
+    for table in ("_factories", "_instances", "_failures"):
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now fails, as where it is not installed
+    for module in ("cupy_backend", "cupy_kernels"):
+        monkeypatch.delitem(sys.modules, f"fastprop.backends.{module}", raising=False)
+        monkeypatch.delattr(backends_package, module, raising=False)
+    registry.register_backend("cupy", lambda: importlib.import_module("fastprop.backends.cupy_backend").create())
+
+    status = fastprop.available_backends()["cupy"]
+    assert not status.available
+    assert "CuPy is not importable" in status.reason and "pip install cupy-cuda12x" in status.reason
+    with pytest.raises(fastprop.BackendUnavailableError, match=r"Backend 'cupy' is unavailable: CuPy is not"):
+        fastprop.set_backend("cupy")
+
+
+def _gpu_skip_reason():
+    try:
+        import cupy
+    except Exception as error:
+        return f"CuPy is not installed ({error}); the GPU tests run on a machine with an NVIDIA GPU"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        return f"CuPy sees no CUDA device ({error}); the GPU tests run on a machine with an NVIDIA GPU"
+    return None if count else "CuPy sees no CUDA device; the GPU tests run on a machine with an NVIDIA GPU"
+
+
+SKIP_REASON = _gpu_skip_reason()
+
+
+def gpu(test):
+    """Mark ``test`` as a GPU test, skipped with the reason where CuPy or a CUDA device is missing."""
+    return pytest.mark.gpu(pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")(test))
+
+
+def _cupy_backend():
+    return registry.load_backend("cupy")
+
+
+# ------------------------------------------------------------------------------------ device
+
+
+@gpu
+def test_info_names_the_device_and_the_memory_pool():
+    status = fastprop.available_backends()["cupy"]
+    assert status.available and status.version.startswith("cupy ") and "CUDA device" in status.device
+    info = _cupy_backend().info()
+    assert 0 <= info["memory_used_bytes"] <= info["memory_total_bytes"]
+
+
+@gpu
+def test_a_cupy_array_given_to_a_numpy_layer_is_refused():
+    xp = _cupy_backend().xp
+    with fastprop.use_backend("numpy"):
+        layer = Linear(4, 3)
+    with pytest.raises(fastprop.BackendError, match=r"Linear\(4, 3\) input is a cupy.*'numpy' backend"):
+        layer.forward(xp.ones((2, 4), dtype=xp.float32))
+
+
+# ------------------------------------------------------------------------------------ gradients
+
+GRADCHECK_MODELS = {
+    "linear+sigmoid": (lambda: Network([Linear(6, 5), Sigmoid()]), MeanSquareError, 5, False),
+    "relu": (lambda: Network([Linear(6, 7), ReLU(), Linear(7, 4), ReLU(), Linear(4, 3)]), MeanSquareError, 3, False),
+    "softmax+cross-entropy": (lambda: Network([Linear(6, 3), SoftMax()]), CrossEntropy, 3, True),
+    "softmax-cross-entropy": (lambda: Network([Linear(6, 8), Sigmoid(), Linear(8, 3)]), SoftmaxCrossEntropy, 3, True),
+}
+
+
+@gpu
+@pytest.mark.parametrize("model", GRADCHECK_MODELS)
+def test_gradients_match_finite_differences_in_float64(model):
+    build, cost, n_out, one_hot = GRADCHECK_MODELS[model]
+    with fastprop.use_backend("cupy", dtype="float64"):
+        net = build()
+    rng = numpy.random.default_rng(3)
+    x = rng.normal(size=(9, 6))
+    target = numpy.eye(n_out)[rng.integers(0, n_out, 9)] if one_hot else rng.random((9, n_out))
+    result = fastprop.gradcheck(net, cost(), x, target, max_entries=40)
+    assert result.passed(1e-6), f"{model}:\n{result}"
+
+
+# ------------------------------------------------------------------------------------ kernels
+
+RNG = numpy.random.default_rng(11)
+B, N_IN, N_OUT = 37, 29, 13  # odd shapes: no kernel may assume multiples of a tile
+
+
+def _linear_case(accumulate, need_dx, sigmoid):
+    x, W = RNG.normal(size=(B, N_IN)), RNG.normal(size=(N_OUT, N_IN))
+    dW, db = RNG.normal(size=(N_OUT, N_IN)), RNG.normal(size=(1, N_OUT))
+    head = (x, W, RNG.random((B, N_OUT)), RNG.normal(size=(B, N_OUT))) if sigmoid else (x, W, RNG.normal(size=(B, N_OUT)))
+    return head + (dW, db), {"accumulate": accumulate, "need_dx": need_dx}, (len(head), len(head) + 1)
+
+
+KERNEL_CASES = {  # method -> () -> (arguments, keyword arguments, indices of arguments updated in place)
+    "linear_sigmoid_forward": lambda: ((RNG.normal(size=(B, N_IN)), RNG.normal(size=(N_OUT, N_IN)),
+                                        RNG.normal(size=(1, N_OUT))), {}, ()),
+    "linear_sigmoid_forward, one output": lambda: ((RNG.normal(size=(B, N_IN)), RNG.normal(size=(1, N_IN)),
+                                                    RNG.normal(size=(1, 1))), {}, ()),
+    "linear_backward": lambda: _linear_case(False, True, False),
+    "linear_backward, accumulate": lambda: _linear_case(True, True, False),
+    "linear_sigmoid_backward": lambda: _linear_case(False, False, True),
+    "linear_sigmoid_backward, accumulate": lambda: _linear_case(True, True, True),
+    "sigmoid": lambda: ((RNG.normal(size=(B, N_OUT)) * 30,), {}, ()),
+    "sigmoid_backward": lambda: ((RNG.random((B, N_OUT)), RNG.normal(size=(B, N_OUT))), {}, ()),
+    "sigmoid_mse_gradient": lambda: ((RNG.random((B, N_OUT)), RNG.random((B, N_OUT))), {}, ()),
+    "relu": lambda: ((RNG.normal(size=(B, N_OUT)),), {}, ()),
+    "relu_backward": lambda: ((numpy.maximum(RNG.normal(size=(B, N_OUT)), 0), RNG.normal(size=(B, N_OUT))), {}, ()),
+    "softmax": lambda: ((RNG.normal(size=(B, 45)) * 50,), {}, ()),
+    "softmax_cross_entropy": lambda: ((RNG.normal(size=(B, 45)) * 5, numpy.eye(45)[RNG.integers(0, 45, B)]), {}, ()),
+    "softmax_cross_entropy_gradient": lambda: ((RNG.normal(size=(B, N_OUT)) * 5, RNG.random((B, N_OUT))), {}, ()),
+    "sgd_update": lambda: ((RNG.normal(size=(N_OUT, N_IN)), RNG.normal(size=(N_OUT, N_IN)), 0.25), {}, (0,)),
+}
+
+
+@gpu
+@pytest.mark.parametrize("case", KERNEL_CASES)
+def test_kernels_match_the_numpy_reference_in_float32(case):
+    backend, reference = _cupy_backend(), Backend()
+    arguments, keywords, updated = KERNEL_CASES[case]()
+    arguments = [a.astype(numpy.float32) if isinstance(a, numpy.ndarray) else a for a in arguments]
+    host = [a.astype(numpy.float64) if isinstance(a, numpy.ndarray) else a for a in arguments]
+    device = [backend.asarray(a) if isinstance(a, numpy.ndarray) else a for a in arguments]
+    method = case.split(",")[0]
+    expected = getattr(reference, method)(*host, **keywords)
+    result = getattr(backend, method)(*device, **keywords)
+    assert (result is None) == (expected is None)
+    pairs = ([(result, expected)] if expected is not None else []) + [(device[i], host[i]) for i in updated]
+    for actual, wanted in pairs:
+        assert actual.dtype == numpy.float32
+        assert relative_error(backend.to_numpy(actual), wanted) <= 1e-5, case
+
+
+@gpu
+def test_rows_are_gathered_and_epochs_shuffled_on_the_device():
+    backend = _cupy_backend()
+    xp = backend.xp
+    table = RNG.normal(size=(50, 7)).astype(numpy.float32)
+    order = backend.permutation(numpy.random.default_rng(5), 50)
+    assert isinstance(order, xp.ndarray) and sorted(backend.to_numpy(order)) == list(range(50))
+    assert numpy.array_equal(backend.to_numpy(order), backend.to_numpy(backend.permutation(numpy.random.default_rng(5), 50)))
+    assert not numpy.array_equal(backend.to_numpy(order), backend.to_numpy(backend.permutation(numpy.random.default_rng(6), 50)))
+    index = order[10:23]
+    out = xp.empty((13, 7), xp.float32)
+    assert backend.take_rows(backend.asarray(table), index, out=out) is out
+    assert numpy.array_equal(backend.to_numpy(out), table[backend.to_numpy(index)])
+    assert numpy.array_equal(backend.to_numpy(backend.take_rows(backend.asarray(table), index)), table[backend.to_numpy(index)])
+    backend.fill(out, 0)
+    assert not backend.to_numpy(out).any()
+    backend.fill(out, 2.5)
+    assert (backend.to_numpy(out) == 2.5).all()
+
+
+# ------------------------------------------------------------------------------------ epochs
+
+
+def _dataset(n, n_in, n_out, seed=0):
+    rng = numpy.random.default_rng(seed)
+    return rng.random((n, n_in)), numpy.eye(n_out)[rng.integers(0, n_out, n)]
+
+
+def _step_loop(net, cost, images, targets, order, batch_size, learning_rate):
+    """``fastprop.train``'s step loop over the batches of ``order``; returns the summed cost."""
+    backend, total = net.backend, 0.0
+    for start in range(0, images.shape[0], batch_size):
+        index = order[start : start + batch_size]
+        x, t = backend.take_rows(images, index), backend.take_rows(targets, index)
+        net.zero_gradients()
+        prediction = net.forward(x)
+        total += float(cost.estimate(prediction, t).sum(dtype=numpy.float64))
+        net.backward(cost.gradient(prediction, t))
+        net.update_parameters(learning_rate)
+    return total
+
+
+EPOCH_MODELS = {  # each covers other kernels: narrow (<= 32 outputs) and dense layers, fused costs
+    "narrow sigmoid, squared error": (lambda: [Linear(40, 10, rng=0), Sigmoid()], MeanSquareError),
+    "wide layers, squared error": (
+        lambda: [Linear(40, 48, rng=0), ReLU(), Linear(48, 37, rng=1), Sigmoid()], MeanSquareError),
+    "tiny layers, squared error": (
+        lambda: [Linear(40, 6, rng=0), ReLU(), Linear(6, 5, rng=1), Sigmoid()], MeanSquareError),
+    "relu, softmax cross-entropy": (
+        lambda: [Linear(40, 64, rng=0), ReLU(), Linear(64, 10, rng=1)], SoftmaxCrossEntropy),
+    "mixed widths, softmax cross-entropy": (
+        lambda: [Linear(40, 33, rng=0), Sigmoid(), Linear(33, 20, rng=1), ReLU(), Linear(20, 12, rng=2)],
+        SoftmaxCrossEntropy),
+    "wide output, softmax cross-entropy": (
+        lambda: [Linear(40, 24, rng=0), Sigmoid(), Linear(24, 45, rng=1)], SoftmaxCrossEntropy),
+}
+
+
+def _compare_epochs(model, dtype, tolerance, n=1037, batch_size=100, epochs=2):
+    build, cost_type = EPOCH_MODELS[model]
+    with fastprop.use_backend("cupy", dtype=dtype):
+        fast, slow = Network(build()), Network(build())
+    backend = fast.backend
+    linears = [layer for layer in fast.leaves() if isinstance(layer, Linear)]
+    x, t = _dataset(n, linears[0].n_in, linears[-1].n_out)
+    images, targets = backend.asarray(x, dtype=dtype), backend.asarray(t, dtype=dtype)
+    run = backend.compile_epoch(fast, cost_type(), images, targets, batch_size)
+    assert run is not None
+    rng = numpy.random.default_rng(7)
+    for learning_rate in (0.05, 0.02)[:epochs]:  # a new rate needs no new capture
+        order = backend.permutation(rng, n)
+        total = float(run(order, learning_rate))
+        expected = _step_loop(slow, cost_type(), images, targets, order, batch_size, learning_rate)
+        assert total == pytest.approx(expected, rel=10 * tolerance)
+        for a, b in zip(fast.parameters(), slow.parameters()):
+            name = f"{a.layer!r}.{a.name}"
+            assert relative_error(backend.to_numpy(a.value), backend.to_numpy(b.value)) <= tolerance, name
+            assert relative_error(backend.to_numpy(a.gradient), backend.to_numpy(b.gradient)) <= 10 * tolerance, name
+    assert not any(layer._fresh_gradients for layer in linears)  # as after the step loop's backward
+    return run
+
+
+@gpu
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("model", EPOCH_MODELS)
+def test_graph_replayed_epoch_equals_the_step_loop(model, dtype, tolerance):
+    run = _compare_epochs(model, dtype, tolerance)
+    assert run.mode == "graph"
+
+
+@gpu
+@pytest.mark.parametrize("n", [1037, 900])  # with and without a partial last batch
+def test_long_epochs_replay_a_graph_with_a_device_cursor(monkeypatch, n):
+    kernels = importlib.import_module("fastprop.backends.cupy_kernels")
+    monkeypatch.setattr(kernels.EpochProgram, "max_steps_per_graph", 3)
+    run = _compare_epochs("relu, softmax cross-entropy", "float64", 1e-12, n=n)
+    assert run.mode == "graph" and run._repeats == 3
+
+
+@gpu
+def test_train_runs_the_graph_epoch_and_matches_a_manual_loop(monkeypatch):
+    x, t = _dataset(1037, 40, 10)
+    validation = _dataset(200, 40, 10, seed=1)
+    with fastprop.use_backend("cupy"):
+        net = Network([Linear(40, 10, rng=0), Sigmoid()])
+        reference = Network([Linear(40, 10, rng=0), Sigmoid()])
+    backend, programs = net.backend, []
+    compile_epoch = backend.compile_epoch
+    monkeypatch.setattr(backend, "compile_epoch", lambda *args: programs.append(compile_epoch(*args)) or programs[-1])
+    history = train(net, MeanSquareError(), 1, 100, 0.05, data=(x, t, *validation), quiet=True, verbose=False, seed=4)
+    assert programs and programs[0] is not None and programs[0].mode == "graph"
+    order = backend.permutation(numpy.random.default_rng(4), 1037)  # train's shuffle for seed 4
+    images, targets = backend.asarray(x, dtype=numpy.float32), backend.asarray(t, dtype=numpy.float32)
+    total = _step_loop(reference, MeanSquareError(), images, targets, order, 100, 0.05)
+    assert history.cost[0] == pytest.approx(total / 1037, rel=1e-5)
+    for a, b in zip(net.parameters(), reference.parameters()):
+        assert relative_error(backend.to_numpy(a.value), backend.to_numpy(b.value)) <= 1e-5
+
+
+@gpu
+@pytest.mark.parametrize("path", ["graph", "step"])
+def test_memory_stays_flat_over_twenty_epochs(monkeypatch, path):
+    backend = _cupy_backend()
+    pool, used = backend.xp.get_default_memory_pool(), []
+    synchronize = backend.synchronize
+    monkeypatch.setattr(backend, "synchronize", lambda: (synchronize(), used.append(pool.used_bytes())))
+    if path == "step":
+        monkeypatch.setattr(backend, "compile_epoch", lambda *args: None)
+    with fastprop.use_backend("cupy"):
+        net = Network([Linear(40, 64, rng=0), ReLU(), Linear(64, 10, rng=1)])
+    x, t = _dataset(1037, 40, 10)
+    train(net, SoftmaxCrossEntropy(), 20, 100, 0.01, data=(x, t, x[:100], t[:100]), quiet=True, verbose=False)
+    assert len(used) == 20
+    assert used[-1] <= used[1] and max(used[1:]) - min(used[1:]) < 1 << 20, used
+
+
+class _Scaled(Linear):
+    """Not a plain Linear: the epoch compiler must not assume it behaves like one."""
+
+
+@gpu
+@pytest.mark.parametrize("layers, cost", [
+    (lambda: [Linear(6, 4), Tanh()], MeanSquareError),
+    (lambda: [Linear(6, 4), SoftMax()], CrossEntropy),
+    (lambda: [Linear(6, 4), Sigmoid()], CrossEntropy),
+    (lambda: [Sigmoid(), Linear(6, 4)], MeanSquareError),
+    (lambda: [Linear(6, 4), Sigmoid(), Sigmoid()], MeanSquareError),
+    (lambda: [_Scaled(6, 4), Sigmoid()], MeanSquareError),
+])
+def test_other_models_keep_the_step_loop(layers, cost):
+    backend = _cupy_backend()
+    with fastprop.use_backend("cupy"):
+        net = Network(layers())
+    images, targets = backend.asarray(numpy.ones((10, 6)), numpy.float32), backend.asarray(numpy.ones((10, 4)), numpy.float32)
+    assert backend.compile_epoch(net, cost(), images, targets, 5) is None
