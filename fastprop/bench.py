@@ -33,6 +33,7 @@ import numpy
 from .backends import available_backends, load_backend, resolve_dtype, use_backend
 from .costs import MeanSquareError, SoftmaxCrossEntropy
 from .layers import Linear, Network, ReLU, Sigmoid
+from .plot import require_matplotlib
 
 BASELINE, REFERENCE = "notebook", "numpy"
 
@@ -380,7 +381,7 @@ def run_bench(backends=None, workloads=("W1", "W2"), epochs=1, json_path=None, p
     reason. ``json_path`` and ``plot_path`` (needs matplotlib) are written when given.
     """
     if plot_path is not None:
-        _require_matplotlib()
+        require_matplotlib()
     if not (isinstance(epochs, int) and epochs >= 1 and isinstance(rows, int) and rows >= 1):
         raise ValueError(f"run_bench needs positive integers epochs and rows, got {epochs!r} and {rows!r}.")
     if set(workloads) - set(WORKLOADS):
@@ -466,18 +467,9 @@ def format_report(report) -> str:
         + [f"skipped {s['backend']}: {s['reason']}" for s in report["skipped"]])
 
 
-def _require_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise RuntimeError("Plotting needs matplotlib, which is not installed; "
-                           "install it with pip install 'fastprop[plot]' or leave out the plot path.") from None
-
-
 def plot(report, path):
     """A bar chart of samples/s (log scale) per backend for each workload, mode and dtype."""
-    _require_matplotlib()
-    from matplotlib.figure import Figure  # no pyplot: never touches the user's GUI backend
+    Figure, _ = require_matplotlib()  # no pyplot: never touches the user's GUI backend
 
     rows = [r for r in report["results"] if r["mode"] != "cold"]
     groups = list(dict.fromkeys((r["workload"], r["mode"], r["dtype"]) for r in rows))
@@ -520,7 +512,7 @@ def command(args) -> int:
         run_bench(args.backends, tuple(args.workloads or WORKLOADS), args.epochs, args.json_path, args.plot_path,
                   args.rows, tuple(args.dtypes or ("float32",)), args.torch, sys.stdout,
                   data=args.data, fresh_process=args.fresh_process)
-    except (RuntimeError, ValueError) as error:
+    except (ImportError, RuntimeError, ValueError) as error:
         print(f"fastprop bench: {error}", file=sys.stderr)
         return 2
     return 0

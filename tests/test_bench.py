@@ -131,8 +131,11 @@ def test_plot_is_written(bench_run, tmp_path):
 
 
 def test_plot_without_matplotlib_fails_first_with_one_clear_sentence(monkeypatch, tmp_path):
-    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
-    with pytest.raises(RuntimeError, match=r"matplotlib.*pip install 'fastprop\[plot\]'"):
+    modules = __import__("sys").modules
+    for name in [name for name in modules if name.startswith("matplotlib.")]:
+        monkeypatch.delitem(modules, name)
+    monkeypatch.setitem(modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"matplotlib; install the plot extra: pip install .fastprop\[plot\]."):
         bench.run_bench(plot_path=tmp_path / "x.png", rows=ROWS, out=io.StringIO())
 
 
