@@ -431,7 +431,7 @@ __global__ void __launch_bounds__(COLUMNS * SLICES) narrow_update(
 }
 
 // Moves the batch cursor on by `rows` (the last node of a graph that replays several batches).
-extern "C" __global__ void advance(long long* cursor, long long rows) { cursor[0] += rows; }
+extern "C" __global__ void advance_cursor(long long* cursor, long long rows) { cursor[0] += rows; }
 
 // out = table[index] along rows; out is rows x cols, table n x cols. Indices wrap around modulo n.
 template <typename T>
@@ -534,7 +534,7 @@ def epoch_kernels(dtype) -> dict:
              for k in ("dense_forward", "dense_backward_input", "dense_update")]
     names += [f"narrow_forward<{t}, {n}>" for n in NARROW_FORWARD]
     names += [f"narrow_update<{t}, {n}>" for n in NARROW_UPDATE]
-    return _compiled(tuple(names) + (f"batch_loss<{t}>",), ("advance",))
+    return _compiled(tuple(names) + (f"batch_loss<{t}>",), ("advance_cursor",))
 
 
 # ---------------------------------------------------------------------------------- step kernels
@@ -727,7 +727,7 @@ class EpochProgram:
             kernel(grid, block, args)
 
     def _advance(self, rows):
-        return self.kernels["advance"], (1,), (1,), (self.cursor, _I64(rows))
+        return self.kernels["advance_cursor"], (1,), (1,), (self.cursor, _I64(rows))
 
     def _tile(self, rows, cols):
         for bm, bn in TILES:

@@ -138,55 +138,55 @@ def dense_backward(x, W, p, g, dW, db, dx, sigmoid, accumulate, need_dx):
             dW[j, k] = dW[j, k] + total_w[j, k] if accumulate else total_w[j, k]
 
 
-@numba.njit(parallel=True, **_jit)
+@numba.njit(**_jit)
 def bias_sigmoid(z, b):
     """In place: ``z = 1 / (1 + exp(-(z + b)))``."""
     one = z.dtype.type(1)
-    for i in prange(z.shape[0]):
+    for i in range(z.shape[0]):
         for j in range(z.shape[1]):
             z[i, j] = one / (one + np.exp(-(z[i, j] + b[0, j])))
 
 
-@numba.njit(parallel=True, **_jit)
+@numba.njit(**_jit)
 def sigmoid_delta(p, g, out):
     """``out = g * p * (1 - p)``: the gradient through a sigmoid with output ``p``."""
     one = p.dtype.type(1)
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         for j in range(p.shape[1]):
             out[i, j] = g[i, j] * p[i, j] * (one - p[i, j])
 
 
-@numba.njit(parallel=True, **_jit)
+@numba.njit(**_jit)
 def sigmoid_mse_gradient(p, t, out):
     """``out = (p - t) * p * (1 - p)``."""
     one = p.dtype.type(1)
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         for j in range(p.shape[1]):
             out[i, j] = (p[i, j] - t[i, j]) * p[i, j] * (one - p[i, j])
 
 
-@numba.njit(parallel=True, **_jit)
+@numba.njit(**_jit)
 def relu(z, out):
     """``out = max(z, 0)``."""
     zero = z.dtype.type(0)
-    for i in prange(z.shape[0]):
+    for i in range(z.shape[0]):
         for j in range(z.shape[1]):
             out[i, j] = zero if z[i, j] < zero else z[i, j]  # NaN stays NaN, as in numpy.maximum
 
 
-@numba.njit(parallel=True, **_jit)
+@numba.njit(**_jit)
 def relu_backward(y, dy, out):
     """``out = dy`` where ``y > 0``, else 0."""
     zero, one = y.dtype.type(0), y.dtype.type(1)
-    for i in prange(y.shape[0]):
+    for i in range(y.shape[0]):
         for j in range(y.shape[1]):
             out[i, j] = dy[i, j] * (one if y[i, j] > zero else zero)
 
 
-@numba.njit(parallel=True, **_jit)
+@numba.njit(**_jit)
 def softmax_cross_entropy(z, t, out, gradient):
     """Row-wise ``out = -t * log_softmax(z)``, or its gradient ``softmax(z) * sum(t) - t``."""
-    for i in prange(z.shape[0]):
+    for i in range(z.shape[0]):
         top = z[i, 0]
         for j in range(1, z.shape[1]):
             top = max(top, z[i, j])

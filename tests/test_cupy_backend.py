@@ -113,7 +113,8 @@ B, N_IN, N_OUT = 37, 29, 13  # odd shapes: no kernel may assume multiples of a t
 def _linear_case(accumulate, need_dx, sigmoid):
     x, W = RNG.normal(size=(B, N_IN)), RNG.normal(size=(N_OUT, N_IN))
     dW, db = RNG.normal(size=(N_OUT, N_IN)), RNG.normal(size=(1, N_OUT))
-    head = (x, W, RNG.random((B, N_OUT)), RNG.normal(size=(B, N_OUT))) if sigmoid else (x, W, RNG.normal(size=(B, N_OUT)))
+    gradient = RNG.normal(size=(B, N_OUT))
+    head = (x, W, RNG.random((B, N_OUT)), gradient) if sigmoid else (x, W, gradient)
     return head + (dW, db), {"accumulate": accumulate, "need_dx": need_dx}, (len(head), len(head) + 1)
 
 
@@ -159,17 +160,17 @@ def test_kernels_match_the_numpy_reference_in_float32(case):
 @gpu
 def test_rows_are_gathered_and_epochs_shuffled_on_the_device():
     backend = _cupy_backend()
-    xp = backend.xp
+    xp, host = backend.xp, backend.to_numpy
+    shuffle = lambda seed: backend.permutation(numpy.random.default_rng(seed), 50)  # noqa: E731
+    order = shuffle(5)
+    assert isinstance(order, xp.ndarray) and sorted(host(order)) == list(range(50))
+    assert numpy.array_equal(host(order), host(shuffle(5))) and not numpy.array_equal(host(order), host(shuffle(6)))
     table = RNG.normal(size=(50, 7)).astype(numpy.float32)
-    order = backend.permutation(numpy.random.default_rng(5), 50)
-    assert isinstance(order, xp.ndarray) and sorted(backend.to_numpy(order)) == list(range(50))
-    assert numpy.array_equal(backend.to_numpy(order), backend.to_numpy(backend.permutation(numpy.random.default_rng(5), 50)))
-    assert not numpy.array_equal(backend.to_numpy(order), backend.to_numpy(backend.permutation(numpy.random.default_rng(6), 50)))
     index = order[10:23]
     out = xp.empty((13, 7), xp.float32)
     assert backend.take_rows(backend.asarray(table), index, out=out) is out
-    assert numpy.array_equal(backend.to_numpy(out), table[backend.to_numpy(index)])
-    assert numpy.array_equal(backend.to_numpy(backend.take_rows(backend.asarray(table), index)), table[backend.to_numpy(index)])
+    assert numpy.array_equal(host(out), table[host(index)])
+    assert numpy.array_equal(host(backend.take_rows(backend.asarray(table), index)), table[host(index)])
     backend.fill(out, 0)
     assert not backend.to_numpy(out).any()
     backend.fill(out, 2.5)
@@ -267,7 +268,7 @@ def test_train_runs_the_graph_epoch_and_matches_a_manual_loop(monkeypatch):
     monkeypatch.setattr(backend, "compile_epoch", lambda *args: programs.append(compile_epoch(*args)) or programs[-1])
     history = train(net, MeanSquareError(), 1, 100, 0.05, data=(x, t, *validation), quiet=True, verbose=False, seed=4)
     assert programs and programs[0] is not None and programs[0].mode == "graph"
-    order = backend.permutation(numpy.random.default_rng(4), 1037)  # train's shuffle for seed 4
+    order = backend.permutation(numpy.random.default_rng((4, 1)), 1037)  # train's shuffle: seed 4, epoch 1
     images, targets = backend.asarray(x, dtype=numpy.float32), backend.asarray(t, dtype=numpy.float32)
     total = _step_loop(reference, MeanSquareError(), images, targets, order, 100, 0.05)
     assert history.cost[0] == pytest.approx(total / 1037, rel=1e-5)
@@ -280,8 +281,13 @@ def test_train_runs_the_graph_epoch_and_matches_a_manual_loop(monkeypatch):
 def test_memory_stays_flat_over_twenty_epochs(monkeypatch, path):
     backend = _cupy_backend()
     pool, used = backend.xp.get_default_memory_pool(), []
-    synchronize = backend.synchronize
-    monkeypatch.setattr(backend, "synchronize", lambda: (synchronize(), used.append(pool.used_bytes())))
+    permutation = backend.permutation  # train draws one order at the start of every epoch
+
+    def measured_permutation(rng, n):
+        used.append(pool.used_bytes())
+        return permutation(rng, n)
+
+    monkeypatch.setattr(backend, "permutation", measured_permutation)
     if path == "step":
         monkeypatch.setattr(backend, "compile_epoch", lambda *args: None)
     with fastprop.use_backend("cupy"):
@@ -309,5 +315,5 @@ def test_other_models_keep_the_step_loop(layers, cost):
     backend = _cupy_backend()
     with fastprop.use_backend("cupy"):
         net = Network(layers())
-    images, targets = backend.asarray(numpy.ones((10, 6)), numpy.float32), backend.asarray(numpy.ones((10, 4)), numpy.float32)
+    images, targets = (backend.asarray(numpy.ones(shape), numpy.float32) for shape in ((10, 6), (10, 4)))
     assert backend.compile_epoch(net, cost(), images, targets, 5) is None
