@@ -40,35 +40,36 @@ def take_rows(src, indices, out):
     return True
 
 
+@numba.njit(inline="always")
+def _fma5(a, w, s):
+    """``s + a * w`` for 5-tuples ``w`` and ``s``."""
+    return s[0] + a * w[0], s[1] + a * w[1], s[2] + a * w[2], s[3] + a * w[3], s[4] + a * w[4]
+
+
 @numba.njit(parallel=True, fastmath=_REDUCE, **_jit)
 def dense_forward(x, W, b, out, sigmoid):
-    """``out = x @ W.T + b``, then ``1 / (1 + exp(-out))`` when ``sigmoid``; 4 rows x 2 outputs a pass."""
+    """``out = x @ W.T + b``, then ``1 / (1 + exp(-out))`` when ``sigmoid``.
+
+    Each pass over ``k`` computes a block of 4 rows x 5 outputs in registers. Indices past the end
+    are clamped: the duplicate row or output is computed twice and written with the same value.
+    """
     n, k_in = x.shape
     m = W.shape[0]
     zero, one = x.dtype.type(0), x.dtype.type(1)
     for block in prange((n + 3) // 4):
         i0 = 4 * block
         i1, i2, i3 = min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1)
-        for j0 in range(0, m, 2):
-            j1 = min(j0 + 1, m - 1)
-            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
+        for j0 in range(0, m, 5):
+            j1, j2, j3, j4 = min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1)
+            s0 = s1 = s2 = s3 = (zero, zero, zero, zero, zero)
             for k in range(k_in):
-                w0, w1 = W[j0, k], W[j1, k]
-                a = x[i0, k]
-                s00 += a * w0
-                s01 += a * w1
-                a = x[i1, k]
-                s10 += a * w0
-                s11 += a * w1
-                a = x[i2, k]
-                s20 += a * w0
-                s21 += a * w1
-                a = x[i3, k]
-                s30 += a * w0
-                s31 += a * w1
-            # Clamped duplicates of the last row or output write the same value twice.
-            out[i0, j0], out[i0, j1], out[i1, j0], out[i1, j1] = s00, s01, s10, s11
-            out[i2, j0], out[i2, j1], out[i3, j0], out[i3, j1] = s20, s21, s30, s31
+                w = (W[j0, k], W[j1, k], W[j2, k], W[j3, k], W[j4, k])
+                s0 = _fma5(x[i0, k], w, s0)
+                s1 = _fma5(x[i1, k], w, s1)
+                s2 = _fma5(x[i2, k], w, s2)
+                s3 = _fma5(x[i3, k], w, s3)
+            for i, s in ((i0, s0), (i1, s1), (i2, s2), (i3, s3)):
+                out[i, j0], out[i, j1], out[i, j2], out[i, j3], out[i, j4] = s
         for i in range(i0, min(i0 + 4, n)):
             for j in range(m):
                 z = out[i, j] + b[0, j]
@@ -120,11 +121,16 @@ def dense_backward(x, W, p, g, dW, db, dx, sigmoid, accumulate, need_dx):
                         pw[j0, k] += a0 * x[i0, k] + a1 * x[i1, k] + a2 * x[i2, k] + a3 * x[i3, k]
         if need_dx:
             for i in range(start, stop):
+                r = i - start
                 dx[i, :] = zero
-                for j in range(m):
-                    d = dz[i - start, j]
+                for j0 in range(0, m - 3, 4):
+                    a0, a1, a2, a3 = dz[r, j0], dz[r, j0 + 1], dz[r, j0 + 2], dz[r, j0 + 3]
                     for k in range(k_in):
-                        dx[i, k] += d * W[j, k]
+                        dx[i, k] += a0 * W[j0, k] + a1 * W[j0 + 1, k] + a2 * W[j0 + 2, k] + a3 * W[j0 + 3, k]
+                for j in range(m - m % 4, m):
+                    a0 = dz[r, j]
+                    for k in range(k_in):
+                        dx[i, k] += a0 * W[j, k]
     # Chunk sums are added in chunk order on this thread: the same bits for any thread count.
     total_w, total_b = partial_w[0], partial_b[0]
     for c in range(1, chunks):

@@ -32,7 +32,7 @@ def seed_network(rng=None) -> Network:
     return Network([Linear(784, 10, rng=rng), Sigmoid()])
 
 
-def mlp_network(rng=None, hidden=(512, 512), dropout=0.2) -> Network:
+def mlp_network(rng=None, hidden=(512, 512), dropout=0.0) -> Network:
     """A ReLU multilayer perceptron with He initialisation, dropout, and a linear output for softmax."""
     rng, layers, n_in = generator(rng), [], 784
     for width in hidden:
@@ -50,7 +50,7 @@ MODELS = {
         seed_network, MeanSquareError, epochs=100, batch_size=600, learning_rate=1e-4,
     ),
     "mlp": ModelSpec(
-        "784-512-512-10 ReLU network, dropout 0.2, softmax cross-entropy, Adam with a cosine schedule",
+        "784-512-512-10 ReLU network, softmax cross-entropy, Adam with a cosine schedule",
         mlp_network, SoftmaxCrossEntropy, epochs=12, batch_size=128, learning_rate=1e-3,
         optimizer=Adam, schedule=CosineLR,
     ),
