@@ -43,9 +43,6 @@ class CupyBackend(Backend):
     def __init__(self):
         self._scratch = {}
 
-    def __deepcopy__(self, memo):  # a backend is shared by every layer on it; copies of layers keep it
-        return self
-
     def info(self) -> dict:
         device = cupy.cuda.Device().id
         name = cupy.cuda.runtime.getDeviceProperties(device)["name"]

@@ -1,8 +1,8 @@
 """Numba kernels behind :mod:`fastprop.backends.numba_backend`.
 
 Every kernel is type-generic: Numba compiles one specialization per dtype, and constants are made
-with ``x.dtype.type(...)`` so float32 math stays float32. Kernels write into arrays they are given
-(the backend allocates them), so none of them returns a new array.
+with ``x.dtype.type(...)`` so float32 math stays float32. The backend checks shapes, dtypes and
+contiguity before calling; these kernels do not bounds-check (``take_rows`` checks its indices).
 
 Determinism: a result never depends on the thread count. Row-parallel kernels compute each output
 row on one thread in a fixed order; reductions over the batch (weight and bias gradients) sum fixed
@@ -47,8 +47,8 @@ def _fma5(a, w, s):
 
 
 @numba.njit(parallel=True, fastmath=_REDUCE, **_jit)
-def dense_forward(x, W, b, out, sigmoid):
-    """``out = x @ W.T + b``, then ``1 / (1 + exp(-out))`` when ``sigmoid``.
+def dense_forward(x, W, b, sigmoid):
+    """Return ``z = x @ W.T + b``, or ``1 / (1 + exp(-z))`` when ``sigmoid``.
 
     Each pass over ``k`` computes a block of 4 rows x 5 outputs in registers. Indices past the end
     are clamped: the duplicate row or output is computed twice and written with the same value.
@@ -56,6 +56,7 @@ def dense_forward(x, W, b, out, sigmoid):
     n, k_in = x.shape
     m = W.shape[0]
     zero, one = x.dtype.type(0), x.dtype.type(1)
+    out = np.empty((n, m), x.dtype)
     for block in prange((n + 3) // 4):
         i0 = 4 * block
         i1, i2, i3 = min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1)
@@ -74,14 +75,15 @@ def dense_forward(x, W, b, out, sigmoid):
             for j in range(m):
                 z = out[i, j] + b[0, j]
                 out[i, j] = one / (one + np.exp(-z)) if sigmoid else z
+    return out
 
 
 @numba.njit(parallel=True, fastmath=_REDUCE, **_jit)
-def dense_backward(x, W, p, g, dW, db, dx, sigmoid, accumulate, need_dx):
+def dense_backward(x, W, p, g, dW, db, sigmoid, accumulate, need_dx):
     """Backward of :func:`dense_forward` given ``g = dL/dout`` (and its output ``p`` when ``sigmoid``).
 
     ``dz = g * p * (1 - p)`` (or ``g``); ``dW``/``db`` get (or get added) ``dz.T @ x`` and
-    ``dz.sum(0)``; ``dx = dz @ W`` when ``need_dx`` (``dx`` is ignored otherwise).
+    ``dz.sum(0)``. Returns ``dx = dz @ W`` when ``need_dx``, else an empty array.
     """
     n, k_in = x.shape
     m = W.shape[0]
@@ -90,6 +92,7 @@ def dense_backward(x, W, p, g, dW, db, dx, sigmoid, accumulate, need_dx):
     chunks = (n + CHUNK - 1) // CHUNK
     partial_w = np.empty((chunks, m, k_in), dtype)
     partial_b = np.empty((chunks, m), dtype)
+    dx = np.empty((n, k_in) if need_dx else (0, 0), dtype)
     for c in prange(chunks):
         start = c * CHUNK
         stop = min(n, start + CHUNK)
@@ -142,73 +145,78 @@ def dense_backward(x, W, p, g, dW, db, dx, sigmoid, accumulate, need_dx):
         db[0, j] = db[0, j] + total_b[j] if accumulate else total_b[j]
         for k in range(k_in):
             dW[j, k] = dW[j, k] + total_w[j, k] if accumulate else total_w[j, k]
+    return dx
 
 
 @numba.njit(**_jit)
-def bias_sigmoid(z, b):
-    """In place: ``z = 1 / (1 + exp(-(z + b)))``."""
-    one = z.dtype.type(1)
-    for i in range(z.shape[0]):
-        for j in range(z.shape[1]):
-            z[i, j] = one / (one + np.exp(-(z[i, j] + b[0, j])))
-
-
-@numba.njit(**_jit)
-def sigmoid_delta(p, g, out):
-    """``out = g * p * (1 - p)``: the gradient through a sigmoid with output ``p``."""
-    one = p.dtype.type(1)
-    for i in range(p.shape[0]):
-        for j in range(p.shape[1]):
-            out[i, j] = g[i, j] * p[i, j] * (one - p[i, j])
-
-
-@numba.njit(**_jit)
-def sigmoid_mse_gradient(p, t, out):
-    """``out = (p - t) * p * (1 - p)``."""
+def sigmoid_mse_gradient(p, t):
+    """Return ``(p - t) * p * (1 - p)``."""
+    out = np.empty_like(p)
     one = p.dtype.type(1)
     for i in range(p.shape[0]):
         for j in range(p.shape[1]):
             out[i, j] = (p[i, j] - t[i, j]) * p[i, j] * (one - p[i, j])
+    return out
 
 
 @numba.njit(**_jit)
-def relu(z, out):
-    """``out = max(z, 0)``."""
+def relu(z):
+    """Return ``max(z, 0)``."""
+    out = np.empty_like(z)
     zero = z.dtype.type(0)
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
             out[i, j] = zero if z[i, j] < zero else z[i, j]  # NaN stays NaN, as in numpy.maximum
+    return out
 
 
 @numba.njit(**_jit)
-def relu_backward(y, dy, out):
-    """``out = dy`` where ``y > 0``, else 0."""
+def relu_backward(y, dy):
+    """Return ``dy * (y > 0)``."""
+    out = np.empty_like(y)
     zero, one = y.dtype.type(0), y.dtype.type(1)
     for i in range(y.shape[0]):
         for j in range(y.shape[1]):
             out[i, j] = dy[i, j] * (one if y[i, j] > zero else zero)
+    return out
+
+
+@numba.njit(inline="always")
+def _row_max_and_exp_sum(z, i):
+    """``max(z[i])`` and ``sum(exp(z[i] - max))``."""
+    top = z[i, 0]
+    for j in range(1, z.shape[1]):
+        top = max(top, z[i, j])
+    total = z.dtype.type(0)
+    for j in range(z.shape[1]):
+        total += np.exp(z[i, j] - top)
+    return top, total
 
 
 @numba.njit(**_jit)
-def softmax_cross_entropy(z, t, out, gradient):
-    """Row-wise ``out = -t * log_softmax(z)``, or its gradient ``softmax(z) * sum(t) - t``."""
+def softmax_cross_entropy(z, t):
+    """Return ``-t * log_softmax(z)``, row by row."""
+    out = np.empty_like(z)
     for i in range(z.shape[0]):
-        top = z[i, 0]
-        for j in range(1, z.shape[1]):
-            top = max(top, z[i, j])
-        total = z.dtype.type(0)
+        top, total = _row_max_and_exp_sum(z, i)
+        log_total = np.log(total)
         for j in range(z.shape[1]):
-            total += np.exp(z[i, j] - top)
-        if gradient:
-            mass = z.dtype.type(0)
-            for j in range(z.shape[1]):
-                mass += t[i, j]
-            for j in range(z.shape[1]):
-                out[i, j] = np.exp(z[i, j] - top) / total * mass - t[i, j]
-        else:
-            log_total = np.log(total)
-            for j in range(z.shape[1]):
-                out[i, j] = -t[i, j] * (z[i, j] - top - log_total)
+            out[i, j] = -t[i, j] * (z[i, j] - top - log_total)
+    return out
+
+
+@numba.njit(**_jit)
+def softmax_cross_entropy_gradient(z, t):
+    """Return ``softmax(z) * sum(t) - t``, row by row."""
+    out = np.empty_like(z)
+    for i in range(z.shape[0]):
+        top, total = _row_max_and_exp_sum(z, i)
+        mass = z.dtype.type(0)
+        for j in range(z.shape[1]):
+            mass += t[i, j]
+        for j in range(z.shape[1]):
+            out[i, j] = np.exp(z[i, j] - top) / total * mass - t[i, j]
+    return out
 
 
 @numba.njit(**_jit)
