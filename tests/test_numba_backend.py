@@ -1,0 +1,226 @@
+"""The Numba backend against the NumPy reference: every override, determinism, fallbacks, training."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy
+import pytest
+
+numba = pytest.importorskip("numba", reason="numba is not installed; pip install 'fastprop[numba]' to test its backend")
+
+import fastprop  # noqa: E402
+from fastprop import Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftmaxCrossEntropy  # noqa: E402
+from fastprop.backends import Backend, BackendUnavailableError, load_backend, numba_backend  # noqa: E402
+from tests.conftest import relative_error  # noqa: E402
+
+REFERENCE = Backend()
+TOLERANCE = {numpy.float32: 1e-5, numpy.float64: 1e-10}
+DTYPES = pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+BATCHES = pytest.mark.parametrize("n", [1, 7, 601, 1000])
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return load_backend("numba")
+
+
+def _layer(rng, n, n_in, n_out, dtype):
+    """``x, W, b``, a sigmoid output ``p``, an upstream gradient and filled gradient buffers."""
+    arrays = (rng.random((n, n_in)), rng.normal(0, 0.1, (n_out, n_in)), rng.normal(0, 0.1, (1, n_out)),
+              rng.random((n, n_out)), rng.normal(size=(n, n_out)), rng.normal(size=(n_out, n_in)),
+              rng.normal(size=(1, n_out)))
+    return [a.astype(dtype) for a in arrays]
+
+
+def _assert_close(result, expected, dtype):
+    assert result.dtype == dtype
+    assert relative_error(result, expected) <= TOLERANCE[dtype]
+
+
+@DTYPES
+@BATCHES
+@pytest.mark.parametrize("n_in, n_out", [(784, 10), (13, 3), (5, numba_backend.SMALL_LAYER), (9, 40)])
+def test_forward_kernels_match_the_reference(backend, dtype, n, n_in, n_out):
+    x, W, b, *_ = _layer(numpy.random.default_rng(n), n, n_in, n_out, dtype)
+    for kernel in ("linear_forward", "linear_sigmoid_forward"):
+        _assert_close(getattr(backend, kernel)(x, W, b), getattr(REFERENCE, kernel)(x, W, b), dtype)
+
+
+@DTYPES
+@BATCHES
+@pytest.mark.parametrize("n_in, n_out", [(784, 10), (13, 3), (9, 40)])
+@pytest.mark.parametrize("accumulate", [True, False])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_backward_kernels_match_the_reference(backend, dtype, n, n_in, n_out, accumulate, need_dx):
+    x, W, _, p, g, dW, db = _layer(numpy.random.default_rng(n), n, n_in, n_out, dtype)
+    for kernel, inputs in (("linear_backward", (x, W, g)), ("linear_sigmoid_backward", (x, W, p, g))):
+        ours, theirs = (dW.copy(), db.copy()), (dW.copy(), db.copy())
+        dx = getattr(backend, kernel)(*inputs, *ours, accumulate=accumulate, need_dx=need_dx)
+        expected = getattr(REFERENCE, kernel)(*inputs, *theirs, accumulate=accumulate, need_dx=need_dx)
+        for result, reference in zip(ours, theirs):
+            _assert_close(result, reference, dtype)
+        if need_dx:
+            _assert_close(dx, expected, dtype)
+        else:
+            assert dx is None
+
+
+ELEMENTWISE = {
+    "relu": lambda r, shape: (r.normal(size=shape),),
+    "relu_backward": lambda r, shape: (numpy.maximum(r.normal(size=shape), 0), r.normal(size=shape)),
+    "sigmoid_mse_gradient": lambda r, shape: (r.random(shape), r.random(shape)),
+    "softmax_cross_entropy": lambda r, shape: (r.normal(size=shape) * 50, r.random(shape)),
+    "softmax_cross_entropy_gradient": lambda r, shape: (r.normal(size=shape) * 50, r.random(shape)),
+}
+
+
+@DTYPES
+@BATCHES
+@pytest.mark.parametrize("kernel", ELEMENTWISE)
+def test_elementwise_kernels_match_the_reference(backend, kernel, dtype, n):
+    arrays = [a.astype(dtype) for a in ELEMENTWISE[kernel](numpy.random.default_rng(n), (n, 10))]
+    _assert_close(getattr(backend, kernel)(*arrays), getattr(REFERENCE, kernel)(*arrays), dtype)
+
+
+@DTYPES
+def test_sgd_update_is_in_place_and_matches_the_reference(backend, dtype):
+    rng = numpy.random.default_rng(3)
+    param, grad = rng.normal(size=(10, 784)).astype(dtype), rng.normal(size=(10, 784)).astype(dtype)
+    expected = param.copy()
+    REFERENCE.sgd_update(expected, grad, 0.01)
+    ours = param
+    assert backend.sgd_update(ours, grad, 0.01) is None
+    assert ours is param
+    _assert_close(ours, expected, dtype)
+
+
+@DTYPES
+def test_take_rows_copies_exactly_what_numpy_take_does(backend, dtype):
+    rng = numpy.random.default_rng(4)
+    images, order = rng.random((50, 9)).astype(dtype), rng.permutation(50)
+    out = numpy.empty((30, 9), dtype)
+    assert backend.take_rows(images, order[:30], out=out) is out
+    assert numpy.array_equal(out, images[order[:30]])
+    assert numpy.array_equal(backend.take_rows(images, numpy.array([-1, 0, 2])), images[[-1, 0, 2]])
+    with pytest.raises(IndexError):
+        backend.take_rows(images, numpy.array([0, 50]))
+
+
+def _all_outputs(backend, dtype, n=1000):
+    """Every kernel's output for one fixed set of inputs, as host arrays."""
+    x, W, b, p, g, dW, db = _layer(numpy.random.default_rng(9), n, 784, 10, dtype)
+    outputs = [backend.linear_sigmoid_forward(x, W, b), backend.linear_forward(x, W, b)]
+    for accumulate in (True, False):
+        grads = dW.copy(), db.copy()
+        outputs += [backend.linear_sigmoid_backward(x, W, p, g, *grads, accumulate=accumulate), *grads]
+    outputs.append(backend.take_rows(x, numpy.random.default_rng(1).permutation(n)))
+    return outputs
+
+
+@DTYPES
+def test_results_are_the_same_bits_every_run(backend, dtype):
+    for first, second in zip(_all_outputs(backend, dtype), _all_outputs(backend, dtype)):
+        assert numpy.array_equal(first, second)
+
+
+@DTYPES
+def test_results_do_not_depend_on_the_thread_count(backend, dtype):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba runs on one thread here; set NUMBA_NUM_THREADS=2 or more to test this")
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _all_outputs(backend, dtype)
+        numba.set_num_threads(2)
+        two = _all_outputs(backend, dtype)
+    finally:
+        numba.set_num_threads(saved)
+    for first, second in zip(one, two):
+        assert numpy.array_equal(first, second)
+
+
+def test_non_contiguous_and_non_float_inputs_fall_back_to_the_reference(backend):
+    x, W, b, p, g, dW, db = _layer(numpy.random.default_rng(5), 33, 20, 6, numpy.float64)
+    strided, fortran = x[:, ::2], numpy.asfortranarray(W[:, ::2])
+    _assert_close(backend.linear_sigmoid_forward(strided, fortran, b), REFERENCE.linear_sigmoid_forward(strided, fortran, b), numpy.float64)
+    ours, theirs = (dW[:, ::2].copy(), db.copy()), (dW[:, ::2].copy(), db.copy())
+    dx = backend.linear_sigmoid_backward(strided, fortran, p, g, *ours, accumulate=True)
+    expected = REFERENCE.linear_sigmoid_backward(strided, fortran, p, g, *theirs, accumulate=True)
+    for result, reference in zip((dx, *ours), (expected, *theirs)):
+        _assert_close(result, reference, numpy.float64)
+    integers = numpy.arange(-6, 6).reshape(3, 4)
+    assert numpy.array_equal(backend.relu(integers), REFERENCE.relu(integers))
+    assert backend.relu(integers).dtype == integers.dtype
+    transposed = p.T
+    _assert_close(backend.sigmoid_mse_gradient(transposed, g.T), REFERENCE.sigmoid_mse_gradient(transposed, g.T), numpy.float64)
+
+
+MODELS = {
+    "linear+sigmoid": (lambda: [Linear(6, 5), Sigmoid(), Linear(5, 3), Sigmoid()], MeanSquareError),
+    "relu": (lambda: [Linear(6, 5), ReLU(), Linear(5, 4), ReLU(), Linear(4, 3)], SoftmaxCrossEntropy),
+    "wide sigmoid (BLAS path)": (lambda: [Linear(6, 40), Sigmoid(), Linear(40, 3)], SoftmaxCrossEntropy),
+}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_networks_pass_gradcheck(model):
+    layers, cost = MODELS[model]
+    rng = numpy.random.default_rng(6)
+    with fastprop.use_backend("numba", dtype="float64"):
+        net = Network(layers())
+    x, target = rng.normal(size=(9, 6)), numpy.eye(3)[rng.integers(0, 3, 9)]
+    result = fastprop.gradcheck(net, cost(), x, target, max_entries=40)
+    assert result.passed(1e-6), f"{model}:\n{result}"
+
+
+def _train(name, data):
+    fastprop.seed(0)
+    with fastprop.use_backend(name, dtype="float32"):
+        net = Network([Linear(784, 10), Sigmoid()])
+    initial = [parameter.value.copy() for parameter in net.parameters()]
+    history = fastprop.train(net, MeanSquareError(), 2, 600, 1e-3, data=data, quiet=True, verbose=False)
+    return initial, history
+
+
+def test_training_matches_the_numpy_backend():
+    rng = numpy.random.default_rng(7)
+    labels = rng.integers(0, 10, 1800)
+    images = rng.random((1800, 784)) * 0.3
+    for k in range(10):
+        images[labels == k, 70 * k : 70 * k + 40] += 0.7
+    targets = numpy.eye(10)[labels]
+    data = images[:1500], targets[:1500], images[1500:], targets[1500:]  # 1,500 rows: a partial batch
+    reference_initial, reference = _train("numpy", data)
+    initial, history = _train("numba", data)
+    for ours, theirs in zip(initial, reference_initial):
+        assert numpy.array_equal(ours, theirs)
+    assert relative_error(history.cost, reference.cost) <= 1e-5
+    assert numpy.abs(numpy.subtract(history.accuracy, reference.accuracy)).max() <= 1 / 300
+    assert history.accuracy[-1] > 0.5  # it learned, so the comparison is not between two failures
+
+
+def test_is_available_and_warms_up(backend):
+    status = fastprop.available_backends()["numba"]
+    assert status.available and status.device == "cpu" and status.version.startswith("numba")
+    for dtype in (numpy.float32, numpy.float64):
+        seconds = backend.warmup(dtype)
+        assert isinstance(seconds, float) and seconds >= 0
+    assert backend.info()["threads"] == numba.get_num_threads()
+
+
+def test_missing_numba_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba", None)
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'fastprop\[numba\]'"):
+        numba_backend.create()
+
+
+def test_create_shortens_the_openmp_spin_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    numba_backend.create()
+    assert os.environ["GOMP_SPINCOUNT"] == "10000"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "123")
+    numba_backend.create()
+    assert os.environ["GOMP_SPINCOUNT"] == "123"
