@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy
 import pytest
 
-numba = pytest.importorskip("numba", reason="numba is not installed; pip install 'fastprop[numba]' to test its backend")
+numba = pytest.importorskip("numba", reason="numba is not installed (pip install 'fastprop[numba]')")
 
 import fastprop  # noqa: E402
 from fastprop import Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftmaxCrossEntropy  # noqa: E402
@@ -144,7 +143,8 @@ def test_results_do_not_depend_on_the_thread_count(backend, dtype):
 def test_non_contiguous_and_non_float_inputs_fall_back_to_the_reference(backend):
     x, W, b, p, g, dW, db = _layer(numpy.random.default_rng(5), 33, 20, 6, numpy.float64)
     strided, fortran = x[:, ::2], numpy.asfortranarray(W[:, ::2])
-    _assert_close(backend.linear_sigmoid_forward(strided, fortran, b), REFERENCE.linear_sigmoid_forward(strided, fortran, b), numpy.float64)
+    expected = REFERENCE.linear_sigmoid_forward(strided, fortran, b)
+    _assert_close(backend.linear_sigmoid_forward(strided, fortran, b), expected, numpy.float64)
     ours, theirs = (dW[:, ::2].copy(), db.copy()), (dW[:, ::2].copy(), db.copy())
     dx = backend.linear_sigmoid_backward(strided, fortran, p, g, *ours, accumulate=True)
     expected = REFERENCE.linear_sigmoid_backward(strided, fortran, p, g, *theirs, accumulate=True)
@@ -153,8 +153,8 @@ def test_non_contiguous_and_non_float_inputs_fall_back_to_the_reference(backend)
     integers = numpy.arange(-6, 6).reshape(3, 4)
     assert numpy.array_equal(backend.relu(integers), REFERENCE.relu(integers))
     assert backend.relu(integers).dtype == integers.dtype
-    transposed = p.T
-    _assert_close(backend.sigmoid_mse_gradient(transposed, g.T), REFERENCE.sigmoid_mse_gradient(transposed, g.T), numpy.float64)
+    expected = REFERENCE.sigmoid_mse_gradient(p.T, g.T)
+    _assert_close(backend.sigmoid_mse_gradient(p.T, g.T), expected, numpy.float64)
 
 
 MODELS = {
@@ -216,11 +216,12 @@ def test_missing_numba_says_what_to_install(monkeypatch):
         numba_backend.create()
 
 
-def test_create_shortens_the_openmp_spin_unless_the_user_chose(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    numba_backend.create()
-    assert os.environ["GOMP_SPINCOUNT"] == "10000"
-    monkeypatch.setenv("GOMP_SPINCOUNT", "123")
-    numba_backend.create()
-    assert os.environ["GOMP_SPINCOUNT"] == "123"
+def test_kernels_run_on_one_thread_while_blas_threads_spin(backend, monkeypatch):
+    x, W, b, *_ = _layer(numpy.random.default_rng(8), 50, 20, numba_backend.SMALL_LAYER + 1, numpy.float64)
+    backend.linear_forward(x, W, b)  # a wide layer: a BLAS product
+    calls, saved = [], numba.get_num_threads()
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: calls.append(n))
+    narrow = W[:3].copy(), b[:, :3].copy()
+    expected = REFERENCE.linear_sigmoid_forward(x, *narrow)
+    _assert_close(backend.linear_sigmoid_forward(x, *narrow), expected, numpy.float64)
+    assert calls == [1, saved]
