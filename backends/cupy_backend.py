@@ -78,6 +78,8 @@ class CupyBackend(Backend):
         from fastprop.layers import Linear, ReLU, Sigmoid
 
         loss = {MeanSquareError: 1, SoftmaxCrossEntropy: 2}.get(type(cost_function))
+        if getattr(cost_function, "reduction", "sum") != "sum":  # the kernels sum, as the notebook
+            return None
         plan = []  # (linear, activation code) per Linear layer
         for leaf in net.leaves():
             if type(leaf) is Linear:

@@ -12,7 +12,22 @@ from .layers.base import accept_array
 
 
 class Cost:
-    """Base class: ``estimate(prediction, target)`` and ``gradient(prediction, target)``."""
+    """Base class: ``estimate(prediction, target)`` and ``gradient(prediction, target)``.
+
+    ``reduction="sum"`` (the notebook's) makes the batch cost the sum over samples, so gradients,
+    and with them the useful learning rate, grow with the batch size. ``reduction="mean"`` divides
+    both by the number of rows: the batch cost is then the mean per sample, as in PyTorch and Keras.
+    """
+
+    REDUCTIONS = ("sum", "mean")
+    reduction = "sum"
+
+    def __init__(self, reduction="sum"):
+        if reduction not in self.REDUCTIONS:
+            raise ValueError(
+                f"{type(self).__name__} got reduction={reduction!r}; choose 'sum' (the notebook's) or 'mean'."
+            )
+        self.reduction = reduction
 
     def estimate(self, prediction, target):
         """Per-element cost, same shape as ``prediction``; its sum is the batch's total cost."""
@@ -23,7 +38,13 @@ class Cost:
         raise NotImplementedError(f"{type(self).__name__} does not implement gradient")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}()" if self.reduction == "sum" else f"{type(self).__name__}(reduction='mean')"
+
+    def _reduced(self, values):
+        """``values`` (a fresh array) divided by the batch size when ``reduction="mean"``."""
+        if self.reduction == "mean" and values.shape[0]:
+            values *= 1.0 / values.shape[0]
+        return values
 
     def _prepare(self, prediction, target):
         """The backend owning ``prediction``, and ``target`` converted to match it, shape checked."""
@@ -63,11 +84,11 @@ class MeanSquareError(Cost):
         difference = target - prediction
         difference *= difference
         difference *= 0.5
-        return difference
+        return self._reduced(difference)
 
     def gradient(self, prediction, target):
         _, target = self._prepare(prediction, target)
-        return prediction - target
+        return self._reduced(prediction - target)
 
 
 class CrossEntropy(Cost):
@@ -76,19 +97,20 @@ class CrossEntropy(Cost):
     Pair it with a ``SoftMax`` layer; :class:`SoftmaxCrossEntropy` on logits is the stable choice.
     """
 
-    def __init__(self, eps=1e-12):
+    def __init__(self, eps=1e-12, reduction="sum"):
+        super().__init__(reduction)
         self.eps = eps
 
     def __repr__(self) -> str:
-        return f"CrossEntropy(eps={self.eps})"
+        return f"CrossEntropy(eps={self.eps}, reduction={self.reduction!r})"
 
     def estimate(self, prediction, target):
         backend, target = self._prepare(prediction, target)
-        return -target * backend.xp.log(prediction + self.eps)
+        return self._reduced(-target * backend.xp.log(prediction + self.eps))
 
     def gradient(self, prediction, target):
         _, target = self._prepare(prediction, target)
-        return -target / (prediction + self.eps)
+        return self._reduced(-target / (prediction + self.eps))
 
 
 class SoftmaxCrossEntropy(Cost):
@@ -100,8 +122,8 @@ class SoftmaxCrossEntropy(Cost):
 
     def estimate(self, prediction, target):
         backend, target = self._prepare(prediction, target)
-        return backend.softmax_cross_entropy(prediction, target)
+        return self._reduced(backend.softmax_cross_entropy(prediction, target))
 
     def gradient(self, prediction, target):
         backend, target = self._prepare(prediction, target)
-        return backend.softmax_cross_entropy_gradient(prediction, target)
+        return self._reduced(backend.softmax_cross_entropy_gradient(prediction, target))

@@ -151,6 +151,7 @@ class _StepLoop:
     def _steps(self, order, rate, bar, check=False):
         """Yield each batch's summed cost (a backend scalar, or a float with ``check``)."""
         net, backend, cost_function = self.net, self.net.backend, self.cost
+        mean = getattr(cost_function, "reduction", "sum") == "mean"
         for start, stop in self.batches:
             index = order[start:stop]
             whole = stop - start == self.full
@@ -159,6 +160,8 @@ class _StepLoop:
             net.zero_gradients()
             prediction = net.forward(x)
             cost = cost_function.estimate(prediction, t).sum(dtype=numpy.float64)
+            if mean:  # report the summed cost per sample whatever the reduction
+                cost = cost * (stop - start)
             if check:
                 cost = float(cost)
                 if not math.isfinite(cost):

@@ -77,3 +77,31 @@ def test_foreign_prediction_is_refused():
 
     with pytest.raises(fastprop.BackendError, match=r"no fastprop backend owns"):
         MeanSquareError().gradient(Foreign(), numpy.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("cost", [MeanSquareError, CrossEntropy, SoftmaxCrossEntropy])
+def test_mean_reduction_divides_estimate_and_gradient_by_the_batch(backend_name, cost):
+    rng = numpy.random.default_rng(2)
+    p, backend = _prediction(backend_name, rng.random((6, 4)) * 0.8 + 0.1)
+    t = numpy.eye(4)[rng.integers(0, 4, 6)]
+    with fastprop.use_backend(backend_name):
+        summed, mean = cost(), cost(reduction="mean")
+        for method in ("estimate", "gradient"):
+            expected = backend.to_numpy(getattr(summed, method)(p, t)) / 6
+            assert relative_error(backend.to_numpy(getattr(mean, method)(p, t)), expected) < 1e-12
+
+
+def test_mean_reduction_reports_the_same_cost_per_sample_in_train():
+    rng = numpy.random.default_rng(0)
+    x, t = rng.random((120, 5)), numpy.eye(3)[rng.integers(0, 3, 120)]
+    data = (x[:100], t[:100], x[100:], t[100:])
+    runs = []
+    for reduction, rate in (("sum", 0.01), ("mean", 0.01 * 50)):  # same steps: batch 50
+        net = fastprop.Network([Linear(5, 3, rng=0), fastprop.Sigmoid()])
+        runs.append(fastprop.train(net, MeanSquareError(reduction=reduction), 2, 50, rate, data=data, quiet=True, verbose=False))
+    assert runs[0].cost == pytest.approx(runs[1].cost, rel=1e-5)
+
+
+def test_unknown_reduction_is_refused():
+    with pytest.raises(ValueError, match=r"reduction='avg'; choose 'sum' .* or 'mean'"):
+        MeanSquareError(reduction="avg")

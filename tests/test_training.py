@@ -58,9 +58,10 @@ def test_reported_cost_is_the_mean_over_every_batch_not_the_last():
     assert numpy.array_equal(net.layers[0].weights, reference.layers[0].weights)
 
 
-def test_seeded_training_is_reproducible_and_seeds_differ():
+def test_seeded_training_is_reproducible_and_seeds_differ(backend_name):
     def run(seed):
-        net = Network([Linear(40, 10, rng=0), Sigmoid()])
+        with fastprop.use_backend(backend_name):
+            net = Network([Linear(40, 10, rng=0), ReLU(), Linear(10, 10, rng=1), Sigmoid()])
         return train(net, MeanSquareError(), 2, 64, 0.05, data=_data(), seed=seed, quiet=True, verbose=False)
 
     assert run(1).cost == run(1).cost
