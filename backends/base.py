@@ -96,8 +96,14 @@ class Backend:
         return self.asarray(rng.permutation(n))
 
     def take_rows(self, array, indices, out=None):
-        """``array[indices]`` along axis 0, written into ``out`` when given (batch gathering)."""
-        return self.xp.take(array, indices, axis=0, out=out)
+        """``array[indices]`` along axis 0, written into ``out`` when given (batch gathering).
+
+        ``indices`` must be in range (they come from :meth:`permutation`): with ``out`` they are
+        clipped rather than checked, which lets NumPy write straight into ``out`` (three times
+        faster than its checked path, which goes through a temporary).
+        """
+        mode = "raise" if out is None else "clip"
+        return self.xp.take(array, indices, axis=0, out=out, mode=mode)
 
     # ------------------------------------------------------------------ linear layer
 

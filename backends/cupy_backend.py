@@ -131,7 +131,11 @@ class CupyBackend(Backend):
             result = cupy.empty((rows, array.shape[1]), array.dtype) if out is None else out
             kernels.gather_rows(array, indices, result)
             return result
-        return super().take_rows(array, indices, out=out)
+        result = array[indices]  # cupy.take has no ``mode``, so the reference cannot serve here
+        if out is None:
+            return result
+        out[...] = result
+        return out
 
     def fill(self, array, value: float) -> None:
         if value == 0 and array.flags.c_contiguous and array.nbytes:
