@@ -488,11 +488,24 @@ def plot(report, path):
     figure.savefig(path, dpi=120, bbox_inches="tight")
 
 
+def _names(text):
+    return [name for name in text.split(",") if name]
+
+
+def _workloads(text):
+    names = _names(text)
+    unknown = sorted(set(names) - set(WORKLOADS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown workload {', '.join(unknown)}; choose from {', '.join(sorted(WORKLOADS))}")
+    return names
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fastprop bench``."""
-    parser.add_argument("--backend", action="append", dest="backends", metavar="NAME",
-                        help="a backend to time (repeat for more; default: every registered backend)")
-    parser.add_argument("--workload", action="append", dest="workloads", choices=sorted(WORKLOADS),
+    parser.add_argument("--backends", "--backend", type=_names, action="extend", dest="backends", metavar="NAMES",
+                        help="backends to time, comma-separated or repeated (default: every registered one)")
+    parser.add_argument("--workloads", "--workload", type=_workloads, action="extend", dest="workloads",
+                        metavar="W1,W2",
                         help="W1: 784-10 sigmoid + MSE; W2: 784-512-512-10 ReLU + softmax cross-entropy")
     parser.add_argument("--dtype", action="append", dest="dtypes", choices=("float32", "float64"))
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up (median)")
