@@ -287,7 +287,13 @@ def torch_devices():
             "torch-cuda": None if torch.cuda.is_available() else "PyTorch sees no CUDA device"}
 
 
+#: Seconds to wait before each timed epoch: OpenBLAS's idle threads keep spinning about 0.1 s after
+#: a matrix product, and would otherwise steal the cores from the next runner in the round robin.
+SETTLE_SECONDS = 0.25
+
+
 def _timed(run) -> float:
+    time.sleep(SETTLE_SECONDS)
     started = time.perf_counter()
     run()
     return time.perf_counter() - started

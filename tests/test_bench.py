@@ -21,6 +21,12 @@ ROWS = 1200
 AVAILABLE = [name for name, status in fastprop.available_backends().items() if status.available]
 
 
+
+@pytest.fixture(autouse=True)
+def _no_settle_pause(monkeypatch):
+    """The pause between timed epochs only matters for real figures."""
+    monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.0)
+
 def _unavailable():
     raise BackendUnavailableError("it needs hardware this machine lacks; install nothing, it is a test")
 
