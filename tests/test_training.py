@@ -114,6 +114,7 @@ def test_history_exports_csv_and_json(tmp_path):
     assert fastprop.History.from_dict(__import__("json").loads((tmp_path / "h.json").read_text())) == history
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_divergence_stops_with_the_last_finite_parameters(tmp_path):
     x, t, xv, tv = _data(400, 50)
     x[350] = numpy.inf  # the fourth batch of 100 (in shuffled order) holds this row somewhere
