@@ -79,7 +79,6 @@ def _train(args, parser) -> int:
             checkpoint=args.checkpoint, patience=args.patience,
         )
         accuracy = validate(net, test_images, test_labels, 10000)
-    print("test accuracy=%2.6f" % accuracy)
     print(
         "training throughput=%.0f samples/s (median over %d epochs, %s backend, %s)"
         % (statistics.median(history.samples_per_second), len(history), backend_name, numpy.dtype(dtype).name)
@@ -90,6 +89,7 @@ def _train(args, parser) -> int:
         from .plot import learning_curves
 
         print(f"learning curves: {learning_curves(history, args.plot)}")
+    print("test accuracy=%2.6f" % accuracy)
     return 0
 
 

@@ -73,3 +73,18 @@ def test_python_dash_m_fastprop_runs():
     result = subprocess.run([sys.executable, "-m", "fastprop", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "train" in result.stdout and "backends" in result.stdout and "bench" in result.stdout
+
+
+def test_train_writes_plot_history_and_checkpoint(tiny_mnist, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+    plot, history, checkpoint = tmp_path / "curves.png", tmp_path / "history.csv", tmp_path / "run.npz"
+    argv = ["train", "--data-dir", str(tiny_mnist), "--epochs", "2", "--batch-size", "100", "--quiet",
+            "--plot", str(plot), "--history", str(history), "--checkpoint", str(checkpoint)]
+    assert main(argv) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(history.read_text().splitlines()) == 3
+    assert checkpoint.exists()
+    capsys.readouterr()
+    assert main(argv[:4] + ["4"] + argv[5:]) == 0  # resumes at epoch 3
+    assert len(re.findall(r"^cost=", capsys.readouterr().out, flags=re.M)) == 2
+    assert len(history.read_text().splitlines()) == 5
