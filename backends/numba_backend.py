@@ -112,7 +112,37 @@ class NumbaBackend(Backend):
         self.softmax_cross_entropy_gradient(x, self.softmax_cross_entropy(x, x))
         self.sgd_update(x, x.copy(), 0.5)
         self.take_rows(x, numpy.arange(2), out=numpy.empty((2, 4), dtype))
+        self._k.sigmoid_mse_step(x, x[:, :2].copy(), numpy.arange(3), W, b, W.copy(), b.copy(), dtype(0.5))
         return time.perf_counter() - started
+
+    def compile_epoch(self, net, cost_function, images, targets, batch_size):
+        """The notebook's network (Linear+Sigmoid, summed MeanSquareError) as one kernel per step."""
+        from fastprop.costs import MeanSquareError
+        from fastprop.layers import Linear, Sigmoid
+
+        leaves = net.leaves()
+        if (
+            [type(leaf) for leaf in leaves] != [Linear, Sigmoid]
+            or type(cost_function) is not MeanSquareError or cost_function.reduction != "sum"
+        ):
+            return None
+        linear = leaves[0]
+        if not (_small(images, linear.weights, linear.bias) and _fits(images, targets)
+                and _fits(images, linear.weights_gradient, linear.bias_gradient)
+                and targets.shape == (images.shape[0], linear.n_out)):
+            return None
+
+        def run(order, learning_rate):
+            rate, total = images.dtype.type(learning_rate), 0.0
+            for start in range(0, order.shape[0], batch_size):
+                total += self._parallel(
+                    self._k.sigmoid_mse_step, images, targets, order[start : start + batch_size],
+                    linear.weights, linear.bias, linear.weights_gradient, linear.bias_gradient, rate,
+                )
+            linear._fresh_gradients = False
+            return total
+
+        return run
 
     def take_rows(self, array, indices, out=None):
         if array.ndim == 2 and indices.ndim == 1 and indices.dtype.kind == "i" and _fits(array):

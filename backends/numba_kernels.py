@@ -226,3 +226,81 @@ def sgd_update(param, grad, learning_rate):
     flat_param, flat_grad = param.reshape(param.size), grad.reshape(grad.size)
     for i in range(flat_param.shape[0]):
         flat_param[i] -= rate * flat_grad[i]
+
+
+@numba.njit(parallel=True, fastmath=_REDUCE, **_jit)
+def sigmoid_mse_step(images, targets, rows, W, b, dW, db, learning_rate):
+    """One whole SGD step of ``Linear`` + ``Sigmoid`` + ``MeanSquareError`` on ``images[rows]``.
+
+    Each row is read from ``images`` once for the forward pass and once, still in cache, for its
+    share of the weight gradient, with no gathered copy of the batch. ``dW`` and ``db`` are
+    overwritten with the batch's summed gradients (as the step loop leaves them), then
+    ``W -= learning_rate * dW`` and ``b -= learning_rate * db``. Returns the batch's summed cost
+    ``sum(1/2 (t - p)**2)`` in float64. Chunks of ``CHUNK`` rows are summed in chunk order.
+    """
+    n = rows.shape[0]
+    m, k_in = W.shape
+    zero, one, half = W.dtype.type(0), W.dtype.type(1), W.dtype.type(0.5)
+    chunks = (n + CHUNK - 1) // CHUNK
+    partial_w = np.empty((chunks, m, k_in), W.dtype)
+    partial_b = np.zeros((chunks, m), W.dtype)
+    cost = np.zeros(chunks)
+    for c in prange(chunks):
+        start, stop = c * CHUNK, min(n, c * CHUNK + CHUNK)
+        P = partial_w[c]
+        P[:] = zero
+        d = np.zeros((4, m), W.dtype)
+        for i0 in range(start, stop, 4):
+            last = stop - 1
+            r0, r1 = rows[i0], rows[min(i0 + 1, last)]
+            r2, r3 = rows[min(i0 + 2, last)], rows[min(i0 + 3, last)]
+            valid = min(4, stop - i0)
+            for j0 in range(0, m, 5):
+                j1, j2, j3, j4 = min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1)
+                s0 = s1 = s2 = s3 = (zero, zero, zero, zero, zero)
+                for k in range(k_in):
+                    w = (W[j0, k], W[j1, k], W[j2, k], W[j3, k], W[j4, k])
+                    s0 = _fma5(images[r0, k], w, s0)
+                    s1 = _fma5(images[r1, k], w, s1)
+                    s2 = _fma5(images[r2, k], w, s2)
+                    s3 = _fma5(images[r3, k], w, s3)
+                d[0, j0], d[0, j1], d[0, j2], d[0, j3], d[0, j4] = s0
+                d[1, j0], d[1, j1], d[1, j2], d[1, j3], d[1, j4] = s1
+                d[2, j0], d[2, j1], d[2, j2], d[2, j3], d[2, j4] = s2
+                d[3, j0], d[3, j1], d[3, j2], d[3, j3], d[3, j4] = s3
+            for q in range(4):
+                r = rows[min(i0 + q, last)]
+                for j in range(m):
+                    if q < valid:
+                        p = one / (one + np.exp(-(d[q, j] + b[0, j])))
+                        e = targets[r, j] - p
+                        cost[c] += half * e * e
+                        d[q, j] = -e * p * (one - p)
+                        partial_b[c, j] += d[q, j]
+                    else:
+                        d[q, j] = zero
+            for j0 in range(0, m, 2):  # two outputs per pass over the four rows
+                j1 = min(j0 + 1, m - 1)
+                a0, a1, a2, a3 = d[0, j0], d[1, j0], d[2, j0], d[3, j0]
+                c0, c1, c2, c3 = d[0, j1], d[1, j1], d[2, j1], d[3, j1]
+                if j1 == j0:  # odd m: the clamped second output must add nothing
+                    c0 = c1 = c2 = c3 = zero
+                for k in range(k_in):
+                    x0, x1, x2, x3 = images[r0, k], images[r1, k], images[r2, k], images[r3, k]
+                    P[j0, k] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+                    P[j1, k] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+    total = 0.0
+    for c in range(chunks):
+        total += cost[c]
+    for c in range(1, chunks):
+        for j in range(m):
+            partial_b[0, j] += partial_b[c, j]
+            for k in range(k_in):
+                partial_w[0, j, k] += partial_w[c, j, k]
+    for j in range(m):
+        db[0, j] = partial_b[0, j]
+        b[0, j] -= learning_rate * db[0, j]
+        for k in range(k_in):
+            dW[j, k] = partial_w[0, j, k]
+            W[j, k] -= learning_rate * dW[j, k]
+    return total

@@ -225,3 +225,63 @@ def test_kernels_run_on_one_thread_while_blas_threads_spin(backend, monkeypatch)
     expected = REFERENCE.linear_sigmoid_forward(x, *narrow)
     _assert_close(backend.linear_sigmoid_forward(x, *narrow), expected, numpy.float64)
     assert calls == [1, saved]
+
+
+def _w1(dtype, rng=0):
+    with fastprop.use_backend("numba", dtype=dtype):
+        return Network([Linear(784, 10, rng=rng), Sigmoid()])
+
+
+def _w1_data(n, dtype, seed=3):
+    rng = numpy.random.default_rng(seed)
+    return rng.random((n, 784)).astype(dtype), numpy.eye(10, dtype=dtype)[rng.integers(0, 10, n)]
+
+
+def test_whole_epoch_kernel_is_offered_only_for_the_notebooks_network():
+    backend = load_backend("numba")
+    images, targets = _w1_data(50, numpy.float32)
+    assert backend.compile_epoch(_w1("float32"), MeanSquareError(), images, targets, 20) is not None
+    assert backend.compile_epoch(_w1("float32"), MeanSquareError(reduction="mean"), images, targets, 20) is None
+    assert backend.compile_epoch(_w1("float32"), SoftmaxCrossEntropy(), images, targets, 20) is None
+    with fastprop.use_backend("numba"):
+        relu = Network([Linear(784, 10), ReLU()])
+    assert backend.compile_epoch(relu, MeanSquareError(), images, targets, 20) is None
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(numpy.float64, 1e-12), (numpy.float32, 2e-5)])
+def test_whole_epoch_kernel_matches_the_step_loop(dtype, tolerance):
+    backend = load_backend("numba")
+    images, targets = _w1_data(1001, dtype)  # batches of 300: three full and a partial one
+    order = numpy.random.default_rng(1).permutation(len(images))
+    fast, steps = _w1(dtype), _w1(dtype)
+    total = backend.compile_epoch(fast, MeanSquareError(), images, targets, 300)(order, 1e-3)
+    expected = 0.0
+    for start in range(0, len(images), 300):
+        index = order[start : start + 300]
+        steps.zero_gradients()
+        p = steps.forward(images[index])
+        expected += float(MeanSquareError().estimate(p, targets[index]).sum(dtype=numpy.float64))
+        steps.backward(MeanSquareError().gradient(p, targets[index]))
+        steps.update_parameters(1e-3)
+    assert total == pytest.approx(expected, rel=tolerance)
+    for a, b in zip(fast.parameters(), steps.parameters()):
+        assert relative_error(a.value, b.value) <= tolerance
+        assert relative_error(a.gradient, b.gradient) <= 10 * tolerance  # the last batch's gradients
+
+
+def test_whole_epoch_kernel_is_deterministic_across_thread_counts():
+    backend = load_backend("numba")
+    images, targets = _w1_data(700, numpy.float32)
+    order = numpy.random.default_rng(2).permutation(len(images))
+    saved, results = numba.get_num_threads(), []
+    try:
+        for threads in (1, saved, 1):
+            numba.set_num_threads(threads)
+            net = _w1("float32")
+            total = backend.compile_epoch(net, MeanSquareError(), images, targets, 128)(order, 1e-2)
+            results.append((total, net.layers[0].weights.copy(), net.layers[0].bias.copy()))
+    finally:
+        numba.set_num_threads(saved)
+    for total, weights, bias in results[1:]:
+        assert total == results[0][0]
+        assert numpy.array_equal(weights, results[0][1]) and numpy.array_equal(bias, results[0][2])
