@@ -46,6 +46,25 @@ def _fma5(a, w, s):
     return s[0] + a * w[0], s[1] + a * w[1], s[2] + a * w[2], s[3] + a * w[3], s[4] + a * w[4]
 
 
+@numba.njit(fastmath=_REDUCE, **_jit)  # LLVM inlines it; Numba's inline="always" breaks its parfors
+def _dot_4x5(a, r0, r1, r2, r3, W, j0):
+    """Dot products of rows ``r0..r3`` of ``a`` with rows ``j0..j0+4`` of ``W``, kept in registers.
+
+    Returns the five output indices (clamped to the last row of ``W``, so a duplicate is computed
+    twice and written with the same value) and one 5-tuple of sums per input row.
+    """
+    m, zero = W.shape[0], a.dtype.type(0)
+    j1, j2, j3, j4 = min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1)
+    s0 = s1 = s2 = s3 = (zero, zero, zero, zero, zero)
+    for k in range(a.shape[1]):
+        w = (W[j0, k], W[j1, k], W[j2, k], W[j3, k], W[j4, k])
+        s0 = _fma5(a[r0, k], w, s0)
+        s1 = _fma5(a[r1, k], w, s1)
+        s2 = _fma5(a[r2, k], w, s2)
+        s3 = _fma5(a[r3, k], w, s3)
+    return (j0, j1, j2, j3, j4), s0, s1, s2, s3
+
+
 @numba.njit(parallel=True, fastmath=_REDUCE, **_jit)
 def dense_forward(x, W, b, sigmoid):
     """Return ``z = x @ W.T + b``, or ``1 / (1 + exp(-z))`` when ``sigmoid``.
@@ -55,22 +74,15 @@ def dense_forward(x, W, b, sigmoid):
     """
     n, k_in = x.shape
     m = W.shape[0]
-    zero, one = x.dtype.type(0), x.dtype.type(1)
+    one = x.dtype.type(1)
     out = np.empty((n, m), x.dtype)
     for block in prange((n + 3) // 4):
         i0 = 4 * block
         i1, i2, i3 = min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1)
         for j0 in range(0, m, 5):
-            j1, j2, j3, j4 = min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1)
-            s0 = s1 = s2 = s3 = (zero, zero, zero, zero, zero)
-            for k in range(k_in):
-                w = (W[j0, k], W[j1, k], W[j2, k], W[j3, k], W[j4, k])
-                s0 = _fma5(x[i0, k], w, s0)
-                s1 = _fma5(x[i1, k], w, s1)
-                s2 = _fma5(x[i2, k], w, s2)
-                s3 = _fma5(x[i3, k], w, s3)
+            j, s0, s1, s2, s3 = _dot_4x5(x, i0, i1, i2, i3, W, j0)
             for i, s in ((i0, s0), (i1, s1), (i2, s2), (i3, s3)):
-                out[i, j0], out[i, j1], out[i, j2], out[i, j3], out[i, j4] = s
+                out[i, j[0]], out[i, j[1]], out[i, j[2]], out[i, j[3]], out[i, j[4]] = s
         for i in range(i0, min(i0 + 4, n)):
             for j in range(m):
                 z = out[i, j] + b[0, j]
@@ -256,18 +268,9 @@ def sigmoid_mse_step(images, targets, rows, W, b, dW, db, learning_rate):
             r2, r3 = rows[min(i0 + 2, last)], rows[min(i0 + 3, last)]
             valid = min(4, stop - i0)
             for j0 in range(0, m, 5):
-                j1, j2, j3, j4 = min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1)
-                s0 = s1 = s2 = s3 = (zero, zero, zero, zero, zero)
-                for k in range(k_in):
-                    w = (W[j0, k], W[j1, k], W[j2, k], W[j3, k], W[j4, k])
-                    s0 = _fma5(images[r0, k], w, s0)
-                    s1 = _fma5(images[r1, k], w, s1)
-                    s2 = _fma5(images[r2, k], w, s2)
-                    s3 = _fma5(images[r3, k], w, s3)
-                d[0, j0], d[0, j1], d[0, j2], d[0, j3], d[0, j4] = s0
-                d[1, j0], d[1, j1], d[1, j2], d[1, j3], d[1, j4] = s1
-                d[2, j0], d[2, j1], d[2, j2], d[2, j3], d[2, j4] = s2
-                d[3, j0], d[3, j1], d[3, j2], d[3, j3], d[3, j4] = s3
+                j, s0, s1, s2, s3 = _dot_4x5(images, r0, r1, r2, r3, W, j0)
+                for q, s in ((0, s0), (1, s1), (2, s2), (3, s3)):
+                    d[q, j[0]], d[q, j[1]], d[q, j[2]], d[q, j[3]], d[q, j[4]] = s
             for q in range(4):
                 r = rows[min(i0 + q, last)]
                 for j in range(m):
