@@ -33,7 +33,8 @@ def _add_train(commands):
         description="Train a model; per-epoch lines as in the notebook, then the test accuracy.",
     )
     parser.add_argument("--backend", default=None, help="backend name (default: FASTPROP_BACKEND or numpy)")
-    parser.add_argument("--model", choices=sorted(MODELS), default="seed")
+    parser.add_argument("--model", choices=sorted(MODELS), default="seed",
+                        help="; ".join(f"{name}: {spec.description}" for name, spec in MODELS.items()))
     parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     parser.add_argument("--data-dir", default=None, help="folder holding the four IDX files")
     parser.add_argument("--epochs", type=_positive(int), default=None, help="default: the model's")

@@ -37,10 +37,7 @@ def gradcheck(net_or_layer, cost, x, target, *, epsilon=1e-6, max_entries=64, se
     model = copy.deepcopy(net_or_layer).to_backend(dtype=numpy.float64)
     model.eval()  # dropout must not draw new masks between the perturbed evaluations
     backend = model.backend
-    x = backend.asarray(numpy.asarray(backend.to_numpy(x) if backend.is_native(x) else x), numpy.float64)
-    target = backend.asarray(
-        numpy.asarray(backend.to_numpy(target) if backend.is_native(target) else target), numpy.float64
-    )
+    x, target = (backend.asarray(backend.to_numpy(a), numpy.float64) for a in (x, target))
 
     def loss(inputs):
         return float(backend.to_numpy(cost.estimate(model.forward(inputs), target)).sum())

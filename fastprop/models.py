@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .costs import MeanSquareError, SoftmaxCrossEntropy
 from .layers import Dropout, Linear, Network, ReLU, Sigmoid

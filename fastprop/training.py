@@ -137,7 +137,7 @@ class _StepLoop:
         _restore(net, saved[0])
         if self.optimizer is not None:
             self.optimizer.load_state_dict(saved[1])
-        total, previous = 0.0, None
+        total = 0.0
         for batch, cost in enumerate(self._steps(order, rate, None, check=True), start=1):
             if not math.isfinite(cost):
                 raise TrainingDiverged(

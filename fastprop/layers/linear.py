@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numbers
 
-import numpy
 
 from .. import seeding
 from .base import Layer
