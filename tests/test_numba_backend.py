@@ -232,9 +232,14 @@ def _w1(dtype, rng=0):
         return Network([Linear(784, 10, rng=rng), Sigmoid()])
 
 
-def _w1_data(n, dtype, seed=3):
+def _w1_data(n, dtype, seed=3, pixels=False):
+    """Random W1 data: floats in [0, 1), or (``pixels``) 8-bit pixels / 255 as the loaders give."""
     rng = numpy.random.default_rng(seed)
-    return rng.random((n, 784)).astype(dtype), numpy.eye(10, dtype=dtype)[rng.integers(0, 10, n)]
+    if pixels:
+        images = rng.integers(0, 256, (n, 784), dtype=numpy.uint8).astype(dtype) / dtype(255)
+    else:
+        images = rng.random((n, 784)).astype(dtype)
+    return images, numpy.eye(10, dtype=dtype)[rng.integers(0, 10, n)]
 
 
 def test_whole_epoch_kernel_is_offered_only_for_the_notebooks_network():
@@ -248,10 +253,11 @@ def test_whole_epoch_kernel_is_offered_only_for_the_notebooks_network():
     assert backend.compile_epoch(relu, MeanSquareError(), images, targets, 20) is None
 
 
+@pytest.mark.parametrize("pixels", [False, True], ids=["floats", "pixels"])
 @pytest.mark.parametrize("dtype, tolerance", [(numpy.float64, 1e-12), (numpy.float32, 2e-5)])
-def test_whole_epoch_kernel_matches_the_step_loop(dtype, tolerance):
+def test_whole_epoch_kernel_matches_the_step_loop(dtype, tolerance, pixels):
     backend = load_backend("numba")
-    images, targets = _w1_data(1001, dtype)  # batches of 300: three full and a partial one
+    images, targets = _w1_data(1001, dtype, pixels=pixels)  # batches of 300: three full and a partial one
     order = numpy.random.default_rng(1).permutation(len(images))
     fast, steps = _w1(dtype), _w1(dtype)
     total = backend.compile_epoch(fast, MeanSquareError(), images, targets, 300)(order, 1e-3)
@@ -269,9 +275,10 @@ def test_whole_epoch_kernel_matches_the_step_loop(dtype, tolerance):
         assert relative_error(a.gradient, b.gradient) <= 10 * tolerance  # the last batch's gradients
 
 
-def test_whole_epoch_kernel_is_deterministic_across_thread_counts():
+@pytest.mark.parametrize("pixels", [False, True], ids=["floats", "pixels"])
+def test_whole_epoch_kernel_is_deterministic_across_thread_counts(pixels):
     backend = load_backend("numba")
-    images, targets = _w1_data(700, numpy.float32)
+    images, targets = _w1_data(700, numpy.float32, pixels=pixels)
     order = numpy.random.default_rng(2).permutation(len(images))
     saved, results = numba.get_num_threads(), []
     try:
@@ -285,3 +292,29 @@ def test_whole_epoch_kernel_is_deterministic_across_thread_counts():
     for total, weights, bias in results[1:]:
         assert total == results[0][0]
         assert numpy.array_equal(weights, results[0][1]) and numpy.array_equal(bias, results[0][2])
+
+
+@DTYPES
+def test_pixel_images_are_encoded_exactly_and_anything_else_is_refused(backend, dtype):
+    rng = numpy.random.default_rng(4)
+    pixels = rng.integers(0, 256, (37, 29), dtype=numpy.uint8)
+    pixels[0, :2] = 0, 255  # both ends of the range
+    images, codes = pixels.astype(dtype) / dtype(255), numpy.empty(pixels.shape, numpy.uint8)
+    assert backend._k.encode_pixels(images, numba_backend.PIXEL_LEVELS, codes)
+    assert numpy.array_equal(codes, pixels)
+    one_ulp_up = numpy.nextafter(images[5, 7], dtype(2), dtype=dtype)
+    for bad in (one_ulp_up, numpy.nan, numpy.inf, dtype(-1) / dtype(255), dtype(256) / dtype(255), dtype(0.5)):
+        spoiled = images.copy()
+        spoiled[5, 7] = bad
+        assert not backend._k.encode_pixels(spoiled, numba_backend.PIXEL_LEVELS, codes), bad
+
+
+def test_whole_epoch_kernel_reads_pixel_images_as_uint8_codes(backend, monkeypatch):
+    seen = []
+    kernel = backend._k.sigmoid_mse_epoch
+    monkeypatch.setattr(backend._k, "sigmoid_mse_epoch", lambda images, *rest: seen.append(images.dtype) or kernel(images, *rest))
+    order = numpy.arange(40)
+    for pixels in (True, False):
+        images, targets = _w1_data(40, numpy.float32, pixels=pixels)
+        backend.compile_epoch(_w1("float32"), MeanSquareError(), images, targets, 16)(order, 1e-3)
+    assert seen == [numpy.uint8, numpy.float32]
