@@ -342,6 +342,7 @@ def _sigmoid_mse_chunk(images, scale, targets, rows, start, stop, W, b, P, pb):
     for i0 in range(start, stop, 4):
         for ahead in range(i0 + PREFETCH, min(i0 + PREFETCH + 4, stop)):
             _prefetch_row(images, rows[ahead])
+            _prefetch_row(targets, rows[ahead])
         r0, r1 = rows[i0], rows[min(i0 + 1, last)]
         r2, r3 = rows[min(i0 + 2, last)], rows[min(i0 + 3, last)]
         for j0 in range(0, m, 5):
