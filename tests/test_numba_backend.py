@@ -255,15 +255,23 @@ def test_whole_epoch_kernel_is_offered_only_for_the_notebooks_network():
 
 @pytest.mark.parametrize("pixels", [False, True], ids=["floats", "pixels"])
 @pytest.mark.parametrize("dtype, tolerance", [(numpy.float64, 1e-12), (numpy.float32, 2e-5)])
-def test_whole_epoch_kernel_matches_the_step_loop(dtype, tolerance, pixels):
+@pytest.mark.parametrize("n, n_in, n_out, batch", [(1001, 784, 10, 300), (203, 13, 7, 67), (9, 5, 1, 4)])
+def test_whole_epoch_kernel_matches_the_step_loop(dtype, tolerance, pixels, n, n_in, n_out, batch):
+    """Full and partial batches, odd layer shapes (clamped output blocks), uint8 codes or floats."""
     backend = load_backend("numba")
-    images, targets = _w1_data(1001, dtype, pixels=pixels)  # batches of 300: three full and a partial one
-    order = numpy.random.default_rng(1).permutation(len(images))
-    fast, steps = _w1(dtype), _w1(dtype)
-    total = backend.compile_epoch(fast, MeanSquareError(), images, targets, 300)(order, 1e-3)
+    rng = numpy.random.default_rng(1)
+    if pixels:
+        images = rng.integers(0, 256, (n, n_in), dtype=numpy.uint8).astype(dtype) / dtype(255)
+    else:
+        images = rng.random((n, n_in)).astype(dtype)
+    targets = numpy.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
+    order = rng.permutation(n)
+    with fastprop.use_backend("numba", dtype=dtype):
+        fast, steps = (Network([Linear(n_in, n_out, rng=0), Sigmoid()]) for _ in range(2))
+    total = backend.compile_epoch(fast, MeanSquareError(), images, targets, batch)(order, 1e-3)
     expected = 0.0
-    for start in range(0, len(images), 300):
-        index = order[start : start + 300]
+    for start in range(0, n, batch):
+        index = order[start : start + batch]
         steps.zero_gradients()
         p = steps.forward(images[index])
         expected += float(MeanSquareError().estimate(p, targets[index]).sum(dtype=numpy.float64))
