@@ -75,7 +75,9 @@ def load_rows(rows=50_000, source="auto"):
     """``(images, one-hot targets, source)``: float32 host arrays of shapes (rows, 784) and (rows, 10).
 
     ``source`` is "fashion-mnist" (never downloaded), "synthetic" (seeded uint8 pixels scaled to
-    [0, 1], random labels) or "auto": Fashion-MNIST when it is on disk with enough rows.
+    [0, 1], random labels), "continuous" (seeded uniform floats in [0, 1), random labels: inputs that
+    are not 8-bit pixels, which the Numba W1 kernel reads as floats) or "auto": Fashion-MNIST when
+    it is on disk with enough rows.
     """
     if source in ("auto", "fashion-mnist"):
         try:
@@ -89,8 +91,12 @@ def load_rows(rows=50_000, source="auto"):
             if source != "auto":
                 raise
     rng = numpy.random.default_rng(0)
-    images = rng.integers(0, 256, (rows, 784), dtype=numpy.uint8).astype(numpy.float32) / 255
-    return images, numpy.eye(10, dtype=numpy.float32)[rng.integers(0, 10, rows)], "synthetic"
+    if source == "continuous":
+        images = rng.random((rows, 784), dtype=numpy.float32)
+    else:
+        images = rng.integers(0, 256, (rows, 784), dtype=numpy.uint8).astype(numpy.float32) / 255
+    labels = numpy.eye(10, dtype=numpy.float32)[rng.integers(0, 10, rows)]
+    return images, labels, "continuous" if source == "continuous" else "synthetic"
 
 
 def initial_parameters(workload, dtype, seed=0):
@@ -516,8 +522,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", action="append", dest="dtypes", choices=("float32", "float64"))
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up (median)")
     parser.add_argument("--rows", type=int, default=50_000, help="training rows per epoch (default 50000)")
-    parser.add_argument("--data", choices=("auto", "fashion-mnist", "synthetic"), default="auto",
-                        help="auto: Fashion-MNIST when installed locally, else seeded synthetic pixels")
+    parser.add_argument("--data", choices=("auto", "fashion-mnist", "synthetic", "continuous"), default="auto",
+                        help="auto: Fashion-MNIST when installed locally, else seeded synthetic pixels; "
+                             "continuous: seeded uniform floats, not 8-bit pixels")
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the full report here")
     parser.add_argument("--plot", dest="plot_path", metavar="PNG", help="draw a bar chart (needs matplotlib)")
     parser.add_argument("--no-torch", dest="torch", action="store_false", help="leave out the PyTorch peer")

@@ -193,6 +193,15 @@ def test_synthetic_rows_have_mnist_shape_and_are_seeded():
     assert source == "synthetic" and images.shape == (ROWS, 784) and targets.shape == (ROWS, 10)
     assert images.dtype == targets.dtype == numpy.float32 and 0 <= images.min() and images.max() <= 1
     assert (targets.sum(axis=1) == 1).all() and numpy.array_equal(images, again[0])
+    assert numpy.array_equal(images * 255, numpy.round(images * 255))  # 8-bit pixels
+
+
+def test_continuous_rows_are_seeded_floats_that_are_not_pixels():
+    images, targets, source = bench.load_rows(ROWS, "continuous")
+    assert source == "continuous" and images.shape == (ROWS, 784) and images.dtype == numpy.float32
+    assert 0 <= images.min() and images.max() < 1 and (targets.sum(axis=1) == 1).all()
+    assert numpy.array_equal(images, bench.load_rows.__wrapped__(ROWS, "continuous")[0])
+    assert not numpy.array_equal(images * 255, numpy.round(images * 255))
 
 
 def test_bad_arguments_are_refused_before_any_timing():
