@@ -9,7 +9,7 @@ The notebook's network (Linear+Sigmoid, summed MeanSquareError, plain SGD) train
 bound by memory (a 50,000 x 784 float32 set is 157 MB, read in random row order every epoch), so
 when every image value is exactly ``k / 255`` for an integer ``k`` (8-bit pixels scaled to [0, 1],
 as fastprop's loaders give them) the kernel reads a uint8 copy of the codes instead, a quarter of
-the bytes, and folds the exact ``1 / 255`` into its sums: the same model up to float rounding
+the bytes, and folds the ``1 / 255`` into its sums: the same model up to float rounding
 (tested against the step loop in float32 and float64). Any other data takes the float path.
 
 Compilation is cached (``cache=True``): Numba writes machine code to ``__pycache__`` beside the

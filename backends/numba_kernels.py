@@ -291,7 +291,7 @@ def encode_pixels(images, levels, codes):
 
     Returns False (``codes`` then holds garbage) when any value is not: NaN, out of range, or between
     levels. Exact means the bits of ``dtype(k) / dtype(levels)``, which is what ``pixels / 255`` gives.
-    Branch-free, so that LLVM vectorizes it: about a millisecond per 10,000 MNIST rows.
+    Branch-free, so that LLVM vectorizes it: about 16 ms for 50,000 MNIST rows on 2 cores.
     """
     n, k_in = images.shape
     level = images.dtype.type(levels)
