@@ -59,8 +59,9 @@ class Backend:
         Return ``None`` (the reference does) to let :func:`fastprop.train` run its step loop, or a
         callable ``run(order, learning_rate) -> total_cost`` that performs the step loop's updates
         (the same math; results may differ by float rounding) for the batches ``order[i * batch_size:(i + 1) * batch_size]`` of the backend arrays
-        ``images`` and ``targets``, leaving parameters and gradients as the step loop would, and
-        returns the summed cost of the epoch as a backend scalar. Only used with plain SGD.
+        ``images`` and ``targets``, leaving parameters and gradients as the step loop would (the
+        caller marks the layers' gradients as written), and returns the summed cost of the epoch
+        as a backend scalar. Only used with plain SGD.
         """
         return None
 

@@ -664,8 +664,6 @@ class EpochProgram:
                 self._tail.launch()
         else:
             self._launch(self._eager)
-        for linear, _ in self.layers:
-            linear._fresh_gradients = False
         return self.total.copy()
 
     # -- building -------------------------------------------------------------------------------

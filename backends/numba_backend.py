@@ -160,13 +160,11 @@ class NumbaBackend(Backend):
                      numpy.empty((chunks, linear.n_out), images.dtype), numpy.empty(chunks))
 
         def run(order, learning_rate):
-            total = self._parallel(
+            return self._parallel(
                 self._k.sigmoid_mse_epoch, inputs, scale, targets, order, batch_size,
                 linear.weights, linear.bias, linear.weights_gradient, linear.bias_gradient,
                 dtype(learning_rate), *workspace,
             )
-            linear._fresh_gradients = False
-            return total
 
         return run
 

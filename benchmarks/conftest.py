@@ -79,7 +79,7 @@ def bench_rounds(request):
 @pytest.fixture(scope="session")
 def bench_data(bench_rows):
     """``(images, targets, source)`` shared by every benchmark in the session."""
-    return bench.load_rows(bench_rows)
+    return bench.load_rows(bench_rows, "auto")  # the same cache key as run_bench and cold_start use
 
 
 class Record:

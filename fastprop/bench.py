@@ -34,6 +34,7 @@ from .backends import available_backends, load_backend, resolve_dtype, use_backe
 from .costs import MeanSquareError, SoftmaxCrossEntropy
 from .layers import Linear, Network, ReLU, Sigmoid
 from .plot import require_matplotlib
+from .training import _StepLoop, epoch_generator
 
 BASELINE, REFERENCE = "notebook", "numpy"
 
@@ -118,9 +119,9 @@ class Runner:
         self.epochs = 0
 
     def next_shuffle(self) -> numpy.random.Generator:
-        """The generator :func:`fastprop.train` shuffles the next epoch with: seeded by (seed, epoch)."""
+        """The generator :func:`fastprop.train` shuffles the next epoch with."""
         self.epochs += 1
-        return numpy.random.default_rng((self.seed, self.epochs))
+        return epoch_generator(self.seed, self.epochs)
 
 
 class FastpropRunner(Runner):
@@ -136,30 +137,14 @@ class FastpropRunner(Runner):
             self.net = workload.build(seed)
         self.backend, self.cost = backend, workload.cost_function()
         self.images, self.targets = backend.asarray(images, dtype=dtype), backend.asarray(targets, dtype=dtype)
-        self.full = min(workload.batch_size, self.rows)
-        self.buffers = [backend.zeros((self.full,) + a.shape[1:], dtype) for a in (self.images, self.targets)]
-        self.fast = backend.compile_epoch(self.net, self.cost, self.images, self.targets, workload.batch_size)
+        self.loop = _StepLoop(self.net, self.cost, self.images, self.targets, workload.batch_size, None)
 
     def train_epoch(self):
-        be, net, cost, lr, size = self.backend, self.net, self.cost, self.workload.learning_rate, self.full
         with use_backend(self.name, self.dtype):  # so the cost computes with this backend's kernels
-            order = be.permutation(self.next_shuffle(), self.rows)
-            if self.fast is not None:
-                total = self.fast(order, lr)
-            else:
-                total = 0.0
-                for start in range(0, self.rows, self.workload.batch_size):
-                    index = order[start:start + size]
-                    whole = len(index) == size
-                    x = be.take_rows(self.images, index, out=self.buffers[0] if whole else None)
-                    t = be.take_rows(self.targets, index, out=self.buffers[1] if whole else None)
-                    net.zero_gradients()
-                    prediction = net.forward(x)
-                    total += cost.estimate(prediction, t).sum(dtype=numpy.float64)
-                    net.backward(cost.gradient(prediction, t))
-                    net.update_parameters(lr)
-            be.synchronize()
+            total = self.loop.run(self.backend.permutation(self.next_shuffle(), self.rows), self.workload.learning_rate)
+            self.backend.synchronize()
         return total
+
 
     def infer_epoch(self):
         with use_backend(self.name, self.dtype):

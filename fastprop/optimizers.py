@@ -20,6 +20,7 @@ State arrays stay on the parameter's backend and dtype; when the network moves
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import weakref
@@ -118,6 +119,14 @@ class Optimizer:
         if slot.backend is not backend or slot.dtype != value.dtype:
             _move(slot, backend, value.dtype)
         return slot
+
+    def snapshot(self):
+        """A copy of the per-parameter state, kept on its backend, for :meth:`restore`."""
+        return copy.deepcopy(self._slots)
+
+    def restore(self, snapshot) -> None:
+        """Go back to a :meth:`snapshot` (which stays usable for another restore)."""
+        self._slots = copy.deepcopy(snapshot)
 
     def state_dict(self) -> dict:
         """Hyperparameters and per-parameter state as host NumPy arrays (copies), for checkpoints.

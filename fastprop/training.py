@@ -73,11 +73,14 @@ def train(
     if checkpoint is not None and os.path.exists(checkpoint):
         history, first_epoch = _resume(checkpoint, net, optimizer)
     loop = _StepLoop(net, cost_function, images, targets, batch_size, optimizer)
-    best = (max(history.accuracy), _snapshot(net)) if patience and len(history) else (-1.0, None)
+    # The best epoch whose parameters we hold: after a resume, the saved epoch to start with.
+    best_accuracy, best_epoch, best = -1.0, 0, None
+    if patience and len(history):
+        best_accuracy, best_epoch, best = history.accuracy[-1], len(history), _snapshot(net)
 
     for epoch in range(first_epoch, number_epochs + 1):
         rate = learning_rate * _factor(schedule, epoch)
-        order = backend.permutation(numpy.random.default_rng((seed, epoch)), len(images))
+        order = backend.permutation(epoch_generator(seed, epoch), len(images))
         started = time.perf_counter()
         with tqdm(total=len(loop.batches), desc=f"training, e={epoch}", disable=quiet, leave=False) as bar:
             total = loop.epoch(order, rate, bar, epoch)
@@ -93,15 +96,20 @@ def train(
 
             save(net, checkpoint, optimizer=optimizer, history=history, epoch=epoch)
         if patience:
-            if accuracy > best[0]:
-                best = (accuracy, _snapshot(net))
-            elif epoch - 1 - history.accuracy.index(best[0]) >= patience:
-                _restore(net, best[1])
+            if accuracy > best_accuracy:
+                best_accuracy, best_epoch, best = accuracy, epoch, _snapshot(net)
+            elif epoch - best_epoch >= patience:
+                _restore(net, best)
                 if verbose:
                     tqdm.write(f"early stop: no better validation accuracy for {patience} epochs; "
-                               f"kept the parameters of epoch {history.accuracy.index(best[0]) + 1}")
+                               f"kept the parameters of epoch {best_epoch}")
                 break
     return history
+
+
+def epoch_generator(seed, epoch) -> numpy.random.Generator:
+    """The generator that shuffles epoch ``epoch`` (from 1) of a run seeded with ``seed``."""
+    return numpy.random.default_rng((seed, epoch))
 
 
 class _StepLoop:
@@ -120,23 +128,38 @@ class _StepLoop:
         self.fast = None
         if optimizer is None:
             self.fast = backend.compile_epoch(net, cost_function, images, targets, batch_size)
+        self._start = _snapshot(net)  # the epoch's starting parameters, refilled every epoch
+
+    def run(self, order, rate, bar=None):
+        """One epoch of steps over the batches of ``order``; return its summed cost (a float)."""
+        self.net.train()
+        if self.fast is None:
+            return float(sum(self._steps(order, rate, bar)))
+        total = float(self.fast(order, rate))
+        for leaf in self.net.leaves():  # the gradients now hold the last batch's sums, as after a step
+            leaf._fresh_gradients = False
+        if bar is not None:
+            bar.update(len(self.batches))
+        return total
 
     def epoch(self, order, rate, bar, epoch):
         """Run one epoch; return the summed cost, or raise TrainingDiverged at the last finite step."""
         net = self.net
-        net.train()
-        saved = _snapshot(net), self.optimizer.state_dict() if self.optimizer else None
-        if self.fast is not None:
-            total = float(self.fast(order, rate))
-            bar.update(len(self.batches))
-        else:
-            total = float(sum(self._steps(order, rate, bar)))
+        for start, parameter in zip(self._start, net.parameters()):
+            start[...] = parameter.value
+        generators = [leaf.rng for leaf in net.leaves() if isinstance(getattr(leaf, "rng", None), numpy.random.Generator)]
+        random_states = [generator.bit_generator.state for generator in generators]
+        optimizer_state = self.optimizer.snapshot() if self.optimizer is not None else None
+        total = self.run(order, rate, bar)
         if math.isfinite(total):
             return total
-        # Find the batch that diverged: replay the epoch from its start, checking every batch.
-        _restore(net, saved[0])
+        # Find the batch that diverged: replay the epoch from its start (same parameters, optimizer
+        # state and dropout masks), checking every batch.
+        _restore(net, self._start)
+        for generator, state in zip(generators, random_states):
+            generator.bit_generator.state = state
         if self.optimizer is not None:
-            self.optimizer.load_state_dict(saved[1])
+            self.optimizer.restore(optimizer_state)
         total = 0.0
         for batch, cost in enumerate(self._steps(order, rate, None, check=True), start=1):
             if not math.isfinite(cost):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy
@@ -180,3 +181,33 @@ def test_adam_through_train_uses_its_own_learning_rate():
     history = train(net, SoftmaxCrossEntropy(), 3, 50, None, data=_data(), quiet=True, verbose=False,
                     optimizer=fastprop.Adam(1e-2))
     assert history.accuracy[-1] > 0.95
+
+
+def test_early_stopping_after_a_resume_keeps_the_parameters_it_names(tmp_path, capsys):
+    data = _data(300, 100)
+    path = tmp_path / "run.npz"
+    rates = lambda epoch: 1.0 if epoch <= 2 else 60.0  # noqa: E731  (destructive after epoch 2)
+    train(Network([Linear(40, 10, rng=0), Sigmoid()]), MeanSquareError(), 2, 50, 0.05, data=data,
+          quiet=True, verbose=False, checkpoint=path)
+    net = Network([Linear(40, 10, rng=9), Sigmoid()])
+    history = train(net, MeanSquareError(), 30, 50, 0.05, data=data, quiet=True, checkpoint=path,
+                    schedule=rates, patience=2)
+    kept = int(re.search(r"kept the parameters of epoch (\d+)", capsys.readouterr().out).group(1))
+    assert 2 <= kept < len(history) < 30
+    assert validate(net, data[2], data[3]) == pytest.approx(history.accuracy[kept - 1])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_the_divergence_replay_draws_the_same_dropout_masks():
+    from fastprop.training import _StepLoop
+
+    x, t, _, _ = _data(400, 1)
+    order = numpy.random.default_rng(0).permutation(400)
+    x[order[250]] = numpy.inf  # in the third batch of 100
+    net = Network([Linear(40, 20, rng=0), fastprop.Dropout(0.5, rng=5), Linear(20, 10, rng=1), Sigmoid()])
+    expected = copy.deepcopy(net)  # the same parameters and the same dropout generator state
+    _StepLoop(expected, MeanSquareError(), x[order[:200]], t[order[:200]], 100, None).run(numpy.arange(200), 0.05)
+    with pytest.raises(fastprop.TrainingDiverged, match=r"epoch 1, batch 3:"):
+        _StepLoop(net, MeanSquareError(), x, t, 100, None).epoch(order, 0.05, None, 1)
+    for replayed, straight in zip(net.parameters(), expected.parameters()):
+        assert numpy.array_equal(replayed.value, straight.value)
