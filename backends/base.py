@@ -99,12 +99,19 @@ class Backend:
     def take_rows(self, array, indices, out=None):
         """``array[indices]`` along axis 0, written into ``out`` when given (batch gathering).
 
-        ``indices`` must be in range (they come from :meth:`permutation`): with ``out`` they are
-        clipped rather than checked, which lets NumPy write straight into ``out`` (three times
-        faster than its checked path, which goes through a temporary).
+        Indices follow Python's rules (``-1`` is the last row); one out of range raises IndexError.
+        With ``out`` the range is checked first and NumPy then takes with ``mode="wrap"``, which
+        writes straight into ``out`` (its checking mode goes through a temporary, 3x slower).
         """
-        mode = "raise" if out is None else "clip"
-        return self.xp.take(array, indices, axis=0, out=out, mode=mode)
+        if out is None:
+            return self.xp.take(array, indices, axis=0)
+        n = array.shape[0]
+        if indices.size and not (-n <= int(indices.min()) and int(indices.max()) < n):
+            raise IndexError(
+                f"take_rows got row indices from {int(indices.min())} to {int(indices.max())} for an "
+                f"array of {n} rows; give indices in [-{n}, {n})."
+            )
+        return self.xp.take(array, indices, axis=0, out=out, mode="wrap")
 
     # ------------------------------------------------------------------ linear layer
 
@@ -186,10 +193,6 @@ class Backend:
         return self.linear_backward(
             x, W, self.sigmoid_backward(p, dp), dW, db, accumulate=accumulate, need_dx=need_dx
         )
-
-    def sigmoid_mse_gradient(self, p, t):
-        """Gradient of ``sum(1/2 (t - p)**2)`` with respect to the pre-activation of ``p = sigmoid(z)``."""
-        return (p - t) * p * (1 - p)
 
     def softmax_cross_entropy(self, z, t):
         """Per-element cross-entropy of targets ``t`` against ``softmax(z)``: ``-t * log_softmax(z)``."""

@@ -66,7 +66,6 @@ class CupyBackend(Backend):
         self.linear_sigmoid_backward(x, W, p, p, W.copy(), b.copy())
         self.sigmoid_backward(p, p)
         self.relu_backward(self.relu(x), x)
-        self.sigmoid_mse_gradient(x, x)
         self.softmax_cross_entropy_gradient(x, self.softmax_cross_entropy(x, x))
         self.sgd_update(x, x, 0.5)
         self.take_rows(x, self.permutation(numpy.random.default_rng(0), 3))
@@ -171,9 +170,6 @@ class CupyBackend(Backend):
 
     def sigmoid_backward(self, p, dp):
         return self._elementwise("sigmoid_delta", super().sigmoid_backward, p, dp)
-
-    def sigmoid_mse_gradient(self, p, t):
-        return self._elementwise("sigmoid_mse_gradient", super().sigmoid_mse_gradient, p, t)
 
     def relu(self, z):
         return self._elementwise("relu", super().relu, z)

@@ -543,7 +543,6 @@ _ELEMENTWISE = {
     "sigmoid": ("T z", "T p", "p = T(1) / (T(1) + exp(-z))"),
     "bias_sigmoid": ("T b", "T z", "z = T(1) / (T(1) + exp(-(z + b)))"),
     "sigmoid_delta": ("T p, T dp", "T dz", "dz = dp * p * (T(1) - p)"),
-    "sigmoid_mse_gradient": ("T p, T t", "T g", "g = (p - t) * p * (T(1) - p)"),
     "relu": ("T z", "T y", "y = z < T(0) ? T(0) : z"),
     "relu_backward": ("T y, T dy", "T dx", "dx = dy * (y > T(0) ? T(1) : T(0))"),
     "sgd": ("T g, T lr", "T w", "w -= lr * g"),

@@ -77,7 +77,6 @@ class NumbaBackend(Backend):
 
     xp = numpy
     relu, relu_backward = _elementwise("relu"), _elementwise("relu_backward")
-    sigmoid_mse_gradient = _elementwise("sigmoid_mse_gradient")
     softmax_cross_entropy = _elementwise("softmax_cross_entropy")
     softmax_cross_entropy_gradient = _elementwise("softmax_cross_entropy_gradient")
 
@@ -118,15 +117,14 @@ class NumbaBackend(Backend):
         self.linear_sigmoid_backward(x, W, p, p, W.copy(), b.copy())
         self.linear_backward(x, W, self.linear_forward(x, W, b), W.copy(), b.copy())
         self.relu_backward(x, self.relu(x))
-        self.sigmoid_mse_gradient(x, x)
         self.softmax_cross_entropy_gradient(x, self.softmax_cross_entropy(x, x))
         self.sgd_update(x, x.copy(), 0.5)
         self.take_rows(x, numpy.arange(2), out=numpy.empty((2, 4), dtype))
-        codes, workspace = numpy.empty((3, 4), numpy.uint8), (W[None].copy(), b.copy(), numpy.empty(1))
+        codes, workspace = numpy.empty((3, 4), numpy.uint8), self._k.epoch_workspace(W, 3)
         self._k.encode_pixels(x, PIXEL_LEVELS, codes)
         for inputs in (x, codes):  # the whole-epoch kernel, for float images and for pixel codes
             self._k.sigmoid_mse_epoch(inputs, dtype(1), x[:, :2].copy(), numpy.arange(3), 3, W, b,
-                                      W.copy(), b.copy(), dtype(0.5), *workspace)
+                                      W.copy(), b.copy(), dtype(0.5), workspace)
         return time.perf_counter() - started
 
     def compile_epoch(self, net, cost_function, images, targets, batch_size):
@@ -141,9 +139,8 @@ class NumbaBackend(Backend):
         ):
             return None
         linear = leaves[0]
-        if not (_small(images, linear.weights, linear.bias) and _fits(images, targets)
-                and _fits(images, linear.weights_gradient, linear.bias_gradient)
-                and targets.shape == (images.shape[0], linear.n_out)):
+        if not (_small(images, linear.weights, linear.bias, targets, dW=linear.weights_gradient)
+                and _fits(images, linear.bias_gradient)):
             return None
 
         # 8-bit pixels scaled to [0, 1] (what the loaders give) are kept as exact uint8 codes: a
@@ -155,15 +152,13 @@ class NumbaBackend(Backend):
         else:
             inputs, scale = images, dtype(1)
         del codes
-        chunks = self._k.EPOCH_SPLIT
-        workspace = (numpy.empty((chunks,) + linear.weights.shape, images.dtype),
-                     numpy.empty((chunks, linear.n_out), images.dtype), numpy.empty(chunks))
+        workspace = self._k.epoch_workspace(linear.weights, min(batch_size, images.shape[0]))
 
         def run(order, learning_rate):
             return self._parallel(
                 self._k.sigmoid_mse_epoch, inputs, scale, targets, order, batch_size,
                 linear.weights, linear.bias, linear.weights_gradient, linear.bias_gradient,
-                dtype(learning_rate), *workspace,
+                dtype(learning_rate), workspace,
             )
 
         return run
@@ -185,7 +180,7 @@ class NumbaBackend(Backend):
     def linear_sigmoid_forward(self, x, W, b):
         if _small(x, W, b):
             return self._parallel(self._k.dense_forward, x, W, b, True)
-        return self._blas(super().linear_sigmoid_forward, x, W, b)
+        return super().linear_sigmoid_forward(x, W, b)  # self.linear_forward picks BLAS or the kernel
 
     def linear_backward(self, x, W, dz, dW, db, *, accumulate=True, need_dx=True):
         if _small(x, W, db, dz, dW=dW):
@@ -197,9 +192,7 @@ class NumbaBackend(Backend):
         if _small(x, W, db, p, dp, dW=dW):
             dx = self._parallel(self._k.dense_backward, x, W, p, dp, dW, db, True, accumulate, need_dx)
             return dx if need_dx else None
-        return self._blas(
-            super().linear_sigmoid_backward, x, W, p, dp, dW, db, accumulate=accumulate, need_dx=need_dx
-        )
+        return super().linear_sigmoid_backward(x, W, p, dp, dW, db, accumulate=accumulate, need_dx=need_dx)
 
     def sgd_update(self, param, grad, learning_rate):
         if param.shape == grad.shape and _fits(param, grad):

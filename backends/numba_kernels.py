@@ -6,8 +6,9 @@ contiguity before calling; these kernels do not bounds-check (``take_rows`` chec
 
 Determinism: a result never depends on the thread count. Row-parallel kernels compute each output
 row on one thread in a fixed order; reductions over the batch (weight and bias gradients) sum fixed
-chunks of ``CHUNK`` rows in parallel, then add the chunk sums in chunk order (on one thread, or
-split by columns, each column still summed in chunk order). ``fastmath`` is limited to ``reassoc``
+chunks of rows in parallel (``CHUNK`` rows in the step-loop kernels; in the whole-epoch kernel a
+split that depends on the batch size only), then add the chunk sums in chunk order (on one thread,
+or split by columns, each column still summed in chunk order). ``fastmath`` is limited to ``reassoc``
 and ``contract`` on the dot-product kernels: it lets LLVM vectorize the reductions and use FMA, an
 order fixed at compile time (on this CPU), so results differ from NumPy only by float rounding and
 are identical from run to run.
@@ -29,12 +30,12 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-#: Rows per chunk of a batch reduction; depends on nothing but this constant.
+#: Rows per chunk of a batch reduction in the step-loop kernels.
 CHUNK = 64
 #: The whole-epoch kernel splits each batch into at most this many chunks of at least CHUNK // 2
 #: rows: a split that depends on the batch size only. Every chunk's gradient sum is added up after
-#: the batch, so fewer chunks are cheaper (8 rather than 10 for a batch of 600 made W1 about 10 %
-#: faster on 2 cores); 8 still shares out evenly over 1, 2, 4 or 8 threads.
+#: the batch, so fewer chunks are cheaper (for a batch of 600, 8 chunks of 75 beat 10 of 64 on 2
+#: cores); 8 still shares out evenly over 1, 2, 4 or 8 threads.
 EPOCH_SPLIT = 8
 #: How many rows ahead the whole-epoch kernel asks the CPU to prefetch the rows it will read.
 PREFETCH = 4
@@ -86,6 +87,39 @@ def _dot_4x5(a, r0, r1, r2, r3, W, j0):
     return (j0, j1, j2, j3, j4), s0, s1, s2, s3
 
 
+@numba.njit(fastmath=_REDUCE, **_jit)
+def _add_4x5(P, d, x, r0, r1, r2, r3, j0):
+    """``P[j] += d[0, j] * x[r0] + ... + d[3, j] * x[r3]`` for the five outputs ``j`` from ``j0``.
+
+    Outputs past the end of ``P`` are clamped to its last row with zero coefficients: they add nothing.
+    """
+    m, zero, f = P.shape[0], P.dtype.type(0), P.dtype.type
+    j = (j0, min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1))
+    a0 = (d[0, j[0]], d[1, j[0]], d[2, j[0]], d[3, j[0]])
+    a1 = (d[0, j[1]], d[1, j[1]], d[2, j[1]], d[3, j[1]]) if j0 + 1 < m else (zero, zero, zero, zero)
+    a2 = (d[0, j[2]], d[1, j[2]], d[2, j[2]], d[3, j[2]]) if j0 + 2 < m else (zero, zero, zero, zero)
+    a3 = (d[0, j[3]], d[1, j[3]], d[2, j[3]], d[3, j[3]]) if j0 + 3 < m else (zero, zero, zero, zero)
+    a4 = (d[0, j[4]], d[1, j[4]], d[2, j[4]], d[3, j[4]]) if j0 + 4 < m else (zero, zero, zero, zero)
+    for k in range(x.shape[1]):
+        x0, x1, x2, x3 = f(x[r0, k]), f(x[r1, k]), f(x[r2, k]), f(x[r3, k])
+        P[j[0], k] += a0[0] * x0 + a0[1] * x1 + a0[2] * x2 + a0[3] * x3
+        P[j[1], k] += a1[0] * x0 + a1[1] * x1 + a1[2] * x2 + a1[3] * x3
+        P[j[2], k] += a2[0] * x0 + a2[1] * x1 + a2[2] * x2 + a2[3] * x3
+        P[j[3], k] += a3[0] * x0 + a3[1] * x1 + a3[2] * x2 + a3[3] * x3
+        P[j[4], k] += a4[0] * x0 + a4[1] * x1 + a4[2] * x2 + a4[3] * x3
+
+
+@numba.njit(fastmath=_REDUCE, **_jit)
+def _dense_4rows(a, rows, W, b, scale, out, targets):
+    """``out[targets[q]] = (a[rows[q]] @ W.T) * scale + b`` for the four rows, 4 x 5 outputs at a time."""
+    m = W.shape[0]
+    for j0 in range(0, m, 5):
+        j, s0, s1, s2, s3 = _dot_4x5(a, rows[0], rows[1], rows[2], rows[3], W, j0)
+        for o, s in ((targets[0], s0), (targets[1], s1), (targets[2], s2), (targets[3], s3)):
+            for u in range(5):
+                out[o, j[u]] = s[u] * scale + b[0, j[u]]
+
+
 @numba.njit(parallel=True, fastmath=_REDUCE, **_jit)
 def dense_forward(x, W, b, sigmoid):
     """Return ``z = x @ W.T + b``, or ``1 / (1 + exp(-z))`` when ``sigmoid``.
@@ -93,20 +127,17 @@ def dense_forward(x, W, b, sigmoid):
     Each pass over ``k`` computes a block of 4 rows x 5 outputs in registers. Indices past the end
     are clamped: the duplicate row or output is computed twice and written with the same value.
     """
-    n, k_in = x.shape
-    m = W.shape[0]
+    n, m = x.shape[0], W.shape[0]
+    one = x.dtype.type(1)
     out = np.empty((n, m), x.dtype)
     for block in prange((n + 3) // 4):
         i0 = 4 * block
-        i1, i2, i3 = min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1)
-        for j0 in range(0, m, 5):
-            j, s0, s1, s2, s3 = _dot_4x5(x, i0, i1, i2, i3, W, j0)
-            for i, s in ((i0, s0), (i1, s1), (i2, s2), (i3, s3)):
-                out[i, j[0]], out[i, j[1]], out[i, j[2]], out[i, j[3]], out[i, j[4]] = s
-        for i in range(i0, min(i0 + 4, n)):
-            for j in range(m):
-                z = out[i, j] + b[0, j]
-                out[i, j] = _sigmoid(z) if sigmoid else z
+        rows = (i0, min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1))
+        _dense_4rows(x, rows, W, b, one, out, rows)
+        if sigmoid:
+            for i in range(i0, min(i0 + 4, n)):
+                for j in range(m):
+                    out[i, j] = _sigmoid(out[i, j])
     return out
 
 
@@ -138,22 +169,14 @@ def dense_backward(x, W, p, g, dW, db, sigmoid, accumulate, need_dx):
                 s += dz[r, j]
             partial_b[c, j] = s
         pw = partial_w[c]
-        pw[:] = zero
+        for j in range(m):
+            for k in range(k_in):
+                pw[j, k] = zero
         for i0 in range(start, stop, 4):
-            r = i0 - start
             i1, i2, i3 = min(i0 + 1, stop - 1), min(i0 + 2, stop - 1), min(i0 + 3, stop - 1)
-            for j0 in range(0, m, 2):
-                a0, a1, a2, a3 = dz[r, j0], dz[r + 1, j0], dz[r + 2, j0], dz[r + 3, j0]
-                if j0 + 1 < m:
-                    j1 = j0 + 1
-                    b0, b1, b2, b3 = dz[r, j1], dz[r + 1, j1], dz[r + 2, j1], dz[r + 3, j1]
-                    for k in range(k_in):
-                        x0, x1, x2, x3 = x[i0, k], x[i1, k], x[i2, k], x[i3, k]
-                        pw[j0, k] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
-                        pw[j1, k] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
-                else:
-                    for k in range(k_in):
-                        pw[j0, k] += a0 * x[i0, k] + a1 * x[i1, k] + a2 * x[i2, k] + a3 * x[i3, k]
+            block = dz[i0 - start:i0 - start + 4]  # rows past the chunk are zero: they add nothing
+            for j0 in range(0, m, 5):
+                _add_4x5(pw, block, x, i0, i1, i2, i3, j0)
         if need_dx:
             for i in range(start, stop):
                 r = i - start
@@ -178,17 +201,6 @@ def dense_backward(x, W, p, g, dW, db, sigmoid, accumulate, need_dx):
         for k in range(k_in):
             dW[j, k] = dW[j, k] + total_w[j, k] if accumulate else total_w[j, k]
     return dx
-
-
-@numba.njit(**_jit)
-def sigmoid_mse_gradient(p, t):
-    """Return ``(p - t) * p * (1 - p)``."""
-    out = np.empty_like(p)
-    one = p.dtype.type(1)
-    for i in range(p.shape[0]):
-        for j in range(p.shape[1]):
-            out[i, j] = (p[i, j] - t[i, j]) * p[i, j] * (one - p[i, j])
-    return out
 
 
 @numba.njit(**_jit)
@@ -365,50 +377,24 @@ def encode_pixels(images, levels, codes):
     return exact.all()
 
 
-@numba.njit(fastmath=_REDUCE, **_jit)
-def _add_4x5(P, d, x, r0, r1, r2, r3, j0):
-    """``P[j] += d[0, j] * x[r0] + ... + d[3, j] * x[r3]`` for the five outputs ``j`` from ``j0``.
-
-    Outputs past the end of ``P`` are clamped to its last row with zero coefficients: they add nothing.
-    """
-    m, zero, f = P.shape[0], P.dtype.type(0), P.dtype.type
-    j = (j0, min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1))
-    a0 = (d[0, j[0]], d[1, j[0]], d[2, j[0]], d[3, j[0]])
-    a1 = (d[0, j[1]], d[1, j[1]], d[2, j[1]], d[3, j[1]]) if j0 + 1 < m else (zero, zero, zero, zero)
-    a2 = (d[0, j[2]], d[1, j[2]], d[2, j[2]], d[3, j[2]]) if j0 + 2 < m else (zero, zero, zero, zero)
-    a3 = (d[0, j[3]], d[1, j[3]], d[2, j[3]], d[3, j[3]]) if j0 + 3 < m else (zero, zero, zero, zero)
-    a4 = (d[0, j[4]], d[1, j[4]], d[2, j[4]], d[3, j[4]]) if j0 + 4 < m else (zero, zero, zero, zero)
-    for k in range(x.shape[1]):
-        x0, x1, x2, x3 = f(x[r0, k]), f(x[r1, k]), f(x[r2, k]), f(x[r3, k])
-        P[j[0], k] += a0[0] * x0 + a0[1] * x1 + a0[2] * x2 + a0[3] * x3
-        P[j[1], k] += a1[0] * x0 + a1[1] * x1 + a1[2] * x2 + a1[3] * x3
-        P[j[2], k] += a2[0] * x0 + a2[1] * x1 + a2[2] * x2 + a2[3] * x3
-        P[j[3], k] += a3[0] * x0 + a3[1] * x1 + a3[2] * x2 + a3[3] * x3
-        P[j[4], k] += a4[0] * x0 + a4[1] * x1 + a4[2] * x2 + a4[3] * x3
-
-
 @numba.njit(fastmath=_REDUCE, error_model="numpy", **_jit)
-def _sigmoid_mse_chunk(images, scale, targets, rows, start, stop, W, b, P, pb):
-    """Forward, cost and gradient sums of ``rows[start:stop]``.
+def _sigmoid_mse_chunk(images, scale, targets, rows, start, stop, W, b, P, pb, d, t):
+    """Forward, cost and gradient sums of ``rows[start:stop]``; returns their summed cost (float64).
 
-    Three passes over the chunk. The forward pass reads each block of four rows from ``images``
-    (prefetched ``PREFETCH`` rows ahead) into ``z`` held in registers; then sigmoid, cost and
-    ``dz`` for the whole chunk in one loop LLVM vectorizes; then ``P = sum(dz.T @ x)``, four rows
-    at a time, reading the rows again from L1/L2. ``pb`` gets ``sum(dz)``. ``images * scale`` are
-    the inputs (``scale`` is 1 for float images and ``1 / levels`` for :func:`encode_pixels` codes,
-    folded into ``z`` and into ``dz`` before it meets ``x``). Returns the rows' summed cost in float64.
+    1. Forward: each block of four rows is read straight from ``images`` (prefetched ``PREFETCH``
+       rows ahead) and ``z`` goes to ``d``; the target rows are gathered into ``t``.
+    2. Sigmoid, cost and ``dz`` for the whole chunk in one loop LLVM vectorizes; ``pb`` gets
+       ``sum(dz)``, and ``d`` becomes ``dz * scale`` (zero in the padding rows of the last block).
+    3. ``P = sum(dz.T @ x)``, four rows at a time, the rows read again from L1/L2.
+
+    ``images * scale`` are the inputs: ``scale`` is 1 for float images and ``1 / levels`` for
+    :func:`encode_pixels` codes, folded into ``z`` and into ``dz`` before it meets ``x``. ``d`` and
+    ``t`` are workspaces of at least ``stop - start`` rows rounded up to a multiple of 4.
     """
     m, k_in = W.shape
     zero, one = W.dtype.type(0), W.dtype.type(1)
-    n = stop - start
+    n, last = stop - start, stop - 1
     padded = 4 * ((n + 3) // 4)
-    for j in range(m):
-        pb[j] = zero
-        for k in range(k_in):
-            P[j, k] = zero
-    d = np.empty((padded, m), W.dtype)  # z, then dz * scale; the padding rows end up zero
-    t = np.empty((padded, m), W.dtype)
-    last = stop - 1
     for ahead in range(start, min(start + PREFETCH, stop)):  # the rows before the first look-ahead
         _prefetch_row(images, rows[ahead])
         _prefetch_row(targets, rows[ahead])
@@ -416,54 +402,53 @@ def _sigmoid_mse_chunk(images, scale, targets, rows, start, stop, W, b, P, pb):
         for ahead in range(i0 + PREFETCH, min(i0 + PREFETCH + 4, stop)):
             _prefetch_row(images, rows[ahead])
             _prefetch_row(targets, rows[ahead])
-        r0, r1 = rows[i0], rows[min(i0 + 1, last)]
-        r2, r3 = rows[min(i0 + 2, last)], rows[min(i0 + 3, last)]
-        for j0 in range(0, m, 5):
-            j, s0, s1, s2, s3 = _dot_4x5(images, r0, r1, r2, r3, W, j0)
-            for q, s in ((0, s0), (1, s1), (2, s2), (3, s3)):
-                for u in range(5):
-                    d[i0 - start + q, j[u]] = s[u] * scale + b[0, j[u]]
+        block = (rows[i0], rows[min(i0 + 1, last)], rows[min(i0 + 2, last)], rows[min(i0 + 3, last)])
+        q = i0 - start
+        _dense_4rows(images, block, W, b, scale, d, (q, q + 1, q + 2, q + 3))
     for q in range(n):
         r = rows[start + q]
         for j in range(m):
             t[q, j] = targets[r, j]
-    flat_d, flat_t, cost = d.reshape(padded * m), t.reshape(padded * m), 0.0
+    flat_d, flat_t, cost = d[:padded].reshape(padded * m), t[:padded].reshape(padded * m), 0.0
     for i in range(n * m):
         p = _sigmoid(flat_d[i])
         e = flat_t[i] - p
         cost += e * e
         flat_d[i] = -e * p * (one - p)
+    for j in range(m):
+        pb[j] = zero
     for q in range(n):
         for j in range(m):
             pb[j] += d[q, j]
-    for i in range(n * m):
-        flat_d[i] *= scale
-    for i in range(n * m, padded * m):
-        flat_d[i] = zero
+            d[q, j] *= scale
+    for q in range(n, padded):
+        for j in range(m):
+            d[q, j] = zero
+    for j in range(m):
+        for k in range(k_in):
+            P[j, k] = zero
     for i0 in range(start, stop, 4):
         r0, r1 = rows[i0], rows[min(i0 + 1, last)]
         r2, r3 = rows[min(i0 + 2, last)], rows[min(i0 + 3, last)]
-        block = d[i0 - start:i0 - start + 4]
         for j0 in range(0, m, 5):
-            _add_4x5(P, block, images, r0, r1, r2, r3, j0)
+            _add_4x5(P, d[i0 - start:i0 - start + 4], images, r0, r1, r2, r3, j0)
     return 0.5 * cost
 
 
 @numba.njit(**_jit)
-def _epoch_chunk_rows(n):
+def epoch_chunk_rows(n):
     """Rows per chunk of a batch of ``n`` in the whole-epoch kernel (see ``EPOCH_SPLIT``)."""
     return max(CHUNK // 2, (n + EPOCH_SPLIT - 1) // EPOCH_SPLIT)
 
 
 @numba.njit(parallel=True, **_jit)
-def _sigmoid_mse_chunks(images, scale, targets, rows, W, b, partial_w, partial_b, cost):
-    """:func:`_sigmoid_mse_chunk` on each chunk of a batch (see ``EPOCH_SPLIT``), chunks in parallel."""
+def _sigmoid_mse_chunks(images, scale, targets, rows, size, W, b, partial_w, partial_b, cost, d, t):
+    """:func:`_sigmoid_mse_chunk` on each chunk of ``size`` rows of a batch, chunks in parallel."""
     n = rows.shape[0]
-    size = _epoch_chunk_rows(n)
     for c in prange((n + size - 1) // size):
         start = c * size
         cost[c] = _sigmoid_mse_chunk(images, scale, targets, rows, start, min(n, start + size), W, b,
-                                     partial_w[c], partial_b[c])
+                                     partial_w[c], partial_b[c], d[c], t[c])
 
 
 @numba.njit(fastmath=_REDUCE, **_jit)
@@ -500,22 +485,22 @@ def _sum_and_step_parallel(partial_w, chunks, W, dW, learning_rate):
 
 
 @numba.njit(**_jit)
-def sigmoid_mse_epoch(images, scale, targets, order, batch_size, W, b, dW, db, learning_rate,
-                      partial_w, partial_b, cost):
+def sigmoid_mse_epoch(images, scale, targets, order, batch_size, W, b, dW, db, learning_rate, workspace):
     """One epoch of SGD on ``Linear`` + ``Sigmoid`` + ``MeanSquareError``: batches ``order[i:i + batch_size]``.
 
     Per batch: up to ``EPOCH_SPLIT`` chunks in parallel (:func:`_sigmoid_mse_chunk`, reading each row
     straight from ``images``: no gathered copy), then the chunk sums added in chunk order into
     ``dW``/``db`` (overwritten, as the step loop leaves them) and ``W -= learning_rate * dW``,
-    ``b -= learning_rate * db``. ``partial_w``/``partial_b``/``cost`` are workspaces with
-    ``EPOCH_SPLIT`` rows, one per chunk. Returns the epoch's summed cost ``sum(1/2 (t - p)**2)`` in float64.
+    ``b -= learning_rate * db``. ``workspace`` is :func:`epoch_workspace`'s. Returns the epoch's
+    summed cost ``sum(1/2 (t - p)**2)`` in float64.
     """
+    partial_w, partial_b, cost, d, t = workspace
     total = 0.0
     for start in range(0, order.shape[0], batch_size):
         rows = order[start:start + batch_size]
-        size = _epoch_chunk_rows(rows.shape[0])
+        size = epoch_chunk_rows(rows.shape[0])
         chunks = (rows.shape[0] + size - 1) // size
-        _sigmoid_mse_chunks(images, scale, targets, rows, W, b, partial_w, partial_b, cost)
+        _sigmoid_mse_chunks(images, scale, targets, rows, size, W, b, partial_w, partial_b, cost, d, t)
         _sum_and_step_parallel(partial_w, chunks, W, dW, learning_rate)
         for c in range(chunks):
             total += cost[c]
@@ -526,3 +511,10 @@ def sigmoid_mse_epoch(images, scale, targets, order, batch_size, W, b, dW, db, l
             db[0, j] = s
             b[0, j] -= learning_rate * s
     return total
+
+
+def epoch_workspace(W, batch_size):
+    """The arrays :func:`sigmoid_mse_epoch` works in for batches of up to ``batch_size`` rows, made once."""
+    m, rows = W.shape[0], 4 * -(-epoch_chunk_rows(batch_size) // 4)
+    return (np.empty((EPOCH_SPLIT,) + W.shape, W.dtype), np.empty((EPOCH_SPLIT, m), W.dtype),
+            np.empty(EPOCH_SPLIT), np.empty((EPOCH_SPLIT, rows, m), W.dtype), np.empty((EPOCH_SPLIT, rows, m), W.dtype))

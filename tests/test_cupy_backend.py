@@ -129,7 +129,6 @@ KERNEL_CASES = {  # method -> () -> (arguments, keyword arguments, indices of ar
     "linear_sigmoid_backward, accumulate": lambda: _linear_case(True, True, True),
     "sigmoid": lambda: ((RNG.normal(size=(B, N_OUT)) * 30,), {}, ()),
     "sigmoid_backward": lambda: ((RNG.random((B, N_OUT)), RNG.normal(size=(B, N_OUT))), {}, ()),
-    "sigmoid_mse_gradient": lambda: ((RNG.random((B, N_OUT)), RNG.random((B, N_OUT))), {}, ()),
     "relu": lambda: ((RNG.normal(size=(B, N_OUT)),), {}, ()),
     "relu_backward": lambda: ((numpy.maximum(RNG.normal(size=(B, N_OUT)), 0), RNG.normal(size=(B, N_OUT))), {}, ()),
     "softmax": lambda: ((RNG.normal(size=(B, 45)) * 50,), {}, ()),
