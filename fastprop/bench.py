@@ -34,7 +34,7 @@ from .backends import available_backends, load_backend, resolve_dtype, use_backe
 from .costs import MeanSquareError, SoftmaxCrossEntropy
 from .layers import Linear, Network, ReLU, Sigmoid
 from .plot import require_matplotlib
-from .training import _StepLoop, epoch_generator
+from .training import _forward_batches, _StepLoop, epoch_generator
 
 BASELINE, REFERENCE = "notebook", "numpy"
 
@@ -148,10 +148,8 @@ class FastpropRunner(Runner):
 
     def infer_epoch(self):
         with use_backend(self.name, self.dtype):
-            self.net.eval()
-            for start in range(0, self.rows, self.workload.inference_batch):
-                self.net.forward(self.images[start:start + self.workload.inference_batch])
-            self.net.train()
+            for _ in _forward_batches(self.net, self.images, self.workload.inference_batch, True, None):
+                pass
             self.backend.synchronize()
 
 

@@ -9,6 +9,7 @@ import sys
 import numpy
 
 from . import backends as _backends
+from .datasets import DATASETS
 from .models import MODELS
 
 
@@ -35,7 +36,7 @@ def _add_train(commands):
     parser.add_argument("--backend", default=None, help="backend name (default: FASTPROP_BACKEND or numpy)")
     parser.add_argument("--model", choices=sorted(MODELS), default="seed",
                         help="; ".join(f"{name}: {spec.description}" for name, spec in MODELS.items()))
-    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
     parser.add_argument("--data-dir", default=None, help="folder holding the four IDX files")
     parser.add_argument("--epochs", type=_positive(int), default=None, help="default: the model's")
     parser.add_argument("--batch-size", type=_positive(int), default=None, help="default: the model's")
@@ -52,7 +53,7 @@ def _add_train(commands):
 
 
 def _train(args, parser) -> int:
-    from .datasets import DatasetError, load_data, load_test_data
+    from .datasets import DatasetError, load_data_and_test
     from .training import train, validate
 
     spec = MODELS[args.model]
@@ -60,8 +61,7 @@ def _train(args, parser) -> int:
     backend_name = args.backend or selection.backend.name
     dtype = args.dtype or selection.dtype
     try:
-        data = load_data(args.dataset, args.data_dir, seed=args.seed)
-        test_images, test_labels = load_test_data(args.dataset, args.data_dir)
+        *data, test_images, test_labels = load_data_and_test(args.dataset, args.data_dir, seed=args.seed)
     except DatasetError as error:
         parser.error(str(error))
     if args.plot:

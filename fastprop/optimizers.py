@@ -137,10 +137,7 @@ class Optimizer:
         """
         parameters = []
         for slot in self._slots:
-            arrays = {
-                key: numpy.array(array if slot.backend is None else slot.backend.to_numpy(array))
-                for key, array in slot.arrays.items()
-            }
+            arrays = {key: _host_copy(slot.backend, array) for key, array in slot.arrays.items()}
             parameters.append({"name": slot.name, "shape": slot.shape, "step": slot.step, "arrays": arrays})
         return {
             "type": type(self).__name__, "hyperparameters": self.hyperparameters(), "parameters": parameters,
@@ -164,6 +161,12 @@ class Optimizer:
             ) from None
         vars(self).update({key: value for key, value in vars(configured).items() if key != "_slots"})
         self._slots = slots
+
+
+def _host_copy(backend, array):
+    """A host NumPy copy of ``array`` (a host array when ``backend`` is None), copied once."""
+    host = array if backend is None else backend.to_numpy(array)
+    return host.copy() if host is array else numpy.asarray(host)
 
 
 def _slot_from_state(entry, state_names) -> _Slot:

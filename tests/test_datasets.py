@@ -409,3 +409,14 @@ def test_real_fashion_mnist_from_debian_package():
     assert raw.test_images.shape == (10000, 28, 28) and raw.test_labels.shape == (10000,)
     assert numpy.bincount(raw.train_labels).tolist() == [6000] * 10
     assert numpy.bincount(raw.test_labels).tolist() == [1000] * 10
+
+
+def test_data_and_test_come_from_one_read_and_match_the_two_loaders(tiny_mnist, monkeypatch):
+    reads = []
+    original = datasets._read_dataset
+    monkeypatch.setattr(datasets, "_read_dataset", lambda *a: reads.append(a) or original(*a))
+    together = datasets.load_data_and_test("mnist", tiny_mnist, seed=3, download=False)
+    assert len(reads) == 1
+    apart = datasets.load_data("mnist", tiny_mnist, seed=3, download=False) + datasets.load_test_data(
+        "mnist", tiny_mnist, download=False)
+    assert len(together) == 6 and all(numpy.array_equal(a, b) for a, b in zip(together, apart))

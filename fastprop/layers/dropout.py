@@ -37,9 +37,10 @@ class Dropout(Layer):
         if not self.training or self.rate == 0.0:
             self._saved_mask = None
             return x
-        mask = self.backend.random_uniform(self.rng, x.shape, self.dtype) >= self.rate
-        self._saved_mask = mask = mask.astype(self.dtype)
+        mask = self.backend.random_uniform(self.rng, x.shape, self.dtype)  # a fresh array: reused in place
+        self.backend.xp.greater_equal(mask, self.rate, out=mask)
         mask *= 1.0 / (1.0 - self.rate)
+        self._saved_mask = mask
         return x * mask
 
     def backward(self, gradient, input_gradient=True):
