@@ -184,6 +184,22 @@ template <typename T, int BM, int BN> __device__ __forceinline__ void clear(T (&
     }
 }
 
+// Hand each of this thread's tile results to store(m, n, value), for the outputs inside M x N.
+template <typename T, int BM, int BN, typename Store>
+__device__ __forceinline__ void store_tile(const T (&acc)[BM / 16][BN / 16], long long m0, long long n0,
+                                           long long M, long long N, Store store) {
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    #pragma unroll
+    for (int i = 0; i < BM / 16; ++i) {
+        const long long m = m0 + ty * (BM / 16) + i;
+        #pragma unroll
+        for (int j = 0; j < BN / 16; ++j) {
+            const long long n = n0 + tx * (BN / 16) + j;
+            if (m < M && n < N) store(m, n, acc[i][j]);
+        }
+    }
+}
+
 // Forward of a dense layer: Y = act(X W^T + b). X is M x K (its rows taken through the batch order
 // when gather is set), W is N x K, b has N entries, Y is M x N.
 template <typename T, int BM, int BN>
@@ -198,16 +214,9 @@ __global__ void __launch_bounds__(THREADS) dense_forward(
     clear<T, BM, BN>(acc);
     T unused = T(0);
     tile_product<T, BM, BN, true, true>(A, B, M, N, K, m0, n0, acc, false, unused);
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    #pragma unroll
-    for (int i = 0; i < BM / 16; ++i) {
-        const long long m = m0 + ty * (BM / 16) + i;
-        #pragma unroll
-        for (int j = 0; j < BN / 16; ++j) {
-            const long long n = n0 + tx * (BN / 16) + j;
-            if (m < M && n < N) Y[m * N + n] = activate(acc[i][j] + b[n], act);
-        }
-    }
+    store_tile<T, BM, BN>(acc, m0, n0, M, N, [&](long long m, long long n, T v) {
+        Y[m * N + n] = activate(v + b[n], act);
+    });
 }
 
 // Input gradient of a dense layer through the previous layer's activation: D = (G W) * act'(Y).
@@ -224,16 +233,9 @@ __global__ void __launch_bounds__(THREADS) dense_backward_input(
     clear<T, BM, BN>(acc);
     T unused = T(0);
     tile_product<T, BM, BN, true, false>(A, B, M, N, K, m0, n0, acc, false, unused);
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    #pragma unroll
-    for (int i = 0; i < BM / 16; ++i) {
-        const long long m = m0 + ty * (BM / 16) + i;
-        #pragma unroll
-        for (int j = 0; j < BN / 16; ++j) {
-            const long long n = n0 + tx * (BN / 16) + j;
-            if (m < M && n < N) D[m * N + n] = apply_slope(acc[i][j], Y[m * N + n], act);
-        }
-    }
+    store_tile<T, BM, BN>(acc, m0, n0, M, N, [&](long long m, long long n, T v) {
+        D[m * N + n] = apply_slope(v, Y[m * N + n], act);
+    });
 }
 
 // Weight step of a dense layer: dW = G^T X and db = column sums of G are written (the step loop's
@@ -253,20 +255,10 @@ __global__ void __launch_bounds__(THREADS) dense_update(
     T bias_sum = T(0);
     tile_product<T, BM, BN, false, false>(A, B, M, N, R, m0, n0, acc, bias_block, bias_sum);
     const T rate = lr[0];
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    #pragma unroll
-    for (int i = 0; i < BM / 16; ++i) {
-        const long long m = m0 + ty * (BM / 16) + i;
-        #pragma unroll
-        for (int j = 0; j < BN / 16; ++j) {
-            const long long n = n0 + tx * (BN / 16) + j;
-            if (m < M && n < N) {
-                const T g = acc[i][j];
-                dW[m * N + n] = g;
-                W[m * N + n] -= rate * g;
-            }
-        }
-    }
+    store_tile<T, BM, BN>(acc, m0, n0, M, N, [&](long long m, long long n, T g) {
+        dW[m * N + n] = g;
+        W[m * N + n] -= rate * g;
+    });
     if (bias_block && threadIdx.x < BM && m0 + threadIdx.x < M) {
         const long long m = m0 + threadIdx.x;
         db[m] = bias_sum;
