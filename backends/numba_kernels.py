@@ -357,7 +357,12 @@ def encode_pixels(images, levels, codes):
 
     Returns False (``codes`` then holds garbage) when any value is not: NaN, out of range, or between
     levels. Exact means the bits of ``dtype(k) / dtype(levels)``, which is what ``pixels / 255`` gives.
-    Branch-free, so that LLVM vectorizes it: about 16 ms for 50,000 MNIST rows on 2 cores.
+    Branch-free, so that LLVM vectorizes it: 14.9 ms for 50,000 Fashion-MNIST rows on the 2-core
+    development machine, measured with::
+
+        python -m timeit -n 5 -r 5 -s "import numpy; from fastprop.backends import load_backend; \\
+          from fastprop.bench import load_rows; k = load_backend('numba')._k; x = load_rows(50000)[0]; \\
+          c = numpy.empty(x.shape, numpy.uint8); k.encode_pixels(x, 255, c)" "k.encode_pixels(x, 255, c)"
     """
     n, k_in = images.shape
     level = images.dtype.type(levels)
