@@ -57,11 +57,13 @@ class Backend:
         """An optional fast path that runs a whole training epoch without per-batch Python.
 
         Return ``None`` (the reference does) to let :func:`fastprop.train` run its step loop, or a
-        callable ``run(order, learning_rate) -> total_cost`` that performs the step loop's updates
-        (the same math; results may differ by float rounding) for the batches ``order[i * batch_size:(i + 1) * batch_size]`` of the backend arrays
-        ``images`` and ``targets``, leaving parameters and gradients as the step loop would (the
-        caller marks the layers' gradients as written), and returns the summed cost of the epoch
-        as a backend scalar. Only used with plain SGD.
+        callable ``run(order, learning_rate) -> costs`` that performs the step loop's updates (the
+        same math; results may differ by float rounding) for the batches
+        ``order[i * batch_size:(i + 1) * batch_size]`` of the backend arrays ``images`` and
+        ``targets``, leaving parameters and gradients as the step loop would (the caller marks the
+        layers' gradients as written). ``costs`` is a float64 backend array of two summed costs:
+        over the batches as long as the first, and over a shorter last batch (0 when there is
+        none); the caller turns them into the mean over batches. Only used with plain SGD.
         """
         return None
 
@@ -145,8 +147,8 @@ class Backend:
         return xp.reciprocal(p, out=p)
 
     def sigmoid_backward(self, p, dp):
-        """Given the sigmoid's output ``p`` and ``dp = dL/dp``, return ``dL/dz = dp * p * (1 - p)``."""
-        return dp * p * (1 - p)
+        """Given the sigmoid's output ``p`` and ``dp = dL/dp``, return ``dL/dz = dp * (p * (1 - p))``."""
+        return dp * (p * (1 - p))
 
     def relu(self, z):
         """Return ``max(z, 0)``."""
@@ -185,8 +187,10 @@ class Backend:
     # ------------------------------------------------------------------ fused kernels
 
     def linear_sigmoid_forward(self, x, W, b):
-        """Fused ``sigmoid(x @ W.T + b)``: the forward pass of a Linear followed by a Sigmoid."""
-        return self.sigmoid(self.linear_forward(x, W, b))
+        """Fused forward of a Linear followed by a Sigmoid: return ``(z, p)`` with ``z = x @ W.T + b``
+        and ``p = sigmoid(z)``, both ``(batch, n_out)`` (the layers keep both, as unfused ones do)."""
+        z = self.linear_forward(x, W, b)
+        return z, self.sigmoid(z.copy())
 
     def linear_sigmoid_backward(self, x, W, p, dp, dW, db, *, accumulate=True, need_dx=True):
         """Fused backward of Linear+Sigmoid: ``dz = dp * p * (1 - p)``, then as :meth:`linear_backward`."""

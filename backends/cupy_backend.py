@@ -62,7 +62,7 @@ class CupyBackend(Backend):
         kernels.epoch_kernels(dtype)
         x = cupy.ones((3, 4), dtype)
         W, b = cupy.ones((2, 4), dtype), cupy.ones((1, 2), dtype)
-        p = self.linear_sigmoid_forward(x, W, b)
+        _, p = self.linear_sigmoid_forward(x, W, b)
         self.linear_sigmoid_backward(x, W, p, p, W.copy(), b.copy())
         self.sigmoid_backward(p, p)
         self.relu_backward(self.relu(x), x)
@@ -98,7 +98,7 @@ class CupyBackend(Backend):
     def _epoch_fits(self, plan, images, targets, batch_size):
         dtype, n = images.dtype, images.shape[0]
         arrays = [images, targets] + [a for linear, _ in plan for a in (
-            linear.weights, linear.bias, linear.weights_gradient, linear.bias_gradient)]
+            linear.w, linear.b, linear.dw, linear.db)]
         return (
             all(isinstance(a, cupy.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
             and dtype in _FLOATS and all(linear.backend is self for linear, _ in plan)
@@ -148,8 +148,8 @@ class CupyBackend(Backend):
         if not _fits(x, W, b):
             return super().linear_sigmoid_forward(x, W, b)
         z = cupy.matmul(x, W.T)
-        kernels.elementwise("bias_sigmoid")(b, z)
-        return z
+        z += b
+        return z, kernels.elementwise("sigmoid")(z)
 
     def linear_backward(self, x, W, dz, dW, db, *, accumulate=True, need_dx=True):
         if not _fits(x, W, dz, dW, db):

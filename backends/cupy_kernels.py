@@ -533,8 +533,7 @@ def epoch_kernels(dtype) -> dict:
 
 _ELEMENTWISE = {
     "sigmoid": ("T z", "T p", "p = T(1) / (T(1) + exp(-z))"),
-    "bias_sigmoid": ("T b", "T z", "z = T(1) / (T(1) + exp(-(z + b)))"),
-    "sigmoid_delta": ("T p, T dp", "T dz", "dz = dp * p * (T(1) - p)"),
+    "sigmoid_delta": ("T p, T dp", "T dz", "dz = dp * (p * (T(1) - p))"),
     "relu": ("T z", "T y", "y = z < T(0) ? T(0) : z"),
     "relu_backward": ("T y, T dy", "T dx", "dx = dy * (y > T(0) ? T(1) : T(0))"),
     "sgd": ("T g, T lr", "T w", "w -= lr * g"),
@@ -609,7 +608,7 @@ class EpochProgram:
     device memory. Without stream capture the same launches run from Python.
 
     Calling the program with ``(order, learning_rate)`` runs one epoch and returns its summed cost as
-    a new 0-d float64 device array.
+    a new float64 device array ``[over the full batches, over a smaller last batch]``.
     """
 
     #: Steps baked into one graph; a longer epoch replays a graph of this many steps.
@@ -626,7 +625,8 @@ class EpochProgram:
         self.deltas = [cupy.empty((self.batch, linear.n_out), self.dtype) for linear, _ in self.layers]
         self.order = cupy.zeros(self.n, numpy.int64)
         self.cursor = cupy.zeros(1, numpy.int64)
-        self.total = cupy.zeros((), numpy.float64)
+        self.total = cupy.zeros(2, numpy.float64)  # [full batches, a smaller last batch]
+        self._totals = (self.total[0:1], self.total[1:2])
         self.rate = cupy.zeros((), self.dtype)
         self._rate_value = None
         device = cupy.cuda.Device().id
@@ -663,12 +663,12 @@ class EpochProgram:
         return tuple(
             array.data.ptr if isinstance(array, cupy.ndarray) else id(array)
             for linear, _ in self.layers
-            for array in (linear.weights, linear.bias, linear.weights_gradient, linear.bias_gradient)
+            for array in (linear.w, linear.b, linear.dw, linear.db)
         )
 
     def _build(self):
         for linear, _ in self.layers:
-            for array in (linear.weights, linear.bias, linear.weights_gradient, linear.bias_gradient):
+            for array in (linear.w, linear.b, linear.dw, linear.db):
                 if not (isinstance(array, cupy.ndarray) and array.dtype == self.dtype and array.flags.c_contiguous):
                     raise RuntimeError(
                         f"{linear!r} no longer holds C-contiguous {self.dtype} CuPy parameters; "
@@ -736,14 +736,15 @@ class EpochProgram:
         batch = (self.order, self.cursor, first)
         row_blocks, row_threads = (_blocks(rows, ROWS_PER_BLOCK),), (32 * ROWS_PER_BLOCK,)
         launches, x, gather = [], self.images, 1
+        total = self._totals[0 if rows == self.batch else 1]
         for index, (linear, act) in enumerate(self.layers):
             n_out, n_in, y, loss = linear.n_out, linear.n_in, self.outputs[index], self.loss if index == last else 0
-            head = (x, *batch, _I32(gather), linear.weights, linear.bias, y)
+            head = (x, *batch, _I32(gather), linear.w, linear.b, y)
             if n_out <= NARROW_FORWARD[-1]:  # one warp per row, the cost fused in
                 kernel = k[f"narrow_forward<{t}, {next(w for w in NARROW_FORWARD if n_out <= w)}>"]
                 launches.append((kernel, row_blocks, row_threads, head + (
                     _I64(rows), _I32(n_out), _I64(n_in), _I32(act), _I32(loss), self.targets, self.deltas[index],
-                    self.total)))
+                    total)))
             else:
                 bm, bn = self._tile(rows, n_out)
                 launches.append((k[f"dense_forward<{t}, {bm}, {bn}>"], (_blocks(n_out, bn), _blocks(rows, bm)),
@@ -751,7 +752,7 @@ class EpochProgram:
                 if loss:
                     launches.append((k[f"batch_loss<{t}>"], row_blocks, row_threads, (
                         y, self.targets, *batch, self.deltas[index], _I64(rows), _I64(n_out), _I32(act), _I32(loss),
-                        self.total)))
+                        total)))
             x, gather = y, 0
         for index in range(last, -1, -1):
             linear, _ = self.layers[index]
@@ -759,11 +760,11 @@ class EpochProgram:
             if index > 0:  # the input gradient first: it needs the weights before their update
                 bm, bn = self._tile(rows, n_in)
                 launches.append((k[f"dense_backward_input<{t}, {bm}, {bn}>"], (_blocks(n_in, bn), _blocks(rows, bm)),
-                                 (256,), (g, linear.weights, self.outputs[index - 1], self.deltas[index - 1],
+                                 (256,), (g, linear.w, self.outputs[index - 1], self.deltas[index - 1],
                                           _I64(rows), _I64(n_in), _I64(n_out), _I32(self.layers[index - 1][1]))))
             x, gather = (self.images, 1) if index == 0 else (self.outputs[index - 1], 0)
-            head = (g, x, *batch, _I32(gather), linear.weights, linear.bias, linear.weights_gradient,
-                    linear.bias_gradient, self.rate)
+            head = (g, x, *batch, _I32(gather), linear.w, linear.b, linear.dw,
+                    linear.db, self.rate)
             if n_out <= NARROW_UPDATE[-1]:
                 kernel = k[f"narrow_update<{t}, {next(w for w in NARROW_UPDATE if n_out <= w)}>"]
                 launches.append((kernel, (_blocks(n_in, COLUMNS),), (COLUMNS, SLICES),

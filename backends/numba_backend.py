@@ -113,7 +113,7 @@ class NumbaBackend(Backend):
     def warmup(self, dtype):
         started, x = time.perf_counter(), numpy.ones((3, 4), dtype)
         W, b = numpy.ones((2, 4), dtype), numpy.ones((1, 2), dtype)
-        p = self.linear_sigmoid_forward(x, W, b)
+        _, p = self.linear_sigmoid_forward(x, W, b)
         self.linear_sigmoid_backward(x, W, p, p, W.copy(), b.copy())
         self.linear_backward(x, W, self.linear_forward(x, W, b), W.copy(), b.copy())
         self.relu_backward(x, self.relu(x))
@@ -139,8 +139,8 @@ class NumbaBackend(Backend):
         ):
             return None
         linear = leaves[0]
-        if not (_small(images, linear.weights, linear.bias, targets, dW=linear.weights_gradient)
-                and _fits(images, linear.bias_gradient)):
+        if not (_small(images, linear.w, linear.b, targets, dW=linear.dw)
+                and _fits(images, linear.db)):
             return None
 
         # 8-bit pixels scaled to [0, 1] (what the loaders give) are kept as exact uint8 codes: a
@@ -152,12 +152,12 @@ class NumbaBackend(Backend):
         else:
             inputs, scale = images, dtype(1)
         del codes
-        workspace = self._k.epoch_workspace(linear.weights, min(batch_size, images.shape[0]))
+        workspace = self._k.epoch_workspace(linear.w, min(batch_size, images.shape[0]))
 
         def run(order, learning_rate):
             return self._parallel(
                 self._k.sigmoid_mse_epoch, inputs, scale, targets, order, batch_size,
-                linear.weights, linear.bias, linear.weights_gradient, linear.bias_gradient,
+                linear.w, linear.b, linear.dw, linear.db,
                 dtype(learning_rate), workspace,
             )
 
@@ -174,12 +174,13 @@ class NumbaBackend(Backend):
 
     def linear_forward(self, x, W, b):
         if _small(x, W, b):
-            return self._parallel(self._k.dense_forward, x, W, b, False)
+            return self._parallel(self._k.dense_forward, x, W, b, numpy.empty((0, W.shape[0]), x.dtype))
         return self._blas(super().linear_forward, x, W, b)
 
     def linear_sigmoid_forward(self, x, W, b):
         if _small(x, W, b):
-            return self._parallel(self._k.dense_forward, x, W, b, True)
+            p = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
+            return self._parallel(self._k.dense_forward, x, W, b, p), p
         return super().linear_sigmoid_forward(x, W, b)  # self.linear_forward picks BLAS or the kernel
 
     def linear_backward(self, x, W, dz, dW, db, *, accumulate=True, need_dx=True):

@@ -121,8 +121,8 @@ def _dense_4rows(a, rows, W, b, scale, out, targets):
 
 
 @numba.njit(parallel=True, fastmath=_REDUCE, **_jit)
-def dense_forward(x, W, b, sigmoid):
-    """Return ``z = x @ W.T + b``, or ``1 / (1 + exp(-z))`` when ``sigmoid``.
+def dense_forward(x, W, b, p):
+    """Return ``z = x @ W.T + b``; when ``p`` has rows (``(batch, n_out)``), also ``p = 1 / (1 + exp(-z))``.
 
     Each pass over ``k`` computes a block of 4 rows x 5 outputs in registers. Indices past the end
     are clamped: the duplicate row or output is computed twice and written with the same value.
@@ -130,6 +130,7 @@ def dense_forward(x, W, b, sigmoid):
     n, m = x.shape[0], W.shape[0]
     one = x.dtype.type(1)
     out = np.empty((n, m), x.dtype)
+    sigmoid = p.shape[0] > 0
     for block in prange((n + 3) // 4):
         i0 = 4 * block
         rows = (i0, min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1))
@@ -137,7 +138,7 @@ def dense_forward(x, W, b, sigmoid):
         if sigmoid:
             for i in range(i0, min(i0 + 4, n)):
                 for j in range(m):
-                    out[i, j] = _sigmoid(out[i, j])
+                    p[i, j] = _sigmoid(out[i, j])
     return out
 
 
@@ -496,19 +497,22 @@ def sigmoid_mse_epoch(images, scale, targets, order, batch_size, W, b, dW, db, l
     Per batch: up to ``EPOCH_SPLIT`` chunks in parallel (:func:`_sigmoid_mse_chunk`, reading each row
     straight from ``images``: no gathered copy), then the chunk sums added in chunk order into
     ``dW``/``db`` (overwritten, as the step loop leaves them) and ``W -= learning_rate * dW``,
-    ``b -= learning_rate * db``. ``workspace`` is :func:`epoch_workspace`'s. Returns the epoch's
-    summed cost ``sum(1/2 (t - p)**2)`` in float64.
+    ``b -= learning_rate * db``. ``workspace`` is :func:`epoch_workspace`'s. Returns the summed cost
+    ``sum(1/2 (t - p)**2)`` in float64 as ``[over the batches of the first batch's size, over a
+    smaller last batch]``.
     """
     partial_w, partial_b, cost, d, t = workspace
-    total = 0.0
+    total = np.zeros(2)
+    first = min(batch_size, order.shape[0])
     for start in range(0, order.shape[0], batch_size):
         rows = order[start:start + batch_size]
         size = epoch_chunk_rows(rows.shape[0])
         chunks = (rows.shape[0] + size - 1) // size
         _sigmoid_mse_chunks(images, scale, targets, rows, size, W, b, partial_w, partial_b, cost, d, t)
         _sum_and_step_parallel(partial_w, chunks, W, dW, learning_rate)
+        kind = 0 if rows.shape[0] == first else 1
         for c in range(chunks):
-            total += cost[c]
+            total[kind] += cost[c]
         for j in range(W.shape[0]):
             s = partial_b[0, j]
             for c in range(1, chunks):

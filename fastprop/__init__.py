@@ -4,7 +4,7 @@ The seed notebook's classes keep their names and signatures::
 
     from fastprop import Network, Linear, Sigmoid, MeanSquareError, train
     net = Network([Linear(784, 10), Sigmoid()])
-    train(net, MeanSquareError(), 100, 600, 1e-4)
+    train(net, MeanSquareError(), 100, 600, 1e-4)   # the notebook's call, the notebook's numbers
 
 ``fastprop.set_backend("numba")`` (or ``"cupy"``) makes every layer built afterwards compute there.
 """
@@ -23,6 +23,7 @@ from .backends import (
 )
 from .checkpoint import CheckpointError, load, load_checkpoint, save
 from .costs import Cost, CrossEntropy, MeanSquareError, SoftmaxCrossEntropy
+from .datasets import load_data, load_fashion_mnist, load_mnist
 from .functions import sigmoid_derivative, sigmoid_function, vectorize
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
@@ -30,7 +31,7 @@ from .layers import Dropout, Layer, Linear, Network, Parameter, ReLU, Sigmoid, S
 from .optimizers import SGD, Adam, CosineLR, Optimizer, StepLR
 from .plot import learning_curves
 from .seeding import seed
-from .training import TrainingDiverged, predict, train, validate
+from .training import TrainingDiverged, predict, train, train_epoch, validate, validate_epoch
 
 __version__ = "0.1.0"
 
@@ -38,8 +39,8 @@ __all__ = [
     "Adam", "CheckpointError", "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR", "learning_curves",
     "load", "load_checkpoint", "save",
     "BackendError", "BackendUnavailableError", "Cost", "CrossEntropy", "GradcheckResult", "History",
-    "Layer", "Linear", "MeanSquareError", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax",
+    "Layer", "Linear", "load_data", "load_fashion_mnist", "load_mnist", "MeanSquareError", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax",
     "SoftmaxCrossEntropy", "Tanh", "available_backends", "get_backend", "get_dtype", "gradcheck",
     "predict", "register_backend", "seed", "set_backend", "sigmoid_derivative", "sigmoid_function",
-    "train", "use_backend", "validate", "vectorize",
+    "train", "train_epoch", "use_backend", "validate", "validate_epoch", "vectorize",
 ]

@@ -82,9 +82,9 @@ def load_rows(rows=50_000, source="auto"):
     """
     if source in ("auto", "fashion-mnist"):
         try:
-            from .datasets import load_data
+            from .datasets import load_split
 
-            images, targets, _, _ = load_data("fashion-mnist", download=False)
+            images, targets, _, _ = load_split("fashion-mnist", download=False)
             if len(images) < rows:
                 raise ValueError(f"Fashion-MNIST has {len(images)} training rows, fewer than {rows}")
             return images[:rows], targets[:rows], "fashion-mnist"
@@ -103,7 +103,7 @@ def load_rows(rows=50_000, source="auto"):
 def initial_parameters(workload, dtype, seed=0):
     """The host ``[(W, b), ...]`` every runner starts from (drawn on the host, so backend-independent)."""
     with use_backend(REFERENCE, dtype):
-        return [(layer.weights.copy(), layer.bias.copy()) for layer in workload.build(seed).leaves()
+        return [(layer.w.copy(), layer.b.copy()) for layer in workload.build(seed).leaves()
                 if isinstance(layer, Linear)]
 
 

@@ -33,6 +33,8 @@ FORMAT = "fastprop checkpoint"
 #: The newest format this module writes and reads; files with a larger version are refused.
 FORMAT_VERSION = 1
 HEADER = "fastprop_header"
+#: Parameter names of checkpoints written before Linear took the notebook's names.
+_RENAMED = {"weights": "w", "bias": "b"}
 
 class LayerType(NamedTuple):
     """How a checkpoint stores and rebuilds one kind of layer."""
@@ -51,7 +53,7 @@ class LayerType(NamedTuple):
 LAYER_TYPES = {
     "Network": LayerType(Network, ("fuse", "input_gradient")),
     "Linear": LayerType(Linear, ("n_in", "n_out", "init"), {"rng": 0},
-                        lambda n_in, n_out, init: {"weights": (n_out, n_in), "bias": (1, n_out)}),
+                        lambda n_in, n_out, init: {"w": (n_out, n_in), "b": (1, n_out)}),
     "Dropout": LayerType(Dropout, ("rate",)),
     "Sigmoid": LayerType(Sigmoid),
     "ReLU": LayerType(ReLU),
@@ -118,8 +120,8 @@ def _describe(layer, key, arrays, path):
     kind = type(layer).__name__
     if kind not in LAYER_TYPES or LAYER_TYPES[kind].cls is not type(layer):
         raise CheckpointError(
-            f"Cannot save checkpoint {path}: {key} is a {kind}, which checkpoints do not know; "
-            f"they hold {', '.join(LAYER_TYPES)}."
+            f"Cannot save checkpoint {path}: {key} is {layer!r}, a {type(layer).__module__}.{kind}, "
+            f"which checkpoints do not know; they hold fastprop's {', '.join(LAYER_TYPES)}."
         )
     spec = LAYER_TYPES[kind]
     node = {
@@ -315,7 +317,8 @@ def _build(node, arrays, used, where, dtype):
             f"its {where} ({kind}) has arguments {sorted(arguments)}, expected {sorted(spec.arguments)}"
         )
     shapes = spec.shapes(**arguments)
-    parameters = _check(node["parameters"], dict, f"{where} parameters")
+    parameters = {_RENAMED.get(name, name): entry
+                  for name, entry in _check(node["parameters"], dict, f"{where} parameters").items()}
     if set(parameters) != set(shapes):
         raise _Invalid(f"its {where} ({kind}) has parameters {sorted(parameters)}, expected {sorted(shapes)}")
     host = {
@@ -350,6 +353,7 @@ def _optimizer_state(node, arrays, used, net):
     entries = []
     for index, (slot, parameter) in enumerate(zip(slots, parameters)):
         shape = tuple(parameter.value.shape)
+        slot = {**slot, "name": _RENAMED.get(slot["name"], slot["name"])}
         if slot["name"] != parameter.name or tuple(slot["shape"]) != shape:
             raise _Invalid(
                 f"its optimizer state {index} is for '{slot['name']}' of shape {tuple(slot['shape'])}, "

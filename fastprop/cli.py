@@ -53,7 +53,7 @@ def _add_train(commands):
 
 
 def _train(args, parser) -> int:
-    from .datasets import DatasetError, load_data_and_test
+    from .datasets import DatasetError, load_split_and_test
     from .training import train, validate
 
     spec = MODELS[args.model]
@@ -61,7 +61,7 @@ def _train(args, parser) -> int:
     backend_name = args.backend or selection.backend.name
     dtype = args.dtype or selection.dtype
     try:
-        *data, test_images, test_labels = load_data_and_test(args.dataset, args.data_dir, seed=args.seed)
+        *data, test_images, test_labels = load_split_and_test(args.dataset, args.data_dir, seed=args.seed)
     except DatasetError as error:
         parser.error(str(error))
     if args.plot:
@@ -74,7 +74,7 @@ def _train(args, parser) -> int:
         net = spec.build(rng=args.seed)
         history = train(
             net, spec.cost(), epochs, args.batch_size or spec.batch_size, learning_rate,
-            data=data, seed=args.seed, quiet=args.quiet,
+            data=data, shuffle=spec.shuffle, seed=args.seed, quiet=args.quiet,
             optimizer=spec.optimizer(learning_rate) if spec.optimizer else None,
             schedule=spec.schedule(epochs) if spec.schedule else None,
             checkpoint=args.checkpoint, patience=args.patience,

@@ -1,18 +1,20 @@
-"""Costs: ``estimate`` returns the per-element cost, ``gradient`` its derivative by the prediction.
+"""Costs, the notebook's way: ``estimate(target, prediction)`` stores both and returns the cost per
+element; ``gradient(cost)`` returns the gradient with respect to the stored prediction.
 
-A cost is stateless; it computes on the backend that owns the prediction (the current backend
-when it does, so the Numba backend's kernels are used when Numba is current). Targets may be host
-NumPy arrays of any numeric dtype: they are converted to the prediction's backend and dtype.
+A cost computes on the backend that owns the prediction. Targets may be host NumPy arrays of any
+numeric dtype: they are converted to the prediction's backend and dtype.
 """
 
 from __future__ import annotations
 
-from .backends import BackendError, get_backend, load_backend, backend_names
+import numpy
+
+from .backends import BackendError, backend_names, get_backend, load_backend
 from .layers.base import accept_array
 
 
 class Cost:
-    """Base class: ``estimate(prediction, target)`` and ``gradient(prediction, target)``.
+    """Base class: ``estimate(target, prediction)`` then ``gradient(cost)``.
 
     ``reduction="sum"`` (the notebook's) makes the batch cost the sum over samples, so gradients,
     and with them the useful learning rate, grow with the batch size. ``reduction="mean"`` divides
@@ -29,12 +31,12 @@ class Cost:
             )
         self.reduction = reduction
 
-    def estimate(self, prediction, target):
-        """Per-element cost, same shape as ``prediction``; its sum is the batch's total cost."""
+    def estimate(self, target, prediction):
+        """Store ``target`` and ``prediction``; return the cost per element (``prediction``'s shape)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement estimate")
 
-    def gradient(self, prediction, target):
-        """Derivative of the summed cost with respect to each element of ``prediction``."""
+    def gradient(self, cost):
+        """The derivative of the summed cost with respect to each element of the stored prediction."""
         raise NotImplementedError(f"{type(self).__name__} does not implement gradient")
 
     def __repr__(self) -> str:
@@ -42,12 +44,14 @@ class Cost:
 
     def _reduced(self, values):
         """``values`` (a fresh array) divided by the batch size when ``reduction="mean"``."""
-        if self.reduction == "mean" and values.shape[0]:
+        if self.reduction == "mean" and values.ndim and values.shape[0]:
             values *= 1.0 / values.shape[0]
         return values
 
-    def _prepare(self, prediction, target):
-        """The backend owning ``prediction``, and ``target`` converted to match it, shape checked."""
+    def _prepare(self, target, prediction):
+        """``(backend, target, prediction)``: the backend owning ``prediction``, ``target`` converted
+        to match it, shapes checked."""
+        prediction = _as_prediction(prediction, self)
         backend = _owner(prediction, self)
         target = accept_array(backend, prediction.dtype, target, f"{self!r} target")
         if target.shape != prediction.shape:
@@ -56,7 +60,24 @@ class Cost:
                 f"{tuple(prediction.shape)}; give one target row per sample with one column per "
                 "output (one-hot rows for class labels, e.g. fastprop.vectorize(labels))."
             )
-        return backend, target
+        return backend, target, prediction
+
+    def _stored(self, *names):
+        values = [getattr(self, name, None) for name in names]
+        if any(value is None for value in values):
+            raise RuntimeError(
+                f"{self!r}.gradient was called before estimate; call estimate(target, prediction) first."
+            )
+        return values
+
+
+def _as_prediction(prediction, cost):
+    """A prediction given as a list or scalar becomes a float64 NumPy array; arrays pass as they are."""
+    if isinstance(prediction, (list, tuple, int, float, numpy.generic)):
+        prediction = numpy.asarray(prediction, dtype=numpy.float64)
+    elif isinstance(prediction, numpy.ndarray) and prediction.dtype.kind != "f":
+        prediction = prediction.astype(numpy.float64)
+    return prediction
 
 
 def _owner(prediction, cost):
@@ -72,58 +93,74 @@ def _owner(prediction, cost):
             return candidate
     raise BackendError(
         f"{cost!r} got a prediction of type {type(prediction).__module__}.{type(prediction).__name__}, "
-        "which no fastprop backend owns; pass the output of a fastprop layer."
+        "which no fastprop backend owns; pass a NumPy array or the output of a fastprop layer."
     )
 
 
 class MeanSquareError(Cost):
-    """The seed's squared error: ``estimate = 1/2 (t - p)^2``, ``gradient = p - t``."""
+    """The notebook's squared error: ``estimate`` gives ``1/2 (target - prediction)**2``, ``gradient``
+    gives ``prediction - target``. Keeps ``target`` and ``prediction`` from the last ``estimate``."""
 
-    def estimate(self, prediction, target):
-        _, target = self._prepare(prediction, target)
-        difference = target - prediction
+    def __init__(self, reduction="sum"):
+        super().__init__(reduction)
+        self.prediction = None
+        self.target = None
+
+    def estimate(self, target, prediction):
+        _, self.target, self.prediction = self._prepare(target, prediction)
+        difference = self.target - self.prediction
         difference *= difference
         difference *= 0.5
         return self._reduced(difference)
 
-    def gradient(self, prediction, target):
-        _, target = self._prepare(prediction, target)
+    def gradient(self, cost=None):
+        prediction, target = self._stored("prediction", "target")
         return self._reduced(prediction - target)
 
 
 class CrossEntropy(Cost):
-    """The seed's cross-entropy on probabilities: ``-t log(p + eps)``, gradient ``-t / (p + eps)``.
+    """The notebook's cross-entropy on probabilities: ``-target * log(x_in + eps)``, gradient
+    ``-target / (x_in + eps)``. Keeps ``target`` and ``x_in`` from the last ``estimate``.
 
     Pair it with a ``SoftMax`` layer; :class:`SoftmaxCrossEntropy` on logits is the stable choice.
     """
 
     def __init__(self, eps=1e-12, reduction="sum"):
         super().__init__(reduction)
+        self.x_in = None
+        self.target = None
         self.eps = eps
 
     def __repr__(self) -> str:
         return f"CrossEntropy(eps={self.eps}, reduction={self.reduction!r})"
 
-    def estimate(self, prediction, target):
-        backend, target = self._prepare(prediction, target)
-        return self._reduced(-target * backend.xp.log(prediction + self.eps))
+    def estimate(self, target, x_in):
+        backend, self.target, self.x_in = self._prepare(target, x_in)
+        return self._reduced(-self.target * backend.xp.log(self.x_in + self.eps))
 
-    def gradient(self, prediction, target):
-        _, target = self._prepare(prediction, target)
-        return self._reduced(-target / (prediction + self.eps))
+    def gradient(self, d_out=None):
+        x_in, target = self._stored("x_in", "target")
+        return self._reduced(-target / (x_in + self.eps))
 
 
 class SoftmaxCrossEntropy(Cost):
-    """Cross-entropy of ``softmax(logits)`` against the targets, computed from the logits.
+    """Cross-entropy of ``softmax(prediction)`` against the target, computed from the logits.
 
     The network's last layer stays linear; ``estimate`` uses a log-sum-exp that cannot overflow and
-    ``gradient`` is ``softmax(logits) - t`` for one-hot targets, in one backend kernel each.
+    ``gradient`` is ``softmax(prediction) - target`` for one-hot targets, in one backend kernel each.
+    Keeps ``target`` and ``prediction`` from the last ``estimate``.
     """
 
-    def estimate(self, prediction, target):
-        backend, target = self._prepare(prediction, target)
-        return self._reduced(backend.softmax_cross_entropy(prediction, target))
+    def __init__(self, reduction="sum"):
+        super().__init__(reduction)
+        self.prediction = None
+        self.target = None
+        self._backend = None
 
-    def gradient(self, prediction, target):
-        backend, target = self._prepare(prediction, target)
-        return self._reduced(backend.softmax_cross_entropy_gradient(prediction, target))
+    def estimate(self, target, prediction):
+        self._backend, self.target, self.prediction = self._prepare(target, prediction)
+        return self._reduced(self._backend.softmax_cross_entropy(self.prediction, self.target))
+
+    def gradient(self, cost=None):
+        prediction, target = self._stored("prediction", "target")
+        return self._reduced(self._backend.softmax_cross_entropy_gradient(prediction, target))

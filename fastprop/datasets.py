@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 __all__ = [
     "DATASETS", "SYSTEM_PATHS", "DatasetError", "DatasetNotFoundError", "DatasetSpec", "RawDataset",
-    "cache_dir", "load_data", "load_fashion_mnist", "load_mnist", "load_test_data", "one_hot",
-    "read_idx", "write_idx",
+    "cache_dir", "load_data", "load_fashion_mnist", "load_mnist", "load_split", "load_split_and_test",
+    "load_test_data", "one_hot", "read_dataset", "read_idx", "write_idx",
 ]
 
 
@@ -199,14 +199,36 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FASTPROP_CACHE") or platformdirs.user_cache_dir("fastprop"))
 
 
-def load_mnist(path=None, *, download=True) -> RawDataset:
-    """Load MNIST as stored, searching the places listed in this module's docstring."""
-    return _load_raw("mnist", path, download)
+def read_dataset(dataset="mnist", path=None, *, download=True) -> RawDataset:
+    """The four arrays of ``dataset`` as stored (uint8), searching the places listed in this module's
+    docstring."""
+    return _load_raw(_dataset_name(dataset), path, download)
 
 
-def load_fashion_mnist(path=None, *, download=True) -> RawDataset:
-    """Load Fashion-MNIST as stored, searching the places listed in this module's docstring."""
-    return _load_raw("fashion-mnist", path, download)
+def load_mnist(path=None, *, dtype=numpy.float64, download=True):
+    """The notebook's ``load_mnist()``: ``(images, labels)`` of the 60,000 MNIST training rows in file
+    order, images ``(60000, 784)`` scaled to [0, 1], labels one-hot ``(60000, 10)``, both ``dtype``."""
+    raw = _load_raw("mnist", path, download)
+    return _prepare(raw.train_images, raw.train_labels, dtype)
+
+
+def load_fashion_mnist(path=None, *, dtype=numpy.float64, download=True):
+    """:func:`load_mnist` for Fashion-MNIST, the drop-in replacement with the same shapes."""
+    raw = _load_raw("fashion-mnist", path, download)
+    return _prepare(raw.train_images, raw.train_labels, dtype)
+
+
+def load_data(dataset="mnist", path=None, *, dtype=numpy.float64, download=True):
+    """The notebook's ``load_data()``: ``(images, labels, image_size, label_size)``.
+
+    The official training rows (60,000), images ``(N, 784)`` scaled to [0, 1] and one-hot labels
+    ``(N, 10)``, shuffled with ``numpy.random.permutation`` (NumPy's global generator, so
+    ``np.random.seed(k)`` first gives the notebook's order); ``image_size`` is 784, ``label_size`` 10.
+    """
+    raw = _load_raw(_dataset_name(dataset), path, download)
+    order = numpy.random.permutation(len(raw.train_images))
+    images, labels = _prepare(raw.train_images[order], raw.train_labels[order], dtype)
+    return images, labels, images.shape[1], labels.shape[1]
 
 
 def one_hot(labels, n_classes=10, dtype=numpy.float32) -> numpy.ndarray:
@@ -223,7 +245,7 @@ def one_hot(labels, n_classes=10, dtype=numpy.float32) -> numpy.ndarray:
     return encoded
 
 
-def load_data(dataset="mnist", path=None, *, seed=0, dtype=numpy.float32, download=True):
+def load_split(dataset="mnist", path=None, *, seed=0, dtype=numpy.float32, download=True):
     """Return ``(train_images, train_labels, validation_images, validation_labels)``.
 
     The official training file is shuffled with ``numpy.random.default_rng(seed)`` and split
@@ -234,13 +256,13 @@ def load_data(dataset="mnist", path=None, *, seed=0, dtype=numpy.float32, downlo
 
 
 def load_test_data(dataset="mnist", path=None, *, dtype=numpy.float32, download=True):
-    """Return ``(test_images, test_labels)``, the official test set prepared like ``load_data``."""
+    """Return ``(test_images, test_labels)``, the official test set prepared like ``load_split``."""
     raw = _load_raw(_dataset_name(dataset), path, download)
     return _prepare(raw.test_images, raw.test_labels, dtype)
 
 
-def load_data_and_test(dataset="mnist", path=None, *, seed=0, dtype=numpy.float32, download=True):
-    """``load_data(...) + load_test_data(...)``, the six arrays, from one read of the files."""
+def load_split_and_test(dataset="mnist", path=None, *, seed=0, dtype=numpy.float32, download=True):
+    """``load_split(...) + load_test_data(...)``, the six arrays, from one read of the files."""
     raw = _load_raw(_dataset_name(dataset), path, download)
     return _split(raw, seed, dtype) + _prepare(raw.test_images, raw.test_labels, dtype)
 
@@ -250,6 +272,12 @@ def _split(raw, seed, dtype):
     order = numpy.random.default_rng(seed).permutation(len(raw.train_images))
     # Shuffle the uint8 arrays: a quarter of the memory traffic of shuffling float32 ones.
     images, labels = _prepare(raw.train_images[order], raw.train_labels[order], dtype)
+    return split_rows(images, labels)
+
+
+def split_rows(images, labels):
+    """The notebook's split: the first 5/6 of the rows (50,000 of 60,000) for training, the rest
+    for validation; returns ``(train_images, train_labels, validation_images, validation_labels)``."""
     n_train = round(len(images) * 5 / 6)
     return images[:n_train], labels[:n_train], images[n_train:], labels[n_train:]
 

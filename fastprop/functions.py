@@ -1,4 +1,4 @@
-"""The seed notebook's helper functions, on NumPy arrays."""
+"""The notebook's helper functions, on NumPy arrays."""
 
 from __future__ import annotations
 
@@ -7,21 +7,29 @@ import numpy
 from .datasets import one_hot
 
 
-def sigmoid_function(x):
-    """The logistic function ``1 / (1 + exp(-x))``, elementwise."""
-    x = numpy.asarray(x)
+def sigmoid_function(var):
+    """The logistic function ``1 / (1 + exp(-var))``, elementwise."""
+    var = numpy.asarray(var)
     with numpy.errstate(over="ignore"):
-        return 1.0 / (1.0 + numpy.exp(-x))
+        return 1.0 / (1.0 + numpy.exp(-var))
 
 
-def sigmoid_derivative(x):
-    """Derivative of the logistic function at ``x``: ``sigmoid(x) * (1 - sigmoid(x))``."""
-    s = sigmoid_function(x)
-    return s * (1.0 - s)
+def sigmoid_derivative(z):
+    """Derivative of the logistic function at ``z``: ``sigmoid(z) * (1 - sigmoid(z))``."""
+    s = sigmoid_function(z)
+    return s * (1 - s)
 
 
-def vectorize(labels, n_classes=10, dtype=numpy.float64):
-    """One-hot rows for integer class labels: an int gives shape ``(n_classes,)``, N labels ``(N, n_classes)``."""
-    labels = numpy.asarray(labels)
-    encoded = one_hot(labels.reshape(-1), n_classes, dtype)
-    return encoded[0] if labels.ndim == 0 else encoded
+def vectorize(j, n_classes=10, dtype=numpy.float64):
+    """One-hot rows for class labels, as the notebook's: one label ``j`` gives shape ``(1, n_classes)``,
+    N labels give ``(N, n_classes)``. Labels may be integers or integral floats (``3.0``)."""
+    labels = numpy.asarray(j)
+    if labels.dtype.kind == "f":
+        if not numpy.all(numpy.isfinite(labels) & (labels == numpy.round(labels))):
+            raise ValueError(
+                f"vectorize needs whole-number class labels, got {j!r}; pass integers such as 3 or 3.0."
+            )
+        labels = labels.astype(numpy.int64)
+    elif labels.dtype.kind == "b":
+        raise ValueError(f"vectorize needs integer class labels, got booleans {j!r}.")
+    return one_hot(labels.reshape(-1), n_classes, dtype)

@@ -36,15 +36,15 @@ def gradcheck(net_or_layer, cost, x, target, *, epsilon=1e-6, max_entries=64, se
     """
     model = copy.deepcopy(net_or_layer).to_backend(dtype=numpy.float64)
     model.eval()  # dropout must not draw new masks between the perturbed evaluations
+    cost = copy.deepcopy(cost)  # estimate stores its arguments: leave the caller's cost untouched
     backend = model.backend
     x, target = (backend.asarray(backend.to_numpy(a), numpy.float64) for a in (x, target))
 
     def loss(inputs):
-        return float(backend.to_numpy(cost.estimate(model.forward(inputs), target)).sum())
+        return float(backend.to_numpy(cost.estimate(target, model.forward(inputs))).sum())
 
     model.zero_gradients()
-    prediction = model.forward(x)
-    dx = model.backward(cost.gradient(prediction, target), input_gradient=True)
+    dx = model.backward(cost.gradient(cost.estimate(target, model.forward(x))), input_gradient=True)
     rng = numpy.random.default_rng(seed)
     errors = {}
     for index, parameter in enumerate(model.parameters()):

@@ -24,6 +24,8 @@ class ModelSpec:
     optimizer: object = None
     #: ``schedule(epochs)`` builds the learning-rate schedule; ``None`` keeps the rate constant.
     schedule: object = None
+    #: Visit the training rows in a new seeded order every epoch (the notebook kept one order).
+    shuffle: bool = True
 
 
 def seed_network(rng=None) -> Network:

@@ -6,7 +6,7 @@ from the gradients summed by ``backward``::
     optimizer = Adam(1e-3)
     for x, t in batches:
         net.zero_gradients()
-        net.backward(cost.gradient(net.forward(x), t))
+        net.backward(cost.gradient(cost.estimate(t, net.forward(x))))
         optimizer.step(net)
 
 **Where the state lives.** ``net.parameters()`` builds fresh ``Parameter`` objects on every call, so

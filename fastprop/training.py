@@ -1,15 +1,19 @@
-"""The notebook's training loop, made honest and fast: ``train``, ``validate``, ``predict``."""
+"""The notebook's training loop, made honest and fast: ``train``, ``train_epoch``, ``validate_epoch``,
+``validate`` and ``predict``."""
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import math
 import os
 import time
 
 import numpy
-from tqdm.auto import tqdm
 
+from .backends import get_backend, get_dtype
 from .history import History
+from .layers.base import Layer, takes_input_gradient
 
 
 class TrainingDiverged(FloatingPointError):
@@ -26,7 +30,8 @@ def train(
     data=None,
     dataset="mnist",
     data_dir=None,
-    seed=0,
+    shuffle=False,
+    seed=None,
     quiet=False,
     verbose=True,
     optimizer=None,
@@ -36,38 +41,46 @@ def train(
 ):
     """Train ``net`` with mini-batch gradient descent on ``cost_function``; return a :class:`History`.
 
-    Each batch runs the notebook's step: ``zero_gradients``, ``forward``, ``estimate``,
-    ``gradient``, ``backward``, ``update_parameters(learning_rate)`` (or ``optimizer.step``).
-    After every epoch it prints ``cost=..., accuracy=...``: the mean cost per training sample over
-    the whole epoch and the accuracy on the validation set.
+    The notebook's ``train``: without ``data`` it calls :func:`fastprop.load_data` (``dataset``
+    "mnist" or "fashion-mnist", from ``data_dir`` or the usual places, shuffled with NumPy's global
+    generator) and keeps the first 50,000 of the 60,000 rows for training (5/6 of other sizes), the
+    rest for validation. ``data`` is ``(train_images, train_labels, validation_images,
+    validation_labels)`` instead, labels one-hot. For each epoch ``e = 0, 1, ...`` it runs
+    :func:`train_epoch` (bar ``training, e=0``), :func:`validate_epoch` (bar ``validation, e=0``) and
+    prints ``cost=..., accuracy=...``. The cost is the mean over batches of ``np.mean(cost)``, the
+    mean cost per element (the notebook added those means up, so its figure grew with the number of
+    batches). Each batch runs the notebook's step: ``zero_gradients``, ``forward``,
+    ``estimate(target, prediction)``, ``gradient(cost)``, ``backward``,
+    ``update_parameters(learning_rate)`` (or ``optimizer.step``). The data goes to the network's
+    backend once. ``quiet`` hides the progress bars, ``verbose=False`` the per-epoch lines.
 
-    ``data`` is ``(train_images, train_labels, validation_images, validation_labels)``, labels
-    one-hot; without it the notebook's split of ``dataset`` ("mnist" or "fashion-mnist") is
-    loaded from ``data_dir`` or the usual places (see :mod:`fastprop.datasets`). The data goes to
-    the network's backend once; batches are gathered there after a shuffle seeded by ``seed`` and
-    the epoch number. ``quiet`` hides the progress bars, ``verbose=False`` the per-epoch lines.
-
-    Beyond the notebook: ``optimizer`` (e.g. :class:`~fastprop.Adam`; ``learning_rate=None`` then
-    uses the optimizer's own rate), ``schedule(epoch) -> factor`` scales the rate per epoch,
-    ``checkpoint`` is a path saved after every epoch and resumed from when it exists, and
-    ``patience`` stops after that many epochs without a better validation accuracy, restoring the
-    best parameters. A non-finite cost raises :class:`TrainingDiverged` with the network left at
-    its last finite step.
+    Beyond the notebook: ``shuffle=True`` visits the training rows in a new order every epoch (drawn
+    from ``seed``, or from NumPy's global generator when ``seed`` is None); ``optimizer`` (e.g.
+    :class:`~fastprop.Adam`; ``learning_rate=None`` then uses the optimizer's own rate);
+    ``schedule(epoch) -> factor`` scales the rate per epoch (epochs counted from 1);
+    ``checkpoint`` is a path saved after every epoch and resumed from when it exists; ``patience``
+    stops after that many epochs without a better validation accuracy, restoring the best
+    parameters. A non-finite cost raises :class:`TrainingDiverged` with the network left at its
+    last finite step.
     """
     if learning_rate is None:
         learning_rate = getattr(optimizer, "learning_rate", None) or 1e-4
     _check_arguments(number_epochs, batch_size, learning_rate, patience)
+    _check_optimizer(net, optimizer)
     if data is None:
-        from .datasets import load_data
+        from .datasets import load_data, split_rows
 
-        data = load_data(dataset, data_dir, seed=seed)
-    backend, dtype = net.backend, net.dtype
+        images, labels, _, _ = load_data(dataset, data_dir)
+        data = split_rows(images, labels)
+    backend, dtype = _backend_of(net)
     images, targets, validation_images, validation_labels = (
         backend.asarray(_checked(name, array), dtype=dtype)
         for name, array in zip(("training images", "training labels", "validation images", "validation labels"), data)
     )
     _check_lengths("training", images, targets)
     _check_lengths("validation", validation_images, validation_labels)
+    if shuffle and seed is None:
+        seed = int(numpy.random.randint(2**31))
 
     history, first_epoch = History(), 1
     if checkpoint is not None and os.path.exists(checkpoint):
@@ -76,35 +89,52 @@ def train(
     # The best epoch whose parameters we hold: after a resume, the saved epoch to start with.
     best_accuracy, best_epoch, best = -1.0, 0, None
     if patience and len(history):
-        best_accuracy, best_epoch, best = history.accuracy[-1], len(history), _snapshot(net)
+        best_accuracy, best_epoch, best = history.accuracy[-1], len(history), _Snapshot(net)
 
     for epoch in range(first_epoch, number_epochs + 1):
+        e = epoch - 1  # the notebook counts epochs from 0 on screen
         rate = learning_rate * _factor(schedule, epoch)
-        order = backend.permutation(epoch_generator(seed, epoch), len(images))
+        order = backend.permutation(epoch_generator(seed, epoch), len(images)) if shuffle else None
         started = time.perf_counter()
-        with tqdm(total=len(loop.batches), desc=f"training, e={epoch}", disable=quiet, leave=False) as bar:
-            total = loop.epoch(order, rate, bar, epoch)
+        cost = loop.epoch(order, rate, e, quiet)
         seconds = time.perf_counter() - started
-        cost = total / len(images)
-        accuracy = validate(net, validation_images, validation_labels, batch_size,
-                            quiet=quiet, desc=f"validation, e={epoch}")
+        accuracy = validate_epoch(e, net, validation_images, validation_labels, batch_size, quiet=quiet)
         history.append(cost=cost, accuracy=accuracy, seconds=seconds, samples_per_second=len(images) / seconds)
         if verbose:
-            tqdm.write("cost=%5.6f, accuracy=%2.6f" % (cost, accuracy))
+            print("cost=%5.6f, accuracy=%2.6f" % (cost, accuracy), flush=True)
         if checkpoint is not None:
             from .checkpoint import save
 
             save(net, checkpoint, optimizer=optimizer, history=history, epoch=epoch)
         if patience:
             if accuracy > best_accuracy:
-                best_accuracy, best_epoch, best = accuracy, epoch, _snapshot(net)
+                best_accuracy, best_epoch, best = accuracy, epoch, _Snapshot(net)
             elif epoch - best_epoch >= patience:
-                _restore(net, best)
+                best.restore(net)
                 if verbose:
-                    tqdm.write(f"early stop: no better validation accuracy for {patience} epochs; "
-                               f"kept the parameters of epoch {best_epoch}")
+                    print(f"early stop: no better validation accuracy for {patience} epochs; "
+                          f"kept the parameters of e={best_epoch - 1}", flush=True)
                 break
     return history
+
+
+def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate, *, quiet=False, optimizer=None):
+    """One epoch of the notebook's step loop over ``images`` in order, with a ``training, e=<e>`` bar.
+
+    Returns the epoch's cost: the mean over batches of ``np.mean(cost)``. ``labels`` are the targets
+    the cost compares with (one-hot rows for classification).
+    """
+    _check_optimizer(net, optimizer)
+    backend, dtype = _backend_of(net)
+    images, targets = (backend.asarray(_checked(name, array), dtype=dtype)
+                       for name, array in (("training images", images), ("training labels", labels)))
+    _check_lengths("training", images, targets)
+    return _StepLoop(net, cost_function, images, targets, batch_size, optimizer).epoch(None, learning_rate, e, quiet)
+
+
+def validate_epoch(e, net, images, labels, batch_size, *, quiet=False):
+    """The notebook's ``validate_epoch``: the accuracy on ``images``, with a ``validation, e=<e>`` bar."""
+    return validate(net, images, labels, batch_size, quiet=quiet, desc=f"validation, e={e}")
 
 
 def epoch_generator(seed, epoch) -> numpy.random.Generator:
@@ -112,12 +142,38 @@ def epoch_generator(seed, epoch) -> numpy.random.Generator:
     return numpy.random.default_rng((seed, epoch))
 
 
+def progress_bar(**options):
+    """A tqdm bar: a notebook widget inside Jupyter when ipywidgets is installed, text otherwise.
+
+    Bars stay on screen when done (``leave=True``), as in the notebook's recorded output.
+    """
+    options.setdefault("leave", True)
+    return _bar_class()(**options)
+
+
+def _bar_class():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        get_ipython = None
+    shell = get_ipython() if get_ipython is not None else None
+    if (shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+            and importlib.util.find_spec("ipywidgets") is not None):
+        from tqdm.notebook import tqdm
+
+        return tqdm
+    from tqdm.std import tqdm
+
+    return tqdm
+
+
 class _StepLoop:
     """One epoch of the notebook's step loop, with the backend's whole-epoch fast path when it has one."""
 
     def __init__(self, net, cost_function, images, targets, batch_size, optimizer):
         self.net, self.cost, self.optimizer = net, cost_function, optimizer
-        self.images, self.targets, backend = images, targets, net.backend
+        self.images, self.targets = images, targets
+        self.backend = backend = _backend_of(net)[0]
         n = images.shape[0]
         self.batches = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
         self.full = self.batches[0][1]
@@ -125,88 +181,156 @@ class _StepLoop:
             backend.zeros((self.full,) + images.shape[1:], images.dtype),
             backend.zeros((self.full,) + targets.shape[1:], targets.dtype),
         )
+        self.in_order = None  # the rows in order, made when the fast path needs an order
         self.fast = None
-        if optimizer is None:
+        if optimizer is None and isinstance(net, Layer):
             self.fast = backend.compile_epoch(net, cost_function, images, targets, batch_size)
-        self._start = _snapshot(net)  # the epoch's starting parameters, refilled every epoch
+        self._start = _Snapshot(net)  # the epoch's starting parameters, refilled every epoch
+        self._input_gradient = takes_input_gradient(net)
 
     def run(self, order, rate, bar=None):
-        """One epoch of steps over the batches of ``order``; return its summed cost (a float)."""
-        self.net.train()
+        """One epoch of steps over the batches (in ``order``, or in row order when it is None);
+        return the mean over batches of the mean cost per element (a float)."""
+        _set_mode(self.net, True)
         if self.fast is None:
-            return float(sum(self._steps(order, rate, bar)))
-        total = float(self.fast(order, rate))
+            return float(sum(self._steps(order, rate, bar))) / len(self.batches)
+        if order is None:
+            if self.in_order is None:
+                self.in_order = self.backend.asarray(numpy.arange(self.images.shape[0]))
+            order = self.in_order
+        costs = self.backend.to_numpy(self.fast(order, rate))
         for leaf in self.net.leaves():  # the gradients now hold the last batch's sums, as after a step
             leaf._fresh_gradients = False
         if bar is not None:
             bar.update(len(self.batches))
-        return total
+        return self._mean_cost(float(costs[0]), float(costs[1]))
 
-    def epoch(self, order, rate, bar, epoch):
-        """Run one epoch; return the summed cost, or raise TrainingDiverged at the last finite step."""
+    def _mean_cost(self, full_total, last_total):
+        """The mean over batches of the mean cost per element, from the fast path's two sums."""
+        elements = int(numpy.prod(self.targets.shape[1:]))
+        last = self.batches[-1][1] - self.batches[-1][0]
+        mean = full_total / (self.full * elements)
+        if last != self.full:
+            mean += last_total / (last * elements)
+        return mean / len(self.batches)
+
+    def epoch(self, order, rate, e, quiet=False):
+        """Run one epoch with its bar; return its cost, or raise TrainingDiverged at the last finite step."""
         net = self.net
-        for start, parameter in zip(self._start, net.parameters()):
-            start[...] = parameter.value
-        generators = [leaf.rng for leaf in net.leaves() if isinstance(getattr(leaf, "rng", None), numpy.random.Generator)]
+        self._start.refill(net)
+        generators = [leaf.rng for leaf in _leaves(net) if isinstance(getattr(leaf, "rng", None), numpy.random.Generator)]
         random_states = [generator.bit_generator.state for generator in generators]
         optimizer_state = self.optimizer.snapshot() if self.optimizer is not None else None
-        total = self.run(order, rate, bar)
-        if math.isfinite(total):
-            return total
+        with progress_bar(total=len(self.batches), desc=f"training, e={e}", disable=quiet) as bar:
+            cost = self.run(order, rate, bar)
+        if math.isfinite(cost):
+            return cost
         # Find the batch that diverged: replay the epoch from its start (same parameters, optimizer
         # state and dropout masks), checking every batch.
-        _restore(net, self._start)
+        self._start.restore(net)
         for generator, state in zip(generators, random_states):
             generator.bit_generator.state = state
         if self.optimizer is not None:
             self.optimizer.restore(optimizer_state)
         total = 0.0
-        for batch, cost in enumerate(self._steps(order, rate, None, check=True), start=1):
+        for batch, cost in enumerate(self._steps(order, rate, None, check=True)):
             if not math.isfinite(cost):
                 raise TrainingDiverged(
-                    f"Training diverged at epoch {epoch}, batch {batch}: the cost became {cost} at "
+                    f"Training diverged at e={e}, batch {batch}: the cost became {cost} at "
                     f"learning rate {rate:g}; the network keeps its last finite step. Lower the "
                     "learning rate, or use SoftmaxCrossEntropy on logits instead of SoftMax+CrossEntropy."
                 )
             total += cost
-        return total
+        return total / len(self.batches)
 
     def _steps(self, order, rate, bar, check=False):
-        """Yield each batch's summed cost (a backend scalar, or a float with ``check``)."""
-        net, backend, cost_function = self.net, self.net.backend, self.cost
-        mean = getattr(cost_function, "reduction", "sum") == "mean"
+        """Yield each batch's mean cost per element (a backend scalar, or a float with ``check``)."""
+        net, backend, cost_function = self.net, self.backend, self.cost
         for start, stop in self.batches:
-            index = order[start:stop]
-            whole = stop - start == self.full
-            x = backend.take_rows(self.images, index, out=self.buffers[0] if whole else None)
-            t = backend.take_rows(self.targets, index, out=self.buffers[1] if whole else None)
+            if order is None:
+                x, t = self.images[start:stop], self.targets[start:stop]
+            else:
+                index = order[start:stop]
+                whole = stop - start == self.full
+                x = backend.take_rows(self.images, index, out=self.buffers[0] if whole else None)
+                t = backend.take_rows(self.targets, index, out=self.buffers[1] if whole else None)
             net.zero_gradients()
             prediction = net.forward(x)
-            cost = cost_function.estimate(prediction, t).sum(dtype=numpy.float64)
-            if mean:  # report the summed cost per sample whatever the reduction
-                cost = cost * (stop - start)
+            cost = cost_function.estimate(t, prediction)
+            mean = backend.xp.mean(backend.xp.asarray(cost), dtype=numpy.float64)
             if check:
-                cost = float(cost)
-                if not math.isfinite(cost):
-                    yield cost
+                mean = float(mean)
+                if not math.isfinite(mean):
+                    yield mean
                     return
-            net.backward(cost_function.gradient(prediction, t))
+            gradient = cost_function.gradient(cost)
+            if self._input_gradient:
+                net.backward(gradient, input_gradient=False)
+            else:
+                net.backward(gradient)
             if self.optimizer is None:
                 net.update_parameters(rate)
             else:
                 self.optimizer.step(net, rate)
             if bar is not None:
                 bar.update()
-            yield cost
+            yield mean
 
 
-def _snapshot(net):
-    return [parameter.value.copy() for parameter in net.parameters()]
+class _Snapshot:
+    """A copy of a network's parameters (and of its foreign layers' attributes) to go back to."""
+
+    def __init__(self, net):
+        self.values = [parameter.value.copy() for parameter in _parameters(net)]
+        self.foreign = [(layer, copy.deepcopy(vars(layer))) for layer in _foreign_layers(net)]
+
+    def refill(self, net):
+        """Copy the network's current state into this snapshot (reusing its arrays)."""
+        for value, parameter in zip(self.values, _parameters(net)):
+            value[...] = parameter.value
+        self.foreign = [(layer, copy.deepcopy(vars(layer))) for layer in _foreign_layers(net)]
+
+    def restore(self, net):
+        """Put the snapshot back into the network, in place."""
+        for parameter, value in zip(_parameters(net), self.values):
+            parameter.value[...] = value
+        for layer, state in self.foreign:
+            vars(layer).clear()
+            vars(layer).update(copy.deepcopy(state))
 
 
-def _restore(net, values):
-    for parameter, value in zip(net.parameters(), values):
-        parameter.value[...] = value
+def _backend_of(net):
+    """``(backend, dtype)`` a network computes with; for a foreign model, the current ones."""
+    if isinstance(net, Layer):
+        return net.backend, net.dtype
+    return get_backend(), get_dtype()
+
+
+def _parameters(net):
+    return net.parameters() if isinstance(net, Layer) else []
+
+
+def _leaves(net):
+    return net.leaves() if isinstance(net, Layer) else [net]
+
+
+def _foreign_layers(net):
+    return [leaf for leaf in _leaves(net) if not isinstance(leaf, Layer)]
+
+
+def _set_mode(net, training):
+    if callable(getattr(net, "train", None)) and isinstance(net, Layer):
+        net.train(training)
+
+
+def _check_optimizer(net, optimizer):
+    foreign = _foreign_layers(net) if optimizer is not None else []
+    if foreign:
+        raise ValueError(
+            f"train cannot use {optimizer!r} on {foreign[0]!r}, which is not a fastprop Layer (an "
+            "optimizer updates fastprop parameters only); train with plain SGD (optimizer=None), "
+            "which calls its update_parameters, or build that layer from fastprop layers."
+        )
 
 
 def _resume(path, net, optimizer):
@@ -223,7 +347,8 @@ def _resume(path, net, optimizer):
         )
     if optimizer is not None and saved.optimizer_state is not None:
         optimizer.load_state_dict(saved.optimizer_state)
-    _restore(net, [p.value for p in theirs])
+    for parameter, value in zip(ours, theirs):
+        parameter.value[...] = value.value
     history = saved.history or History()
     return history, (saved.epoch or len(history)) + 1
 
@@ -266,7 +391,7 @@ def _check_lengths(name, images, labels):
 
 def predict(net, images, batch_size=10000):
     """The network's outputs for ``images`` as a host NumPy array, computed in evaluation mode."""
-    backend = net.backend
+    backend = _backend_of(net)[0]
     outputs = [backend.to_numpy(y) for y in _forward_batches(net, images, batch_size, True, None)]
     return numpy.concatenate(outputs) if outputs else numpy.zeros((0, 0))
 
@@ -281,11 +406,12 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
         raise ValueError(
             f"validate got {len(images)} images but {len(labels)} labels; give one label per image."
         )
-    backend = net.backend
+    backend = _backend_of(net)[0]
     labels = labels if backend.is_native(labels) else backend.asarray(labels)
     classes = labels.argmax(axis=1) if labels.ndim == 2 else labels
     correct, start = 0, 0
     for outputs in _forward_batches(net, images, batch_size, quiet, desc):
+        outputs = outputs if backend.is_native(outputs) else backend.asarray(outputs)
         stop = start + outputs.shape[0]
         correct += backend.xp.count_nonzero(outputs.argmax(axis=1) == classes[start:stop])
         start = stop
@@ -295,12 +421,14 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
 def _forward_batches(net, images, batch_size, quiet, desc):
     """Yield the network's outputs batch by batch, in evaluation mode (restored afterwards)."""
     was_training = getattr(net, "training", True)
-    backend = net.backend
-    images = images if backend.is_native(images) else backend.asarray(images, dtype=net.dtype)
-    net.eval()
+    backend, dtype = _backend_of(net)
+    images = images if backend.is_native(images) else backend.asarray(images, dtype=dtype)
+    _set_mode(net, False)
     try:
         starts = range(0, len(images), batch_size)
-        for start in tqdm(starts, desc=desc, disable=quiet, leave=False):
-            yield net.forward(images[start : start + batch_size])
+        with progress_bar(total=len(starts), desc=desc, disable=quiet) as bar:
+            for start in starts:
+                yield net.forward(images[start : start + batch_size])
+                bar.update()
     finally:
-        net.train(was_training)
+        _set_mode(net, was_training)

@@ -1,6 +1,8 @@
-"""Parameter-free activation layers: ``Sigmoid``, ``ReLU``, ``Tanh`` and the seed's ``SoftMax``.
+"""Parameter-free activation layers: ``Sigmoid``, ``ReLU``, ``Tanh`` and the notebook's ``SoftMax``.
 
-Each keeps its output from ``forward`` because its derivative is cheapest written in the output.
+Each keeps its last input ``x_in`` (as the notebook's ``Sigmoid`` does) and its last output
+``x_out`` (as the notebook's ``SoftMax`` does); the derivatives are computed from ``x_out``,
+which is exact and cheaper.
 """
 
 from __future__ import annotations
@@ -9,37 +11,39 @@ from .base import Layer
 
 
 class Activation(Layer):
-    """``y = f(x)`` elementwise (or row-wise), computed by two named backend kernels."""
+    """``x_out = f(x_in)`` elementwise (or row-wise), computed by two named backend kernels."""
 
     #: Backend method computing ``f(x)``.
     kernel = ""
-    #: Backend method computing ``dL/dx`` from ``(y, dL/dy)``.
+    #: Backend method computing ``dL/dx`` from ``(x_out, d_out)``.
     backward_kernel = ""
+    batch_attributes = ("x_in", "x_out")
+    x_in = x_out = None
 
-    def forward(self, x):
-        x = self._accept(x)
-        self._saved_output = y = getattr(self.backend, self.kernel)(x)
+    def forward(self, x_in):
+        self.x_in = x = self._accept(x_in)
+        self.x_out = y = getattr(self.backend, self.kernel)(x)
         return y
 
-    def backward(self, gradient, input_gradient=True):
-        y = self._saved("_saved_output")
-        gradient = self._accept(gradient, "gradient")
-        if gradient.shape != y.shape:
+    def backward(self, d_out, input_gradient=True):
+        y = self._saved("x_out")
+        d_out = self._accept(d_out, "gradient")
+        if d_out.shape != y.shape:
             raise ValueError(
                 f"{self!r}.backward expected a gradient of shape {tuple(y.shape)} matching its last "
-                f"output, got {tuple(gradient.shape)}."
+                f"output, got {tuple(d_out.shape)}."
             )
-        return getattr(self.backend, self.backward_kernel)(y, gradient)
+        return getattr(self.backend, self.backward_kernel)(y, d_out) if input_gradient else None
 
 
 class Sigmoid(Activation):
-    """The logistic function ``1 / (1 + exp(-x))``."""
+    """The logistic function ``1 / (1 + exp(-x_in))``; ``d_in = d_out * sigmoid_derivative(x_in)``."""
 
     kernel, backward_kernel = "sigmoid", "sigmoid_backward"
 
 
 class ReLU(Activation):
-    """``max(x, 0)``."""
+    """``max(x_in, 0)``."""
 
     kernel, backward_kernel = "relu", "relu_backward"
 
@@ -51,7 +55,7 @@ class Tanh(Activation):
 
 
 class SoftMax(Activation):
-    """Row-wise softmax; ``backward`` is the exact Jacobian-vector product.
+    """Row-wise softmax, kept in ``x_out``; ``backward`` is the exact Jacobian-vector product.
 
     For classification, prefer a plain output layer with the :class:`~fastprop.SoftmaxCrossEntropy`
     cost: it is the same model, numerically stable, and cheaper.

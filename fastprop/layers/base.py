@@ -1,7 +1,8 @@
-"""The seed's ``Layer`` base class and the checks every layer makes at its boundary."""
+"""The notebook's ``Layer`` base class and the checks every layer makes at its boundary."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy
@@ -19,35 +20,92 @@ class Parameter:
     gradient: object
 
 
-class Layer:
-    """A differentiable block: ``forward`` maps a batch, ``backward`` maps the output's gradient back.
+class BackendArray:
+    """A layer attribute holding an array on the layer's backend and dtype (``w``, ``b``, ``dw``, ``db``).
 
-    Gradients of parameters accumulate across ``backward`` calls until ``zero_gradients``;
-    ``update_parameters(learning_rate)`` takes one plain SGD step on those summed gradients.
-    A layer computes on the backend and dtype that were current when it was built.
+    Assigning converts the value at the boundary (host NumPy data is copied to the layer's backend
+    and dtype; the caller's array is never updated in place) and refuses a change of shape, so
+    ``layer.w = numpy_array`` is the notebook's way to set weights and every part of fastprop (fused
+    kernels, optimizers, checkpoints, early stopping) sees the new array.
     """
 
-    #: Names of the trainable arrays; each has a gradient buffer called ``<name>_gradient``.
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, "_array_" + name
+
+    def __get__(self, layer, owner=None):
+        if layer is None:
+            return self
+        try:
+            return layer.__dict__[self.slot]
+        except KeyError:
+            raise AttributeError(f"{type(layer).__name__} has no array {self.name!r} yet") from None
+
+    def __set__(self, layer, value):
+        where = f"{layer!r}.{self.name}"
+        array = accept_array(layer.backend, layer.dtype, value, where)
+        old = layer.__dict__.get(self.slot)
+        if old is not None and tuple(array.shape) != tuple(old.shape):
+            raise ValueError(
+                f"{where} must keep its shape {tuple(old.shape)}, got an array of shape "
+                f"{tuple(array.shape)}; build a new layer for other sizes."
+            )
+        if array is value or not array.flags.c_contiguous:
+            array = array.copy(order="C")  # ours alone: updates in place never reach the caller's array
+        layer.__dict__[self.slot] = array
+
+
+class Layer:
+    """A differentiable block, the notebook's base class.
+
+    ``forward(x_in)`` maps a batch and keeps what ``backward`` needs; ``backward(d_out)`` takes the
+    gradient of the output and returns the gradient of the input. Parameter gradients accumulate
+    across ``backward`` calls until ``zero_gradients``; ``update_parameters(learning_rate)`` takes
+    one plain SGD step on those summed gradients. A fastprop layer computes on the backend and dtype
+    that were current when it was built. A subclass written the notebook's way (its own
+    ``__init__`` without ``super().__init__()``, ``backward(self, d_out)``) works too.
+    """
+
+    #: Names of the trainable arrays; the gradient of ``name`` is the attribute ``"d" + name``.
     parameter_names: tuple[str, ...] = ()
+    #: Attributes that hold the last batch (``x_in``, ``x_out``), cleared when the layer moves.
+    batch_attributes: tuple[str, ...] = ()
     #: Dropout and friends behave differently in training and evaluation.
     training: bool = True
+    #: True right after ``zero_gradients``: the next backward may overwrite instead of adding.
+    _fresh_gradients: bool = True
 
     def __init__(self):
         selection = current()
         self.backend: Backend = selection.backend
         self.dtype = selection.dtype
-        self._fresh_gradients = True
 
-    # -- the seed's interface -------------------------------------------------------------------
+    # A subclass that never called __init__ computes on the backend current when it is used.
+    @property
+    def backend(self) -> Backend:
+        return self.__dict__.get("_backend") or current().backend
 
-    def forward(self, x):
-        """Return this layer's output for the batch ``x`` of shape ``(batch, features)``."""
+    @backend.setter
+    def backend(self, value):
+        self.__dict__["_backend"] = value
+
+    @property
+    def dtype(self):
+        return self.__dict__.get("_dtype") or current().dtype
+
+    @dtype.setter
+    def dtype(self, value):
+        self.__dict__["_dtype"] = value
+
+    # -- the notebook's interface ---------------------------------------------------------------
+
+    def forward(self, x_in):
+        """Return this layer's output for the batch ``x_in`` of shape ``(batch, features)``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
-    def backward(self, gradient, input_gradient=True):
-        """Take ``dL/doutput`` of the last ``forward``; accumulate parameter gradients.
+    def backward(self, d_out, input_gradient=True):
+        """Take ``d_out = dL/doutput`` of the last ``forward``; accumulate parameter gradients.
 
-        Returns ``dL/dinput``, or ``None`` when ``input_gradient`` is false.
+        Returns ``d_in = dL/dinput``, or ``None`` when ``input_gradient`` is false.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
@@ -62,15 +120,15 @@ class Layer:
         for parameter in self.parameters():
             self.backend.sgd_update(parameter.value, parameter.gradient, learning_rate)
 
-    # -- beyond the seed --------------------------------------------------------------------------
+    # -- beyond the notebook --------------------------------------------------------------------
 
-    def __call__(self, x):
-        return self.forward(x)
+    def __call__(self, x_in):
+        return self.forward(x_in)
 
     def parameters(self) -> list[Parameter]:
         """This layer's trainable arrays with their gradient buffers."""
         return [
-            Parameter(self, name, getattr(self, name), getattr(self, name + "_gradient"))
+            Parameter(self, name, getattr(self, name), getattr(self, "d" + name))
             for name in self.parameter_names
         ]
 
@@ -82,11 +140,13 @@ class Layer:
         """Move parameters and gradients to backend ``name`` and/or ``dtype``, in place; returns self."""
         backend = load_backend(name) if name is not None else self.backend
         dtype = resolve_dtype(dtype) if dtype is not None else self.dtype
+        arrays = {}
         for attribute in self.parameter_names:
-            for key in (attribute, attribute + "_gradient"):
-                host = self.backend.to_numpy(getattr(self, key))
-                setattr(self, key, backend.asarray(host, dtype=dtype))
+            for key in (attribute, "d" + attribute):
+                arrays[key] = self.backend.to_numpy(getattr(self, key))
         self.backend, self.dtype = backend, dtype
+        for key, host in arrays.items():
+            setattr(self, key, host)
         self._forget_batch()
         return self
 
@@ -112,20 +172,39 @@ class Layer:
 
     def _forget_batch(self):
         """Drop what ``forward`` kept for ``backward`` (it may live on another backend)."""
-        for key in [k for k in vars(self) if k.startswith("_saved")]:
-            delattr(self, key)
+        for key in self.batch_attributes:
+            setattr(self, key, None)
 
     def _accept(self, array, what="input"):
         """``array`` on this layer's backend and dtype, or one clear error saying what to do."""
         return accept_array(self.backend, self.dtype, array, f"{self!r} {what}")
 
     def _saved(self, key):
-        try:
-            return getattr(self, key)
-        except AttributeError:
+        value = getattr(self, key, None)
+        if value is None:
             raise RuntimeError(
                 f"{self!r}.backward was called before forward; call forward on the batch first."
-            ) from None
+            )
+        return value
+
+
+def is_layer(obj) -> bool:
+    """True for anything with the notebook's Layer methods (fastprop's layers and foreign ones)."""
+    return all(callable(getattr(obj, name, None))
+               for name in ("forward", "backward", "zero_gradients", "update_parameters"))
+
+
+def takes_input_gradient(layer) -> bool:
+    """True when ``layer.backward`` accepts the ``input_gradient`` flag (fastprop's layers do; a
+    layer written the notebook's way takes ``d_out`` alone)."""
+    if isinstance(layer, Layer) and type(layer).backward is not Layer.backward:
+        try:
+            parameters = inspect.signature(layer.backward).parameters
+        except (TypeError, ValueError):
+            return False
+        return "input_gradient" in parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return False
 
 
 def accept_array(backend: Backend, dtype, array, where: str):

@@ -8,16 +8,22 @@ import numbers
 from .. import seeding
 from .base import Layer
 
+#: What ``Dropout.mask`` holds after a forward pass that dropped nothing (evaluation mode, rate 0).
+IDENTITY = "identity"
+
 
 class Dropout(Layer):
     """Zero each input with probability ``rate`` and scale the survivors by ``1 / (1 - rate)``.
 
     The scaling keeps every output's expectation equal to its input, so evaluation mode
     (``net.eval()``, used by ``validate`` and ``predict``) is simply the identity. ``backward``
-    applies the mask of the last ``forward``. Masks are drawn from ``rng`` (a seed or
-    ``numpy.random.Generator``; without it the generator seeded by :func:`fastprop.seed`) on the
-    host, so a seeded network drops the same units on every backend.
+    applies the ``mask`` of the last ``forward``. Masks are drawn from ``rng`` (a seed or
+    ``numpy.random.Generator``; without it the generator of :func:`fastprop.seed`) on the host, so
+    a seeded network drops the same units on every backend.
     """
+
+    batch_attributes = ("mask",)
+    mask = None
 
     def __init__(self, rate=0.5, *, rng=None):
         super().__init__()
@@ -32,25 +38,25 @@ class Dropout(Layer):
     def __repr__(self) -> str:
         return f"Dropout({self.rate})"
 
-    def forward(self, x):
-        x = self._accept(x)
+    def forward(self, x_in):
+        x = self._accept(x_in)
         if not self.training or self.rate == 0.0:
-            self._saved_mask = None
+            self.mask = IDENTITY
             return x
         mask = self.backend.random_uniform(self.rng, x.shape, self.dtype)  # a fresh array: reused in place
         self.backend.xp.greater_equal(mask, self.rate, out=mask)
         mask *= 1.0 / (1.0 - self.rate)
-        self._saved_mask = mask
+        self.mask = mask
         return x * mask
 
-    def backward(self, gradient, input_gradient=True):
-        mask = self._saved("_saved_mask")
-        gradient = self._accept(gradient, "gradient")
-        if mask is not None and gradient.shape != mask.shape:
+    def backward(self, d_out, input_gradient=True):
+        mask = self._saved("mask")
+        d_out = self._accept(d_out, "gradient")
+        if mask is not IDENTITY and d_out.shape != mask.shape:
             raise ValueError(
                 f"{self!r}.backward expected a gradient of shape {tuple(mask.shape)} matching its last "
-                f"output, got {tuple(gradient.shape)}."
+                f"output, got {tuple(d_out.shape)}."
             )
         if not input_gradient:
             return None
-        return gradient if mask is None else gradient * mask
+        return d_out if mask is IDENTITY else d_out * mask

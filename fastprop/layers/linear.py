@@ -1,107 +1,97 @@
-"""``Linear``: the fully connected layer ``z = x W^T + b``."""
+"""``Linear``: the notebook's fully connected layer ``x_out = x_in w^T + b``."""
 
 from __future__ import annotations
 
 import math
 import numbers
 
+import numpy
 
 from .. import seeding
-from .base import Layer
+from .base import BackendArray, Layer
 
-#: Initialisers: each maps ``(n_in, n_out, initial_sigma)`` to ``(weight sigma, bias sigma)``.
+#: Initialisers: each maps ``(n_in, n_out, initial_sigma)`` to the standard deviation of the weights.
 INITIALISERS = {
-    "normal": lambda n_in, n_out, sigma: (sigma, sigma),
-    "xavier": lambda n_in, n_out, sigma: (math.sqrt(2.0 / (n_in + n_out)), 0.0),
-    "he": lambda n_in, n_out, sigma: (math.sqrt(2.0 / n_in), 0.0),
+    "normal": lambda n_in, n_out, sigma: sigma,
+    "xavier": lambda n_in, n_out, sigma: math.sqrt(2.0 / (n_in + n_out)),
+    "he": lambda n_in, n_out, sigma: math.sqrt(2.0 / n_in),
 }
 
 
 class Linear(Layer):
-    """Fully connected layer with weights ``(n_out, n_in)`` and bias ``(1, n_out)``.
+    """Fully connected layer: weights ``w`` of shape ``(n_out, n_in)``, bias ``b`` of shape ``(1, n_out)``.
 
-    ``initial_sigma`` is the standard deviation of the notebook's normal initialisation of both
-    weights and bias. ``init="xavier"`` (Glorot) or ``init="he"`` use the usual fan-based scales
-    instead, with a zero bias. ``rng`` (a seed or ``numpy.random.Generator``) makes the draw
-    reproducible; without it the generator seeded by :func:`fastprop.seed` is used.
+    As in the notebook, ``w = initial_sigma * np.random.randn(n_out, n_in)`` from NumPy's global
+    generator (``np.random.seed(k)`` first gives the notebook's weights) and ``b`` starts at zero;
+    ``dw`` and ``db`` hold the gradients summed since ``zero_gradients``; ``x_in`` is the last input.
+    ``init="xavier"`` (Glorot) or ``init="he"`` use the usual fan-based scales instead of
+    ``initial_sigma``. ``rng`` (a seed or ``numpy.random.Generator``) draws from its own generator,
+    as does every layer built after :func:`fastprop.seed`. ``w``, ``b``, ``dw``, ``db`` may be
+    assigned (``layer.w = array``): the value is converted to the layer's backend and dtype.
     """
 
-    parameter_names = ("weights", "bias")
+    parameter_names = ("w", "b")
+    batch_attributes = ("x_in",)
+    w, b, dw, db = BackendArray(), BackendArray(), BackendArray(), BackendArray()
 
     def __init__(self, n_in, n_out, initial_sigma=0.1, *, init="normal", rng=None):
         super().__init__()
         for label, value in (("n_in", n_in), ("n_out", n_out)):
-            if not isinstance(value, numbers.Integral) or value < 1:
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Linear needs a positive integer {label}, got {value!r}.")
         if init not in INITIALISERS:
             raise ValueError(
                 f"Linear got init={init!r}; choose one of {', '.join(map(repr, INITIALISERS))}."
             )
-        if not initial_sigma >= 0:
-            raise ValueError(f"Linear needs initial_sigma >= 0, got {initial_sigma!r}.")
+        if not (isinstance(initial_sigma, numbers.Real) and math.isfinite(initial_sigma) and initial_sigma >= 0):
+            raise ValueError(f"Linear needs a finite initial_sigma >= 0, got {initial_sigma!r}.")
         self.n_in, self.n_out, self.init = int(n_in), int(n_out), init
-        rng = seeding.generator(rng)
-        weight_sigma, bias_sigma = INITIALISERS[init](self.n_in, self.n_out, initial_sigma)
-        be, dtype = self.backend, self.dtype
-        self.weights = be.random_normal(rng, (self.n_out, self.n_in), weight_sigma, dtype)
-        self.bias = be.random_normal(rng, (1, self.n_out), bias_sigma, dtype)
-        self.weights_gradient = be.zeros((self.n_out, self.n_in), dtype)
-        self.bias_gradient = be.zeros((1, self.n_out), dtype)
+        sigma = INITIALISERS[init](self.n_in, self.n_out, float(initial_sigma))
+        self.w = sigma * seeding.weights_generator(rng).standard_normal((self.n_out, self.n_in))
+        self.b = numpy.zeros((1, self.n_out))
+        self.dw = numpy.zeros((self.n_out, self.n_in))
+        self.db = numpy.zeros((1, self.n_out))
+        self.x_in = None
 
     def __repr__(self) -> str:
         return f"Linear({self.n_in}, {self.n_out})"
 
-    def forward(self, x):
-        self._saved_input = x = self._checked_input(x)
-        return self.backend.linear_forward(x, self.weights, self.bias)
+    def forward(self, x_in):
+        self.x_in = x = self.checked_input(x_in)
+        return self.backend.linear_forward(x, self.w, self.b)
 
-    def backward(self, gradient, input_gradient=True):
-        x = self._saved("_saved_input")
-        gradient = self._checked_gradient(gradient, x.shape[0])
-        dx = self.backend.linear_backward(
-            x, self.weights, gradient, self.weights_gradient, self.bias_gradient,
+    def backward(self, d_out, input_gradient=True):
+        x = self._saved("x_in")
+        d_out = self.checked_gradient(d_out, x.shape[0])
+        d_in = self.backend.linear_backward(
+            x, self.w, d_out, self.dw, self.db,
             accumulate=not self._fresh_gradients, need_dx=input_gradient,
         )
         self._fresh_gradients = False
-        return dx
+        return d_in
 
-    # -- the fused Linear+Sigmoid path that Network uses ----------------------------------------
+    # -- boundary checks, shared with the fused Linear+Sigmoid step -------------------------------
 
-    def forward_sigmoid(self, x, sigmoid):
-        """``sigmoid.forward(self.forward(x))`` in one backend kernel; ``sigmoid`` keeps its output."""
-        self._saved_input = x = self._checked_input(x)
-        p = self.backend.linear_sigmoid_forward(x, self.weights, self.bias)
-        sigmoid._saved_output = p
-        return p
-
-    def backward_sigmoid(self, gradient, sigmoid, input_gradient=True):
-        """Backward of :meth:`forward_sigmoid`, through the sigmoid and this layer in one kernel."""
-        x = self._saved("_saved_input")
-        p = sigmoid._saved("_saved_output")
-        gradient = self._checked_gradient(gradient, x.shape[0])
-        dx = self.backend.linear_sigmoid_backward(
-            x, self.weights, p, gradient, self.weights_gradient, self.bias_gradient,
-            accumulate=not self._fresh_gradients, need_dx=input_gradient,
-        )
-        self._fresh_gradients = False
-        return dx
-
-    # -- boundary checks --------------------------------------------------------------------------
-
-    def _checked_input(self, x):
-        x = self._accept(x)
+    def checked_input(self, x_in):
+        """``x_in`` on this layer's backend as ``(batch, n_in)``; one sample ``(n_in,)`` is one row."""
+        x = self._accept(x_in)
+        if x.ndim == 1 and x.shape[0] == self.n_in:
+            x = x.reshape(1, self.n_in)
         if x.ndim != 2 or x.shape[1] != self.n_in:
             raise ValueError(
                 f"{self!r} expected input of shape (batch, {self.n_in}), got {tuple(x.shape)}; "
-                "give one row per sample (reshape a single sample with .reshape(1, -1))."
+                "give one row per sample."
             )
         return x
 
-    def _checked_gradient(self, gradient, batch):
-        gradient = self._accept(gradient, "gradient")
-        if tuple(gradient.shape) != (batch, self.n_out):
+    def checked_gradient(self, d_out, batch):
+        """``d_out`` on this layer's backend, checked against the last output's shape ``(batch, n_out)``."""
+        d_out = self._accept(d_out, "gradient")
+        if d_out.ndim == 1 and batch == 1 and d_out.shape[0] == self.n_out:
+            d_out = d_out.reshape(1, self.n_out)
+        if tuple(d_out.shape) != (batch, self.n_out):
             raise ValueError(
                 f"{self!r}.backward expected a gradient of shape ({batch}, {self.n_out}) matching its "
-                f"last output, got {tuple(gradient.shape)}."
+                f"last output, got {tuple(d_out.shape)}."
             )
-        return gradient
+        return d_out

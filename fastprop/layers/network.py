@@ -2,56 +2,99 @@
 
 from __future__ import annotations
 
-from ..backends import load_backend
+from ..backends import current
 from .activations import Sigmoid
-from .base import Layer
+from .base import Layer, is_layer, takes_input_gradient
 from .linear import Linear
 
 
 class _LinearSigmoid:
-    """A ``Linear`` followed by a ``Sigmoid``, run through the backend's fused kernels."""
+    """A ``Linear`` followed by a ``Sigmoid``, run through the backend's fused kernels.
+
+    After each call the two layers hold what they would hold unfused: ``linear.x_in`` the input,
+    ``sigmoid.x_in`` the pre-activation and ``sigmoid.x_out`` the output.
+    """
 
     def __init__(self, linear: Linear, sigmoid: Sigmoid):
         self.linear, self.sigmoid = linear, sigmoid
 
-    def forward(self, x):
-        return self.linear.forward_sigmoid(x, self.sigmoid)
+    def forward(self, x_in):
+        linear, sigmoid = self.linear, self.sigmoid
+        x = linear.checked_input(x_in)
+        z, p = linear.backend.linear_sigmoid_forward(x, linear.w, linear.b)
+        linear.x_in, sigmoid.x_in, sigmoid.x_out = x, z, p
+        return p
 
-    def backward(self, gradient, input_gradient=True):
-        return self.linear.backward_sigmoid(gradient, self.sigmoid, input_gradient)
+    def backward(self, d_out, input_gradient=True):
+        linear = self.linear
+        x, p = linear._saved("x_in"), self.sigmoid._saved("x_out")
+        d_out = linear.checked_gradient(d_out, x.shape[0])
+        d_in = linear.backend.linear_sigmoid_backward(
+            x, linear.w, p, d_out, linear.dw, linear.db,
+            accumulate=not linear._fresh_gradients, need_dx=input_gradient,
+        )
+        linear._fresh_gradients = False
+        return d_in
+
+
+class _NotebookLayer:
+    """A layer whose ``backward`` takes ``d_out`` alone, as the notebook writes them."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def forward(self, x_in):
+        return self.layer.forward(x_in)
+
+    def backward(self, d_out, input_gradient=True):
+        return self.layer.backward(d_out)
 
 
 class Network(Layer):
-    """Apply ``layers`` in order; ``backward`` runs them in reverse.
+    """Apply ``layers`` in order; ``backward`` runs them in reverse and returns the input gradient.
 
-    With ``fuse=True`` (the default) each ``Linear`` directly followed by a ``Sigmoid`` runs through
+    ``layers`` is kept as given (``net.layers is layers``), and may hold any object with the
+    notebook's Layer methods (``forward``, ``backward``, ``zero_gradients``,
+    ``update_parameters``): a student's own layer sits next to fastprop's. With ``fuse=True`` (the
+    default) each ``Linear`` directly followed by a ``Sigmoid`` on the same backend runs through
     the backend's fused kernels; the numbers match the unfused path within float rounding.
-    ``backward`` skips the input gradient of the first layer unless ``input_gradient=True`` is set
-    here or passed to ``backward``: training never uses it, and it costs as much as a weight gradient.
+    ``backward(d_out, input_gradient=False)`` skips the first layer's input gradient, which
+    training never uses and which costs as much as a weight gradient.
     """
 
-    def __init__(self, layers, *, fuse=True, input_gradient=False):
-        self.layers = list(layers)
-        for index, layer in enumerate(self.layers):
-            if not isinstance(layer, Layer):
+    def __init__(self, layers, *, fuse=True, input_gradient=True):
+        for index, layer in enumerate(layers):
+            if not is_layer(layer):
                 raise TypeError(
-                    f"Network layer {index} is a {type(layer).__name__}, not a fastprop Layer; "
-                    "build networks from Layer instances such as Linear(784, 10) and Sigmoid()."
+                    f"Network layer {index} is a {type(layer).__name__}, which has no forward, backward, "
+                    "zero_gradients and update_parameters methods; build networks from layers such as "
+                    "Linear(784, 10) and Sigmoid()."
                 )
+        self.layers = layers
         self.fuse, self.input_gradient = fuse, input_gradient
         self._plan_key = None
 
     @property
     def backend(self):
-        return self.layers[0].backend if self.layers else load_backend("numpy")
+        """The backend of the first fastprop layer inside (the current backend when there is none)."""
+        layer = self._first_native()
+        return layer.backend if layer is not None else current().backend
 
     @property
     def dtype(self):
-        return self.layers[0].dtype if self.layers else None
+        layer = self._first_native()
+        return layer.dtype if layer is not None else current().dtype
+
+    def _first_native(self):
+        return next((leaf for leaf in self.leaves() if isinstance(leaf, Layer) and "_backend" in vars(leaf)), None)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Network([{inner}])"
+
+    def foreign_layers(self) -> list:
+        """The leaves that are not fastprop layers (checkpoints and optimizers cannot handle them)."""
+        return [leaf for leaf in self.leaves() if not isinstance(leaf, Layer)]
 
     def _plan(self):
         key = (self.fuse, tuple(map(id, self.layers)))
@@ -59,27 +102,31 @@ class Network(Layer):
             steps, layers, i = [], self.layers, 0
             while i < len(layers):
                 pair = layers[i : i + 2]
-                if self.fuse and len(pair) == 2 and type(pair[0]) is Linear and type(pair[1]) is Sigmoid:
+                if (self.fuse and len(pair) == 2 and type(pair[0]) is Linear and type(pair[1]) is Sigmoid
+                        and "_backend" in vars(pair[1]) and pair[0].backend is pair[1].backend
+                        and pair[0].dtype == pair[1].dtype):
                     steps.append(_LinearSigmoid(*pair))
                     i += 2
-                else:
-                    steps.append(layers[i])
-                    i += 1
+                    continue
+                layer = layers[i]
+                steps.append(layer if takes_input_gradient(layer) else _NotebookLayer(layer))
+                i += 1
             self._steps, self._plan_key = steps, key
         return self._steps
 
-    def forward(self, x):
+    def forward(self, x_in):
+        x = x_in
         for step in self._plan():
             x = step.forward(x)
         return x
 
-    def backward(self, gradient, input_gradient=None):
+    def backward(self, d_out, input_gradient=None):
         if input_gradient is None:
             input_gradient = self.input_gradient
-        steps = self._plan()
+        steps, d = self._plan(), d_out
         for index in range(len(steps) - 1, -1, -1):
-            gradient = steps[index].backward(gradient, input_gradient or index > 0)
-        return gradient if input_gradient else None
+            d = steps[index].backward(d, input_gradient or index > 0)
+        return d if input_gradient else None
 
     def zero_gradients(self):
         for layer in self.layers:
@@ -90,12 +137,19 @@ class Network(Layer):
             layer.update_parameters(learning_rate)
 
     def parameters(self):
-        return [parameter for layer in self.layers for parameter in layer.parameters()]
+        return [p for layer in self.layers if isinstance(layer, Layer) for p in layer.parameters()]
 
     def leaves(self):
-        return [leaf for layer in self.layers for leaf in layer.leaves()]
+        return [leaf for layer in self.layers
+                for leaf in (layer.leaves() if isinstance(layer, Layer) else [layer])]
 
     def to_backend(self, name=None, dtype=None):
+        foreign = self.foreign_layers()
+        if foreign:
+            raise TypeError(
+                f"Cannot move {self!r} to another backend or dtype: {foreign[0]!r} is not a fastprop "
+                "Layer and fastprop cannot move its arrays; move or rebuild that layer yourself."
+            )
         for layer in self.layers:
             layer.to_backend(name, dtype)
         return self
@@ -103,6 +157,6 @@ class Network(Layer):
     def train(self, mode=True):
         self.training = mode
         for layer in self.layers:
-            layer.train(mode)
+            if callable(getattr(layer, "train", None)):
+                layer.train(mode)
         return self
-
