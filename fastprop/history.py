@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 @dataclass
 class History:
-    """Per-epoch training cost (mean per sample), validation accuracy, seconds and samples/s."""
+    """Per-epoch training cost (the mean over batches of the mean cost per element, as ``train``
+    prints it), validation accuracy, seconds and samples/s."""
 
     cost: list = field(default_factory=list)
     accuracy: list = field(default_factory=list)

@@ -40,7 +40,7 @@ def learning_curves(history, path, *, title=None):
     FigureCanvasAgg(figure)
     cost_axes, accuracy_axes = figure.subplots(1, 2)
     cost_axes.plot(epochs, cost, marker="o", markersize=3)
-    cost_axes.set(xlabel="epoch", ylabel="cost per training sample", title="training cost")
+    cost_axes.set(xlabel="epoch", ylabel="mean cost per element", title="training cost")
     accuracy_axes.plot(epochs, accuracy, marker="o", markersize=3, color="tab:green")
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
     for axes in (cost_axes, accuracy_axes):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import math
 import os
@@ -13,7 +12,7 @@ import numpy
 
 from .backends import get_backend, get_dtype
 from .history import History
-from .layers.base import Layer, takes_input_gradient
+from .layers.base import Layer, is_native, leaves_of, takes_input_gradient
 
 
 class TrainingDiverged(FloatingPointError):
@@ -278,25 +277,31 @@ class _StepLoop:
 
 
 class _Snapshot:
-    """A copy of a network's parameters (and of its foreign layers' attributes) to go back to."""
+    """A copy of a network's parameters, and of the NumPy arrays its foreign layers hold, to go back to."""
 
     def __init__(self, net):
         self.values = [parameter.value.copy() for parameter in _parameters(net)]
-        self.foreign = [(layer, copy.deepcopy(vars(layer))) for layer in _foreign_layers(net)]
+        self.foreign = _foreign_arrays(net)
 
     def refill(self, net):
         """Copy the network's current state into this snapshot (reusing its arrays)."""
         for value, parameter in zip(self.values, _parameters(net)):
             value[...] = parameter.value
-        self.foreign = [(layer, copy.deepcopy(vars(layer))) for layer in _foreign_layers(net)]
+        self.foreign = _foreign_arrays(net)
 
     def restore(self, net):
-        """Put the snapshot back into the network, in place."""
+        """Put the snapshot back into the network: fastprop's arrays in place, foreign ones rebound."""
         for parameter, value in zip(_parameters(net), self.values):
             parameter.value[...] = value
-        for layer, state in self.foreign:
-            vars(layer).clear()
-            vars(layer).update(copy.deepcopy(state))
+        for layer, arrays in self.foreign:
+            for key, array in arrays.items():
+                setattr(layer, key, array.copy())
+
+
+def _foreign_arrays(net):
+    """``[(layer, {attribute: copy})]`` for the NumPy arrays held by each foreign layer of ``net``."""
+    return [(layer, {key: value.copy() for key, value in vars(layer).items() if isinstance(value, numpy.ndarray)})
+            for layer in _foreign_layers(net)]
 
 
 def _backend_of(net):
@@ -311,11 +316,11 @@ def _parameters(net):
 
 
 def _leaves(net):
-    return net.leaves() if isinstance(net, Layer) else [net]
+    return leaves_of(net)
 
 
 def _foreign_layers(net):
-    return [leaf for leaf in _leaves(net) if not isinstance(leaf, Layer)]
+    return [leaf for leaf in _leaves(net) if not is_native(leaf)]
 
 
 def _set_mode(net, training):

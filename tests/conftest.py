@@ -26,6 +26,13 @@ def _restore_backend_default():
     registry._default = saved
 
 
+@pytest.fixture(autouse=True)
+def _forget_fastprop_seed():
+    """Tests may call fastprop.seed(k), which outlives them; later tests rely on np.random.seed."""
+    yield
+    fastprop.seed(None)
+
+
 def relative_error(actual, expected) -> float:
     """Norm-wise relative error ``max|a - e| / max|e|`` on host copies."""
     actual = numpy.asarray(actual, dtype=numpy.float64)

@@ -60,8 +60,18 @@ def _parameters(trained):
         return [(m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy().reshape(1, -1))
                 for m in trained.model if isinstance(m, trained.torch.nn.Linear)]
     net = getattr(trained, "net", trained)
-    return [(net.backend.to_numpy(layer.weights), net.backend.to_numpy(layer.bias))
+    return [(net.backend.to_numpy(layer.w), net.backend.to_numpy(layer.b))
             for layer in net.leaves() if isinstance(layer, fastprop.Linear)]
+
+
+def _epoch_cost(runner, total):
+    """A runner's ``train_epoch`` result as train()'s epoch figure (the mean over batches of the mean
+    cost per element). fastprop runners return that figure; the notebook and torch peers return the
+    epoch's summed cost, which is the same figure times rows x outputs when every batch is full."""
+    if isinstance(runner, bench.FastpropRunner):
+        return float(total)
+    assert runner.rows % runner.workload.batch_size == 0, "only exact with full batches"
+    return float(total) / (runner.rows * runner.workload.sizes[-1])
 
 
 def _assert_same_training(trained, reference, workload, rtol):
@@ -151,7 +161,8 @@ def test_notebook_baseline_trains_exactly_like_the_numpy_backend(workload, dtype
     images, targets, _ = bench.load_rows(ROWS, "synthetic")
     runners = [bench.make_runner(name, bench.WORKLOADS[workload], dtype, images, targets)
                for name in (bench.BASELINE, "numpy")]
-    costs = [float(runner.train_epoch()) for runner in runners]
+    costs = [_epoch_cost(runner, runner.train_epoch()) for runner in runners]
+    assert costs[0] > 0
     assert costs[0] == pytest.approx(costs[1], rel=1e-4)
     _assert_same_training(*runners, workload, rtol=rtol)
 
@@ -162,13 +173,13 @@ def test_timed_epoch_is_what_train_runs(name, workload):
     images, targets, _ = bench.load_rows(ROWS, "synthetic")
     spec = bench.WORKLOADS[workload]
     runner = bench.make_runner(name, spec, "float32", images, targets)
-    runner.train_epoch()
-    runner.train_epoch()  # a second epoch checks that the shuffle is drawn as train() draws it
+    costs = [runner.train_epoch(), runner.train_epoch()]  # a second epoch: the shuffle is drawn as train()'s
     with fastprop.use_backend(name, "float32"):
         net = spec.build()
-        fastprop.train(net, spec.cost_function(), 2, spec.batch_size, spec.learning_rate, seed=0,
-                       data=(images, targets, images[:2], targets[:2]), quiet=True, verbose=False)
+        history = fastprop.train(net, spec.cost_function(), 2, spec.batch_size, spec.learning_rate, shuffle=True,
+                                 seed=0, data=(images, targets, images[:2], targets[:2]), quiet=True, verbose=False)
     _assert_same_training(runner, net, workload, rtol=1e-5)
+    assert costs == pytest.approx(history.cost, rel=1e-5)  # the runner reports train()'s epoch figure
 
 
 @pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
@@ -177,7 +188,8 @@ def test_torch_peer_trains_like_fastprop(workload):
     images, targets, _ = bench.load_rows(ROWS, "synthetic")
     runners = [bench.make_runner(name, bench.WORKLOADS[workload], "float64", images, targets)
                for name in ("torch-cpu", "numpy")]
-    costs = [float(runner.train_epoch()) for runner in runners]
+    costs = [_epoch_cost(runner, runner.train_epoch()) for runner in runners]
+    assert costs[0] > 0
     assert costs[0] == pytest.approx(costs[1], rel=1e-6)
     _assert_same_training(*runners, workload, rtol=1e-6)
 

@@ -23,11 +23,17 @@ TARGET = numpy.random.default_rng(1).random((9, 3))
 
 def _net(backend_name="numpy", dtype="float64"):
     with fastprop.use_backend(backend_name, dtype=dtype):
-        return Network([
+        net = Network([
             Linear(4, 6, rng=1, init="xavier"), ReLU(), Dropout(0.25, rng=2),
             Network([Linear(6, 5, rng=3), Sigmoid()], fuse=False),
             Linear(5, 3, rng=4), Tanh(), SoftMax(),
         ], input_gradient=True)
+    # Linear's bias starts at zero; give every bias distinct values so round trips check them too.
+    biases = numpy.random.default_rng(7)
+    for layer in net.leaves():
+        if isinstance(layer, Linear):
+            layer.b = biases.normal(size=(1, layer.n_out))
+    return net
 
 
 def _history(epochs=3):
@@ -42,8 +48,9 @@ def _values(net):
 
 
 def _step(net, optimizer):
+    cost = MeanSquareError()
     net.zero_gradients()
-    net.backward(MeanSquareError().gradient(net.forward(X), TARGET))
+    net.backward(cost.gradient(cost.estimate(TARGET, net.forward(X))))
     optimizer.step(net)
 
 
@@ -128,6 +135,53 @@ def test_loading_leaves_the_shared_generator_alone(tmp_path):
     assert fastprop.seeding.generator().random() == expected
 
 
+def _rename_to_old_names(header, arrays):
+    """Rewrite a checkpoint the way fastprop wrote it before Linear's arrays were named w and b."""
+    old = {"w": "weights", "b": "bias"}
+
+    def visit(node):
+        renamed = {}
+        for name, entry in node["parameters"].items():
+            key = entry["key"].rsplit(".", 1)[0] + "." + old[name]
+            arrays[key] = arrays.pop(entry["key"])
+            renamed[old[name]] = {**entry, "key": key}
+        node["parameters"] = renamed
+        for child in node.get("layers", ()):
+            visit(child)
+
+    visit(header["model"])
+    for slot in header["optimizer"]["parameters"]:
+        slot["name"] = old[slot["name"]]
+
+
+def test_checkpoints_with_the_old_parameter_names_still_load(tmp_path):
+    net, optimizer = _net(), Adam(0.01)
+    _step(net, optimizer)
+    path = save(net, tmp_path / "old.npz", optimizer=optimizer)
+    _rewrite(path, _rename_to_old_names)
+    with numpy.load(path, allow_pickle=False) as archive:  # the file really holds the old names
+        assert "model.0.weights" in archive.files and "model.0.w" not in archive.files
+    restored = load_checkpoint(path)
+    assert [p.name for p in restored.net.parameters()] == ["w", "b"] * 3
+    for a, b in zip(_values(restored.net), _values(net)):
+        numpy.testing.assert_array_equal(a, b)
+    assert [e["name"] for e in restored.optimizer_state["parameters"]] == ["w", "b"] * 3
+    for model, opt in ((net, optimizer), (restored.net, restored.optimizer)):
+        model.eval()
+        _step(model, opt)  # the restored Adam state continues exactly where the saved one stopped
+    for a, b in zip(_values(restored.net), _values(net)):
+        numpy.testing.assert_array_equal(a, b)
+
+
+def test_linear_parameters_are_saved_under_the_notebook_names(tmp_path):
+    path = save(_net(), tmp_path / "model.npz")
+    with numpy.load(path, allow_pickle=False) as archive:
+        header = json.loads(archive[checkpoint.HEADER].tobytes())
+        assert sorted(_first_linear(header)["parameters"]) == ["b", "w"]
+        numpy.testing.assert_array_equal(archive["model.0.w"], _net().layers[0].w)
+        numpy.testing.assert_array_equal(archive["model.0.b"], _net().layers[0].b)
+
+
 # -- damaged and hostile files --------------------------------------------------------------------
 
 
@@ -152,13 +206,13 @@ TAMPERING = {
     "unknown layer type": (lambda h, a: _first_linear(h).update(type="os.system"),
                            "unknown layer type 'os.system'"),
     "newer format": (lambda h, a: h.update(version=checkpoint.FORMAT_VERSION + 1), "newer fastprop"),
-    "header shape": (lambda h, a: _first_linear(h)["parameters"]["weights"].update(shape=[6, 5]), "shape"),
+    "header shape": (lambda h, a: _first_linear(h)["parameters"]["w"].update(shape=[6, 5]), "shape"),
     "constructor argument": (lambda h, a: _first_linear(h)["arguments"].update(n_in=5), "needs"),
     "bad argument": (lambda h, a: _first_linear(h)["arguments"].update(init="evil"), "rejects"),
-    "missing array": (lambda h, a: a.pop("model.4.bias"), "lacks the array 'model.4.bias'"),
+    "missing array": (lambda h, a: a.pop("model.4.b"), "lacks the array 'model.4.b'"),
     "stray array": (lambda h, a: a.update(smuggled=numpy.zeros(3)), "does not describe"),
-    "array dtype": (lambda h, a: a.update({"model.0.bias": a["model.0.bias"].astype(numpy.int64)}), "dtype"),
-    "array shape": (lambda h, a: a.update({"model.0.bias": numpy.zeros((1, 7))}), "shape"),
+    "array dtype": (lambda h, a: a.update({"model.0.b": a["model.0.b"].astype(numpy.int64)}), "dtype"),
+    "array shape": (lambda h, a: a.update({"model.0.b": numpy.zeros((1, 7))}), "shape"),
     "missing key": (lambda h, a: h.pop("model"), "inconsistent"),
     "not a checkpoint": (lambda h, a: h.update(format="something else"), "not describe a fastprop"),
     "no header": (lambda h, a: a.pop(checkpoint.HEADER), "no 'fastprop_header'"),
@@ -193,7 +247,7 @@ def test_damaged_files_fail_with_one_clear_error_naming_the_file(tmp_path, damag
     elif damage == "not a zip":
         data = b"certainly not a checkpoint"
     elif damage == "flipped byte":
-        index = data.index(b"model.0.weights.npy") + 200  # inside that array's data
+        index = data.index(b"model.0.w.npy") + 200  # inside that array's data
         data = data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1:]
     else:
         data = b""
@@ -207,7 +261,7 @@ def test_object_arrays_are_refused_without_unpickling(tmp_path):
     save(_net(), path)
 
     def smuggle(header, arrays):
-        arrays["model.0.bias"] = numpy.array([{"payload": 1}], dtype=object)
+        arrays["model.0.b"] = numpy.array([{"payload": 1}], dtype=object)
 
     _rewrite(path, smuggle)
     with pytest.raises(CheckpointError, match="object array, which needs pickle and is refused"):
@@ -229,14 +283,14 @@ def test_an_entry_claiming_a_huge_array_is_refused_before_allocation(tmp_path):
     save(_net(), path)
     with zipfile.ZipFile(path) as archive:
         members = {info.filename: archive.read(info) for info in archive.infolist()}
-    bias = members["model.0.bias.npy"]
+    bias = members["model.0.b.npy"]
     claim = bias.index(b"(1, 6), }") + len(b"(1, 6), }")
     assert bias[claim : claim + 8] == b" " * 8  # the header's padding leaves room for a bigger claim
-    members["model.0.bias.npy"] = bias.replace(b"(1, 6), }        ", b"(1, 6000000000), }", 1)
+    members["model.0.b.npy"] = bias.replace(b"(1, 6), }        ", b"(1, 6000000000), }", 1)
     with zipfile.ZipFile(path, "w") as archive:  # a valid archive with correct checksums
         for name, data in members.items():
             archive.writestr(name, data)
-    with pytest.raises(CheckpointError, match="'model.0.bias.npy' claims more data than it holds"):
+    with pytest.raises(CheckpointError, match="'model.0.b.npy' claims more data than it holds"):
         load(path)
 
 

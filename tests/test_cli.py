@@ -88,3 +88,40 @@ def test_train_writes_plot_history_and_checkpoint(tiny_mnist, tmp_path, capsys):
     assert main(argv[:4] + ["4"] + argv[5:]) == 0  # resumes at epoch 3
     assert len(re.findall(r"^cost=", capsys.readouterr().out, flags=re.M)) == 2
     assert len(history.read_text().splitlines()) == 5
+
+
+def test_train_shows_zero_based_epoch_bars_unless_quiet(tiny_mnist, capsys):
+    argv = ["train", "--data-dir", str(tiny_mnist), "--epochs", "2", "--batch-size", "100"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    for bar in ("training, e=0", "validation, e=0", "training, e=1", "validation, e=1"):
+        assert bar in err
+    assert "e=2" not in err  # two epochs are e=0 and e=1, as in the notebook
+    assert main(argv + ["--quiet"]) == 0
+    assert "training, e=" not in capsys.readouterr().err
+
+
+def test_train_shuffles_every_epoch_and_prints_the_history_cost(tiny_mnist, tmp_path, capsys, monkeypatch):
+    import csv
+
+    import fastprop.training as training
+
+    calls = []
+    original = training.train
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    history = tmp_path / "history.csv"
+    argv = ["train", "--data-dir", str(tiny_mnist), "--epochs", "3", "--batch-size", "100", "--quiet",
+            "--history", str(history)]
+    for model in ("mlp", "seed"):
+        assert main(argv + ["--model", model]) == 0
+        assert calls.pop()["shuffle"] is True  # unlike fastprop.train's default, the CLI reshuffles
+        printed = [float(c) for c in re.findall(r"^cost=(\d+\.\d{6}), ", capsys.readouterr().out, flags=re.M)]
+        with open(history, newline="") as stream:
+            saved = [float(row["cost"]) for row in csv.DictReader(stream)]
+        assert len(printed) == len(saved) == 3
+        assert printed == pytest.approx(saved, abs=5e-7)  # the printed figure is History.cost

@@ -150,7 +150,12 @@ def test_kernels_match_the_numpy_reference_in_float32(case):
     expected = getattr(reference, method)(*host, **keywords)
     result = getattr(backend, method)(*device, **keywords)
     assert (result is None) == (expected is None)
-    pairs = ([(result, expected)] if expected is not None else []) + [(device[i], host[i]) for i in updated]
+    if method == "linear_sigmoid_forward":  # (z, p): the layers keep both, as unfused ones do
+        assert isinstance(result, tuple) and len(result) == 2 and result[0] is not result[1]
+        pairs = list(zip(result, expected))
+    else:
+        pairs = [(result, expected)] if expected is not None else []
+    pairs += [(device[i], host[i]) for i in updated]
     for actual, wanted in pairs:
         assert actual.dtype == numpy.float32
         assert relative_error(backend.to_numpy(actual), wanted) <= 1e-5, case
@@ -184,18 +189,32 @@ def _dataset(n, n_in, n_out, seed=0):
     return rng.random((n, n_in)), numpy.eye(n_out)[rng.integers(0, n_out, n)]
 
 
-def _step_loop(net, cost, images, targets, order, batch_size, learning_rate):
-    """``fastprop.train``'s step loop over the batches of ``order``; returns the summed cost."""
-    backend, total = net.backend, 0.0
+def _step_loop(net, cost_function, images, targets, order, batch_size, learning_rate):
+    """The notebook's step loop over the batches of ``order``; returns ``[(rows, summed cost)]``, one
+    pair per batch."""
+    backend, batches = net.backend, []
     for start in range(0, images.shape[0], batch_size):
         index = order[start : start + batch_size]
         x, t = backend.take_rows(images, index), backend.take_rows(targets, index)
         net.zero_gradients()
         prediction = net.forward(x)
-        total += float(cost.estimate(prediction, t).sum(dtype=numpy.float64))
-        net.backward(cost.gradient(prediction, t))
+        cost = cost_function.estimate(t, prediction)  # the notebook's order: target first
+        batches.append((x.shape[0], float(cost.sum(dtype=numpy.float64))))
+        net.backward(cost_function.gradient(cost))
         net.update_parameters(learning_rate)
-    return total
+    return batches
+
+
+def _summed_costs(batches, batch_size):
+    """What a compiled epoch returns: the summed cost over the full batches, and over a shorter last one."""
+    full = sum(total for rows, total in batches if rows == batch_size)
+    last = sum(total for rows, total in batches if rows != batch_size)
+    return full, last
+
+
+def _mean_cost(batches, n_outputs):
+    """``train``'s figure: the mean over batches of ``np.mean(cost)``."""
+    return float(numpy.mean([total / (rows * n_outputs) for rows, total in batches]))
 
 
 EPOCH_MODELS = {  # each covers other kernels: narrow (<= 32 outputs) and dense layers, fused costs
@@ -227,9 +246,12 @@ def _compare_epochs(model, dtype, tolerance, n=1037, batch_size=100, epochs=2):
     rng = numpy.random.default_rng(7)
     for learning_rate in (0.05, 0.02)[:epochs]:  # a new rate needs no new capture
         order = backend.permutation(rng, n)
-        total = float(run(order, learning_rate))
-        expected = _step_loop(slow, cost_type(), images, targets, order, batch_size, learning_rate)
-        assert total == pytest.approx(expected, rel=10 * tolerance)
+        totals = backend.to_numpy(run(order, learning_rate))
+        assert totals.shape == (2,) and totals.dtype == numpy.float64
+        full, last = _summed_costs(_step_loop(slow, cost_type(), images, targets, order, batch_size, learning_rate),
+                                   batch_size)
+        assert totals[0] == pytest.approx(full, rel=10 * tolerance)
+        assert totals[1] == pytest.approx(last, rel=10 * tolerance, abs=0.0)  # exactly 0 without a short batch
         for a, b in zip(fast.parameters(), slow.parameters()):
             name = f"{a.layer!r}.{a.name}"
             assert relative_error(backend.to_numpy(a.value), backend.to_numpy(b.value)) <= tolerance, name
@@ -256,7 +278,8 @@ def test_long_epochs_replay_a_graph_with_a_device_cursor(monkeypatch, n):
 
 
 @gpu
-def test_train_runs_the_graph_epoch_and_matches_a_manual_loop(monkeypatch):
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_train_runs_the_graph_epoch_and_matches_a_manual_loop(monkeypatch, shuffle):
     x, t = _dataset(1037, 40, 10)
     validation = _dataset(200, 40, 10, seed=1)
     with fastprop.use_backend("cupy"):
@@ -265,12 +288,17 @@ def test_train_runs_the_graph_epoch_and_matches_a_manual_loop(monkeypatch):
     backend, programs = net.backend, []
     compile_epoch = backend.compile_epoch
     monkeypatch.setattr(backend, "compile_epoch", lambda *args: programs.append(compile_epoch(*args)) or programs[-1])
-    history = train(net, MeanSquareError(), 1, 100, 0.05, data=(x, t, *validation), quiet=True, verbose=False, seed=4)
+    history = train(net, MeanSquareError(), 1, 100, 0.05, data=(x, t, *validation), quiet=True, verbose=False,
+                    shuffle=shuffle, seed=4)
     assert programs and programs[0] is not None and programs[0].mode == "graph"
-    order = backend.permutation(numpy.random.default_rng((4, 1)), 1037)  # train's shuffle: seed 4, epoch 1
+    if shuffle:  # train's shuffle: seed 4, epoch 1
+        order = backend.permutation(numpy.random.default_rng((4, 1)), 1037)
+    else:  # the notebook's loop: the rows in order
+        order = backend.asarray(numpy.arange(1037))
     images, targets = backend.asarray(x, dtype=numpy.float32), backend.asarray(t, dtype=numpy.float32)
-    total = _step_loop(reference, MeanSquareError(), images, targets, order, 100, 0.05)
-    assert history.cost[0] == pytest.approx(total / 1037, rel=1e-5)
+    batches = _step_loop(reference, MeanSquareError(), images, targets, order, 100, 0.05)
+    assert len(batches) == 11 and batches[-1][0] == 37
+    assert history.cost[0] == pytest.approx(_mean_cost(batches, 10), rel=1e-5)
     for a, b in zip(net.parameters(), reference.parameters()):
         assert relative_error(backend.to_numpy(a.value), backend.to_numpy(b.value)) <= 1e-5
 
@@ -280,7 +308,7 @@ def test_train_runs_the_graph_epoch_and_matches_a_manual_loop(monkeypatch):
 def test_memory_stays_flat_over_twenty_epochs(monkeypatch, path):
     backend = _cupy_backend()
     pool, used = backend.xp.get_default_memory_pool(), []
-    permutation = backend.permutation  # train draws one order at the start of every epoch
+    permutation = backend.permutation  # with shuffle=True, train draws one order at the start of every epoch
 
     def measured_permutation(rng, n):
         used.append(pool.used_bytes())
@@ -292,7 +320,8 @@ def test_memory_stays_flat_over_twenty_epochs(monkeypatch, path):
     with fastprop.use_backend("cupy"):
         net = Network([Linear(40, 64, rng=0), ReLU(), Linear(64, 10, rng=1)])
     x, t = _dataset(1037, 40, 10)
-    train(net, SoftmaxCrossEntropy(), 20, 100, 0.01, data=(x, t, x[:100], t[:100]), quiet=True, verbose=False)
+    train(net, SoftmaxCrossEntropy(), 20, 100, 0.01, data=(x, t, x[:100], t[:100]), quiet=True, verbose=False,
+          shuffle=True)
     assert len(used) == 20
     assert used[-1] <= used[1] and max(used[1:]) - min(used[1:]) < 1 << 20, used
 

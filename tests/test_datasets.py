@@ -18,6 +18,7 @@ from fastprop.datasets import DatasetError, DatasetNotFoundError, DatasetSpec
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_SYSTEM_PATHS = datasets.SYSTEM_PATHS  # before the fixture below hides them
 
 
 @pytest.fixture(autouse=True)
@@ -160,21 +161,21 @@ def test_write_idx_is_atomic(tmp_path, monkeypatch):
 
 def test_load_from_explicit_path_gzip_and_raw(tmp_path):
     arrays = make_dataset(tmp_path / "gz")
-    assert_same(datasets.load_mnist(tmp_path / "gz", download=False), arrays)
+    assert_same(datasets.read_dataset("mnist", tmp_path / "gz", download=False), arrays)
     arrays = make_dataset(tmp_path / "raw", compress=False, seed=1)
-    assert_same(datasets.load_fashion_mnist(str(tmp_path / "raw"), download=False), arrays)
+    assert_same(datasets.read_dataset("fashion-mnist", str(tmp_path / "raw"), download=False), arrays)
 
 
 @pytest.mark.parametrize("subfolder", ["mnist", ""])
 def test_fastprop_data_folder_and_its_dataset_subfolder(tmp_path, monkeypatch, subfolder):
     arrays = make_dataset(tmp_path / "data" / subfolder)
     monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
-    assert_same(datasets.load_mnist(download=False), arrays)
+    assert_same(datasets.read_dataset("mnist", download=False), arrays)
 
 
 def test_cache_folder_is_searched(tmp_path):
     arrays = make_dataset(tmp_path / "cache" / "fashion-mnist")
-    assert_same(datasets.load_fashion_mnist(download=False), arrays)
+    assert_same(datasets.read_dataset("fashion-mnist", download=False), arrays)
 
 
 def test_cache_dir_defaults_to_the_user_cache(monkeypatch, tmp_path):
@@ -186,7 +187,7 @@ def test_cache_dir_defaults_to_the_user_cache(monkeypatch, tmp_path):
 def test_system_paths_are_searched(tmp_path, monkeypatch):
     arrays = make_dataset(tmp_path / "system" / "fashion-mnist")
     monkeypatch.setattr(datasets, "SYSTEM_PATHS", (tmp_path / "nowhere", tmp_path / "system"))
-    assert_same(datasets.load_fashion_mnist(download=False), arrays)
+    assert_same(datasets.read_dataset("fashion-mnist", download=False), arrays)
 
 
 def test_search_order_path_then_fastprop_data_then_cache_then_system(tmp_path, monkeypatch):
@@ -196,7 +197,7 @@ def test_search_order_path_then_fastprop_data_then_cache_then_system(tmp_path, m
     monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
     monkeypatch.setattr(datasets, "SYSTEM_PATHS", (tmp_path / "system",))
     for place, arrays in zip(places, expected):
-        assert_same(datasets.load_mnist(tmp_path / "path", download=False), arrays)
+        assert_same(datasets.read_dataset("mnist", tmp_path / "path", download=False), arrays)
         for file in FILES:  # hide this place so the next one is found
             (place / file).rename(place / ("hidden-" + file))
 
@@ -206,7 +207,7 @@ def test_incomplete_folder_is_skipped(tmp_path):
     make_dataset(incomplete)
     (incomplete / FILES[3]).unlink()
     arrays = make_dataset(tmp_path / "cache" / "mnist", seed=3)
-    assert_same(datasets.load_mnist(incomplete, download=False), arrays)
+    assert_same(datasets.read_dataset("mnist", incomplete, download=False), arrays)
 
 
 def test_damaged_file_in_a_complete_folder_is_reported_not_skipped(tmp_path):
@@ -215,7 +216,7 @@ def test_damaged_file_in_a_complete_folder_is_reported_not_skipped(tmp_path):
     damaged = tmp_path / "path" / FILES[2]
     damaged.write_bytes(damaged.read_bytes()[:-10])
     with pytest.raises(DatasetError, match="gzip stream is damaged") as caught:
-        datasets.load_mnist(tmp_path / "path", download=False)
+        datasets.read_dataset("mnist", tmp_path / "path", download=False)
     assert str(damaged) in str(caught.value)
 
 
@@ -223,12 +224,12 @@ def test_wrong_image_shape_and_label_count_are_reported(tmp_path):
     arrays = make_dataset(tmp_path)
     datasets.write_idx(tmp_path / FILES[0], arrays[0][:, :27])
     with pytest.raises(DatasetError, match=r"shape \(N, 28, 28\)") as caught:
-        datasets.load_mnist(tmp_path, download=False)
+        datasets.read_dataset("mnist", tmp_path, download=False)
     assert str(tmp_path / FILES[0]) in str(caught.value)
     datasets.write_idx(tmp_path / FILES[0], arrays[0])
     datasets.write_idx(tmp_path / FILES[3], arrays[3][:-1])
     with pytest.raises(DatasetError, match="should hold 30 uint8 labels") as caught:
-        datasets.load_mnist(tmp_path, download=False)
+        datasets.read_dataset("mnist", tmp_path, download=False)
     assert str(tmp_path / FILES[3]) in str(caught.value)
 
 
@@ -259,14 +260,14 @@ def server(tmp_path, monkeypatch):
 
 def test_download_falls_back_to_the_next_mirror_and_fills_the_cache(tmp_path, server):
     arrays, served, requested = server
-    assert_same(datasets.load_mnist(), arrays)
+    assert_same(datasets.read_dataset("mnist"), arrays)
     assert requested == [mirror + name for name in FILES for mirror in MIRRORS]
     cache = tmp_path / "cache" / "mnist"
     assert sorted(os.listdir(cache)) == sorted(FILES)
     for name in FILES:
         assert (cache / name).read_bytes() == served[MIRRORS[1] + name]
     requested.clear()
-    assert_same(datasets.load_mnist(), arrays)  # now from the cache
+    assert_same(datasets.read_dataset("mnist"), arrays)  # now from the cache
     assert requested == []
 
 
@@ -275,7 +276,7 @@ def test_checksum_mismatch_leaves_nothing_behind(tmp_path, server):
     served[MIRRORS[0] + FILES[1]] = b"not the labels"
     served[MIRRORS[1] + FILES[1]] = served[MIRRORS[1] + FILES[1]][:-1] + b"!"
     with pytest.raises(DatasetNotFoundError) as caught:
-        datasets.load_mnist()
+        datasets.read_dataset("mnist")
     message = str(caught.value)
     assert message.count("instead of") == 2
     assert MIRRORS[0] + FILES[1] in message and MIRRORS[1] + FILES[1] in message
@@ -288,7 +289,7 @@ def test_existing_cache_file_is_never_touched(tmp_path, server):
     datasets.write_idx(cache / FILES[0].removesuffix(".gz"), arrays[0])
     before = (cache / FILES[0].removesuffix(".gz")).stat()
     served[MIRRORS[1] + FILES[0]] = b"would fail the checksum anyway"
-    assert_same(datasets.load_mnist(), arrays)
+    assert_same(datasets.read_dataset("mnist"), arrays)
     after = (cache / FILES[0].removesuffix(".gz")).stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert not any(FILES[0] in url for url in requested)
@@ -301,7 +302,7 @@ def test_not_found_offline_lists_every_place_and_the_fixes(tmp_path, monkeypatch
     make_dataset(tmp_path / "path")
     (tmp_path / "path" / FILES[1]).unlink()
     with pytest.raises(DatasetNotFoundError) as caught:
-        datasets.load_fashion_mnist(tmp_path / "path", download=False)
+        datasets.read_dataset("fashion-mnist", tmp_path / "path", download=False)
     message = str(caught.value)
     assert isinstance(caught.value, FileNotFoundError)
     for place in [tmp_path / "path", tmp_path / "data" / "fashion-mnist", tmp_path / "data",
@@ -320,7 +321,7 @@ def test_not_found_after_downloads_fail_lists_each_mirror_and_its_error(monkeypa
 
     monkeypatch.setattr(datasets, "_urlopen", unreachable)
     with pytest.raises(DatasetNotFoundError) as caught:
-        datasets.load_mnist()
+        datasets.read_dataset("mnist")
     message = str(caught.value)
     for mirror in datasets.DATASETS["mnist"].mirrors:
         host = mirror.split("/")[2]
@@ -329,12 +330,114 @@ def test_not_found_after_downloads_fail_lists_each_mirror_and_its_error(monkeypa
     assert not list((Path(os.environ["FASTPROP_CACHE"])).rglob("*.part"))
 
 
+# ---------------------------------------------------------------- the notebook's loaders
+
+@pytest.fixture
+def global_rng():
+    """Give back NumPy's global generator as it was: these tests seed it, as the notebook does."""
+    state = numpy.random.get_state()
+    yield
+    numpy.random.set_state(state)
+
+
+def assert_prepared(images, labels, raw_images, raw_labels, dtype):
+    """``images``/``labels`` are ``raw_images``/``raw_labels`` flattened, scaled to [0, 1], one-hot."""
+    n = len(raw_images)
+    assert images.shape == (n, 784) and labels.shape == (n, 10)
+    assert images.dtype == labels.dtype == dtype
+    numpy.testing.assert_array_equal(images, raw_images.reshape(n, 784).astype(dtype) / dtype(255))
+    assert images.min() == 0 and images.max() == 1
+    expected = numpy.zeros((n, 10), dtype)
+    expected[numpy.arange(n), raw_labels] = 1
+    numpy.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("load, name", [(datasets.load_mnist, "mnist"),
+                                        (datasets.load_fashion_mnist, "fashion-mnist")])
+def test_load_mnist_gives_the_training_rows_in_file_order(tmp_path, load, name):
+    arrays = make_dataset(tmp_path / "files", n_train=120, n_test=30)
+    images, labels = load(tmp_path / "files", download=False)
+    assert_prepared(images, labels, arrays[0], arrays[1], numpy.float64)  # no test rows, no shuffle
+    images, labels = load(tmp_path / "files", dtype=numpy.float32, download=False)
+    assert_prepared(images, labels, arrays[0], arrays[1], numpy.float32)
+    # Without a path it searches like read_dataset: here the cache folder named after the dataset.
+    arrays = make_dataset(tmp_path / "cache" / name, n_train=40, seed=4)
+    assert_prepared(*load(download=False), arrays[0], arrays[1], numpy.float64)
+    other = datasets.load_fashion_mnist if name == "mnist" else datasets.load_mnist
+    with pytest.raises(DatasetNotFoundError):  # the other dataset's folder is not this one's
+        other(download=False)
+
+
+def test_load_mnist_and_load_fashion_mnist_read_their_own_dataset(tmp_path, monkeypatch):
+    mnist = make_dataset(tmp_path / "data" / "mnist", n_train=30, seed=1)
+    fashion = make_dataset(tmp_path / "data" / "fashion-mnist", n_train=30, seed=2)
+    monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
+    assert_prepared(*datasets.load_mnist(download=False), mnist[0], mnist[1], numpy.float64)
+    assert_prepared(*datasets.load_fashion_mnist(download=False), fashion[0], fashion[1], numpy.float64)
+
+
+def test_the_notebook_loaders_are_fastprop_top_level_names():
+    import fastprop
+
+    assert fastprop.load_mnist is datasets.load_mnist
+    assert fastprop.load_fashion_mnist is datasets.load_fashion_mnist
+    assert fastprop.load_data is datasets.load_data
+
+
+def test_load_data_permutes_with_numpys_global_generator(tmp_path, global_rng):
+    arrays = make_dataset(tmp_path, n_train=120)
+    numpy.random.seed(3)
+    images, labels, image_size, label_size = datasets.load_data("mnist", tmp_path, download=False)
+    after = numpy.random.random()
+    numpy.random.seed(3)
+    order = numpy.random.permutation(120)  # the notebook's load_data, written out
+    assert numpy.random.random() == after  # it drew that one permutation and nothing else
+    assert (image_size, label_size) == (784, 10)
+    assert isinstance(image_size, int) and isinstance(label_size, int)
+    assert_prepared(images, labels, arrays[0][order], arrays[1][order], numpy.float64)
+    assert not numpy.array_equal(order, numpy.arange(120))
+    # The same seed gives the same rows again, another seed another order.
+    numpy.random.seed(3)
+    numpy.testing.assert_array_equal(datasets.load_data("mnist", tmp_path, download=False)[0], images)
+    numpy.random.seed(4)
+    assert not numpy.array_equal(datasets.load_data("mnist", tmp_path, download=False)[0], images)
+
+
+def test_load_data_dataset_dtype_and_fastprop_data(tmp_path, monkeypatch, global_rng):
+    mnist = make_dataset(tmp_path / "data" / "mnist", n_train=60, seed=1)
+    fashion = make_dataset(tmp_path / "data", n_train=60, seed=2)  # FASTPROP_DATA itself
+    monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
+    for name, arrays in (("mnist", mnist), ("fashion-mnist", fashion), ("Fashion_MNIST", fashion)):
+        numpy.random.seed(0)
+        order = numpy.random.permutation(60)
+        numpy.random.seed(0)
+        images, labels, image_size, label_size = datasets.load_data(name, dtype=numpy.float32,
+                                                                    download=False)
+        assert_prepared(images, labels, arrays[0][order], arrays[1][order], numpy.float32)
+        assert (image_size, label_size) == (784, 10)
+    with pytest.raises(ValueError, match="floating"):
+        datasets.load_data("mnist", dtype=numpy.int32, download=False)
+    with pytest.raises(DatasetError, match="Unknown dataset 'cifar'"):
+        datasets.load_data("cifar")
+
+
+@pytest.mark.parametrize("n, n_train", [(60000, 50000), (120, 100), (7, 6), (6, 5), (1, 1)])
+def test_split_rows_keeps_the_first_five_sixths_for_training(n, n_train):
+    images = numpy.arange(n * 3, dtype=numpy.float64).reshape(n, 3)
+    labels = numpy.arange(n * 2, dtype=numpy.float64).reshape(n, 2) * -1
+    x, y, x_valid, y_valid = datasets.split_rows(images, labels)
+    numpy.testing.assert_array_equal(x, images[:n_train])  # in order: the notebook never reshuffles
+    numpy.testing.assert_array_equal(y, labels[:n_train])
+    numpy.testing.assert_array_equal(x_valid, images[n_train:])
+    numpy.testing.assert_array_equal(y_valid, labels[n_train:])
+
+
 # ---------------------------------------------------------------- training splits
 
 @pytest.mark.parametrize("n, n_train", [(120, 100), (60, 50), (7, 6), (6, 5)])
-def test_load_data_splits_five_to_one(tmp_path, n, n_train):
+def test_load_split_splits_five_to_one(tmp_path, n, n_train):
     arrays = make_dataset(tmp_path, n_train=n)
-    x, y, x_valid, y_valid = datasets.load_data("mnist", tmp_path, download=False)
+    x, y, x_valid, y_valid = datasets.load_split("mnist", tmp_path, download=False)
     assert x.shape == (n_train, 784) and y.shape == (n_train, 10)
     assert x_valid.shape == (n - n_train, 784) and y_valid.shape == (n - n_train, 10)
     images = numpy.concatenate([x, x_valid])
@@ -349,28 +452,28 @@ def test_load_data_splits_five_to_one(tmp_path, n, n_train):
     assert sorted(map(bytes, images)) == sorted(map(bytes, original))
 
 
-def test_load_data_shuffle_is_seeded(tmp_path):
+def test_load_split_shuffle_is_seeded(tmp_path):
     make_dataset(tmp_path)
-    first = datasets.load_data(path=tmp_path, seed=5, download=False)
-    again = datasets.load_data(path=tmp_path, seed=5, download=False)
-    other = datasets.load_data(path=tmp_path, seed=6, download=False)
+    first = datasets.load_split(path=tmp_path, seed=5, download=False)
+    again = datasets.load_split(path=tmp_path, seed=5, download=False)
+    other = datasets.load_split(path=tmp_path, seed=6, download=False)
     for a, b in zip(first, again):
         numpy.testing.assert_array_equal(a, b)
     assert not numpy.array_equal(first[0], other[0])
 
 
-def test_load_data_dtype_and_dataset_names(tmp_path, monkeypatch):
+def test_load_split_dtype_and_dataset_names(tmp_path, monkeypatch):
     make_dataset(tmp_path / "data" / "fashion-mnist")
     monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
-    x, y, _, _ = datasets.load_data("fashion_mnist", dtype=numpy.float64, download=False)
+    x, y, _, _ = datasets.load_split("fashion_mnist", dtype=numpy.float64, download=False)
     assert x.dtype == y.dtype == numpy.float64
-    numpy.testing.assert_allclose(x, datasets.load_data("Fashion-MNIST", download=False)[0],
+    numpy.testing.assert_allclose(x, datasets.load_split("Fashion-MNIST", download=False)[0],
                                   rtol=1e-6)
     with pytest.raises(ValueError, match="floating"):
-        datasets.load_data("fashion-mnist", dtype=numpy.int32, download=False)
+        datasets.load_split("fashion-mnist", dtype=numpy.int32, download=False)
     with pytest.raises(DatasetError, match="Unknown dataset 'cifar'; expected one of 'mnist', "
                                            "'fashion-mnist'"):
-        datasets.load_data("cifar")
+        datasets.load_split("cifar")
 
 
 def test_load_test_data_is_the_official_test_set_in_order(tmp_path):
@@ -404,19 +507,42 @@ def test_real_fashion_mnist_from_debian_package():
     for name in FILES:
         digest = hashlib.sha256((DEBIAN_FASHION_MNIST / name).read_bytes()).hexdigest()
         assert digest == checksums[name], name
-    raw = datasets.load_fashion_mnist(DEBIAN_FASHION_MNIST, download=False)
+    raw = datasets.read_dataset("fashion-mnist", DEBIAN_FASHION_MNIST, download=False)
     assert raw.train_images.shape == (60000, 28, 28) and raw.train_labels.shape == (60000,)
     assert raw.test_images.shape == (10000, 28, 28) and raw.test_labels.shape == (10000,)
     assert numpy.bincount(raw.train_labels).tolist() == [6000] * 10
     assert numpy.bincount(raw.test_labels).tolist() == [1000] * 10
 
 
+def test_real_fashion_mnist_through_the_notebook_loaders(monkeypatch, global_rng):
+    if not all((DEBIAN_FASHION_MNIST / name).is_file() for name in FILES):
+        pytest.skip(f"{DEBIAN_FASHION_MNIST} is absent; 'apt-get install dataset-fashion-mnist' "
+                    "installs it")
+    monkeypatch.setattr(datasets, "SYSTEM_PATHS", DEFAULT_SYSTEM_PATHS)  # found where Debian put it
+    raw = datasets.read_dataset("fashion-mnist", DEBIAN_FASHION_MNIST, download=False)
+    images, labels = datasets.load_fashion_mnist(dtype=numpy.float32, download=False)
+    assert images.shape == (60000, 784) and labels.shape == (60000, 10)
+    numpy.testing.assert_array_equal(images[[0, 59999]],
+                                     raw.train_images[[0, 59999]].reshape(2, 784) / numpy.float32(255))
+    numpy.testing.assert_array_equal(labels.argmax(axis=1), raw.train_labels)
+    numpy.random.seed(1)
+    images, labels, image_size, label_size = datasets.load_data("fashion-mnist", dtype=numpy.float32,
+                                                                download=False)
+    assert (image_size, label_size) == (784, 10)
+    x, y, x_valid, y_valid = datasets.split_rows(images, labels)
+    assert x.shape == (50000, 784) and y.shape == (50000, 10)
+    assert x_valid.shape == (10000, 784) and y_valid.shape == (10000, 10)
+    numpy.random.seed(1)
+    order = numpy.random.permutation(60000)
+    numpy.testing.assert_array_equal(y_valid.argmax(axis=1), raw.train_labels[order[50000:]])
+
+
 def test_data_and_test_come_from_one_read_and_match_the_two_loaders(tiny_mnist, monkeypatch):
     reads = []
     original = datasets._read_dataset
     monkeypatch.setattr(datasets, "_read_dataset", lambda *a: reads.append(a) or original(*a))
-    together = datasets.load_data_and_test("mnist", tiny_mnist, seed=3, download=False)
+    together = datasets.load_split_and_test("mnist", tiny_mnist, seed=3, download=False)
     assert len(reads) == 1
-    apart = datasets.load_data("mnist", tiny_mnist, seed=3, download=False) + datasets.load_test_data(
+    apart = datasets.load_split("mnist", tiny_mnist, seed=3, download=False) + datasets.load_test_data(
         "mnist", tiny_mnist, download=False)
     assert len(together) == 6 and all(numpy.array_equal(a, b) for a, b in zip(together, apart))

@@ -14,6 +14,13 @@ from fastprop.layers.dropout import Dropout
 RATE = 0.3
 
 
+@pytest.fixture(autouse=True)
+def _default_generators_afterwards():
+    """fastprop.seed switches later layers and masks to fastprop's generator; undo it after each test."""
+    yield
+    fastprop.seed(None)
+
+
 def _dropout(backend_name, rate=RATE, rng=0, dtype="float64"):
     with fastprop.use_backend(backend_name, dtype=dtype):
         return Dropout(rate, rng=rng)

@@ -14,6 +14,13 @@ from tests.conftest import relative_error
 RNG = numpy.random.default_rng(42)
 
 
+@pytest.fixture(autouse=True)
+def _weights_from_numpy_global_generator():
+    """fastprop.seed switches later layers to fastprop's generator; give the default back after each test."""
+    yield
+    fastprop.seed(None)
+
+
 def _data(batch, n_in, n_out, one_hot=True):
     x = RNG.normal(size=(batch, n_in))
     if one_hot:
@@ -60,15 +67,15 @@ def test_activation_alone_passes_gradcheck(backend_name, activation):
 
 def test_gradcheck_catches_a_wrong_gradient():
     class Doubled(Sigmoid):
-        def backward(self, gradient, input_gradient=True):
-            return 2 * super().backward(gradient, input_gradient)
+        def backward(self, d_out, input_gradient=True):
+            return 2 * super().backward(d_out, input_gradient)
 
     with fastprop.use_backend("numpy", dtype="float64"):
         net = Network([Linear(4, 3), Doubled()], fuse=False)
     x, target = _data(5, 4, 3)
     result = fastprop.gradcheck(net, MeanSquareError(), x, target)
     assert not result.passed(1e-3)
-    assert result.errors["0 Linear(4, 3).weights"] > 0.4
+    assert result.errors["0 Linear(4, 3).w"] > 0.4
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("float64", 1e-12)])
@@ -81,20 +88,44 @@ def test_fused_linear_sigmoid_matches_unfused(backend_name, dtype, tolerance):
     for net in (fused, plain):
         net.zero_gradients()
         p = net.forward(x)
-        dx = net.backward(MeanSquareError().gradient(p, target))
-        outputs.append([p, dx] + [parameter.gradient for parameter in net.parameters()])
+        cost_function = MeanSquareError()
+        dx = net.backward(cost_function.gradient(cost_function.estimate(target, p)))
+        # what each layer keeps is the notebook's, fused or not: Linear.x_in, Sigmoid.x_in and x_out
+        kept = [net.layers[0].x_in, net.layers[1].x_in, net.layers[1].x_out,
+                net.layers[2].x_in, net.layers[3].x_in, net.layers[3].x_out]
+        outputs.append([p, dx] + kept + [parameter.gradient for parameter in net.parameters()])
     backend = fused.backend
+    assert relative_error(backend.to_numpy(outputs[0][3]), backend.to_numpy(outputs[0][4])) > 0.1  # x_in is z, not p
     for a, b in zip(*outputs):
+        assert a.shape == b.shape
         assert relative_error(backend.to_numpy(a), backend.to_numpy(b)) <= tolerance
 
 
-def test_network_skips_the_first_input_gradient_unless_asked():
-    net = Network([Linear(6, 3), Sigmoid()])
+@pytest.mark.parametrize("fuse", [True, False])
+def test_network_backward_returns_the_input_gradient(fuse):
+    with fastprop.use_backend("numpy", dtype="float64"):
+        net = Network([Linear(6, 3), Sigmoid()], fuse=fuse)
     x, target = _data(4, 6, 3)
     p = net.forward(x)
-    assert net.backward(MeanSquareError().gradient(p, target)) is None
-    dx = net.backward(MeanSquareError().gradient(p, target), input_gradient=True)
+    d = RNG.normal(size=(4, 3))
+    dx = net.backward(d)
     assert dx.shape == (4, 6)
+    expected = (d * p * (1 - p)) @ net.layers[0].w  # the notebook's Sigmoid then Linear backward
+    assert relative_error(dx, expected) < 1e-12
+    assert net.backward(d, input_gradient=False) is None  # training skips it: it is not needed
+    with fastprop.use_backend("numpy", dtype="float64"):
+        quiet = Network([Linear(6, 3), Sigmoid()], fuse=fuse, input_gradient=False)
+    quiet.forward(x)
+    assert quiet.backward(d) is None
+    assert quiet.backward(d, input_gradient=True).shape == (4, 6)
+
+
+def test_network_keeps_the_very_list_it_is_given():
+    layers = [Linear(4, 3), Sigmoid()]
+    net = Network(layers)
+    assert net.layers is layers
+    layers.append(Linear(3, 2))  # the notebook's list: changing it changes the network
+    assert net.forward(numpy.ones((2, 4))).shape == (2, 2)
 
 
 def test_gradients_accumulate_until_zero_gradients(backend_name):
@@ -108,44 +139,91 @@ def test_gradients_accumulate_until_zero_gradients(backend_name):
     layer.backward(ga)
     layer.forward(xb)
     layer.backward(gb)
+    assert relative_error(to_host(layer.x_in), xb) < 1e-12  # the last input
     expected = ga.T @ xa + gb.T @ xb
-    assert relative_error(to_host(layer.weights_gradient), expected) < 1e-12
-    assert relative_error(to_host(layer.bias_gradient), ga.sum(0, keepdims=True) + gb.sum(0, keepdims=True)) < 1e-12
+    assert relative_error(to_host(layer.dw), expected) < 1e-12
+    assert relative_error(to_host(layer.db), ga.sum(0, keepdims=True) + gb.sum(0, keepdims=True)) < 1e-12
     layer.zero_gradients()
-    assert not to_host(layer.weights_gradient).any() and not to_host(layer.bias_gradient).any()
+    assert not to_host(layer.dw).any() and not to_host(layer.db).any()
 
 
 def test_update_parameters_is_sgd_on_the_summed_gradient(backend_name):
     with fastprop.use_backend(backend_name, dtype="float64"):
         layer = Linear(3, 2)
     to_host = layer.backend.to_numpy
-    weights = to_host(layer.weights).copy()
+    layer.b = RNG.normal(size=(1, 2))  # a non-zero bias, so its update is visible
+    weights, bias = to_host(layer.w).copy(), to_host(layer.b).copy()
     x, g = RNG.normal(size=(5, 3)), RNG.normal(size=(5, 2))
     layer.zero_gradients()
     layer.forward(x)
     layer.backward(g)
     layer.update_parameters(0.1)
-    assert relative_error(to_host(layer.weights), weights - 0.1 * g.T @ x) < 1e-12
+    assert relative_error(to_host(layer.w), weights - 0.1 * g.T @ x) < 1e-12
+    assert relative_error(to_host(layer.b), bias - 0.1 * g.sum(0, keepdims=True)) < 1e-12
 
 
 def test_linear_shapes_and_notebook_initialisation():
     fastprop.seed(0)
     layer = Linear(784, 10)
-    assert layer.weights.shape == (10, 784) and layer.bias.shape == (1, 10)
-    assert layer.weights.dtype == numpy.float32
-    assert 0.095 < float(layer.weights.std()) < 0.105
+    assert (layer.n_in, layer.n_out) == (784, 10)
+    assert layer.w.shape == (10, 784) and layer.b.shape == (1, 10)
+    assert layer.dw.shape == (10, 784) and layer.db.shape == (1, 10)
+    assert layer.w.dtype == layer.b.dtype == numpy.float32
+    assert layer.x_in is None
+    assert 0.095 < float(layer.w.std()) < 0.105
+    assert not numpy.asarray(layer.b).any()  # the notebook's bias starts at zero
+    assert not numpy.asarray(layer.dw).any() and not numpy.asarray(layer.db).any()
     he = Linear(400, 300, init="he")
-    assert abs(float(he.weights.std()) - numpy.sqrt(2 / 400)) < 0.003
-    assert not numpy.asarray(he.bias).any()
+    assert abs(float(he.w.std()) - numpy.sqrt(2 / 400)) < 0.003
+    assert not numpy.asarray(he.b).any()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_weights_come_from_numpy_global_generator_as_in_the_notebook(backend_name, dtype):
+    numpy.random.seed(5)
+    with fastprop.use_backend(backend_name, dtype=dtype):
+        layer, sigma = Linear(7, 4), Linear(3, 2, initial_sigma=0.5)
+    after = numpy.random.randn()  # the layers consumed exactly 4 * 7 + 2 * 3 normals
+    numpy.random.seed(5)
+    expected_w = 0.1 * numpy.random.randn(4, 7)
+    expected_sigma = 0.5 * numpy.random.randn(2, 3)
+    assert numpy.random.randn() == after
+    numpy.testing.assert_array_equal(layer.backend.to_numpy(layer.w), expected_w.astype(dtype))
+    numpy.testing.assert_array_equal(sigma.backend.to_numpy(sigma.w), expected_sigma.astype(dtype))
+    assert not layer.backend.to_numpy(layer.b).any()
 
 
 def test_seeded_layers_are_identical_and_unseeded_differ():
-    assert numpy.array_equal(Linear(4, 3, rng=7).weights, Linear(4, 3, rng=7).weights)
+    assert numpy.array_equal(Linear(4, 3, rng=7).w, Linear(4, 3, rng=7).w)
+    state = numpy.random.get_state()
+    assert numpy.array_equal(Linear(4, 3, rng=numpy.random.default_rng(7)).w, Linear(4, 3, rng=7).w)
+    assert numpy.array_equal(numpy.random.get_state()[1], state[1])  # rng= leaves np.random alone
     fastprop.seed(1)
-    first = Linear(4, 3).weights
+    first = Linear(4, 3).w
     fastprop.seed(1)
-    assert numpy.array_equal(first, Linear(4, 3).weights)
-    assert not numpy.array_equal(first, Linear(4, 3).weights)
+    assert numpy.array_equal(first, Linear(4, 3).w)
+    assert not numpy.array_equal(first, Linear(4, 3).w)
+    fastprop.seed(None)  # back to NumPy's global generator
+    numpy.random.seed(1)
+    from_global = Linear(4, 3).w
+    numpy.random.seed(1)
+    assert numpy.array_equal(from_global, (0.1 * numpy.random.randn(3, 4)).astype(numpy.float32))
+
+
+def test_parameters_are_assignable_and_converted(backend_name):
+    with fastprop.use_backend(backend_name, dtype="float32"):
+        layer = Linear(3, 2)
+    values = numpy.arange(6, dtype=numpy.float64).reshape(2, 3)
+    layer.w = values
+    assert layer.backend.is_native(layer.w) and layer.w.dtype == numpy.float32
+    numpy.testing.assert_array_equal(layer.backend.to_numpy(layer.w), values)
+    layer.w -= 1  # updates in place stay in the layer: the caller's array is a copy
+    assert values[0, 0] == 0
+    layer.b = [[1.0, -1.0]]
+    y = layer.backend.to_numpy(layer.forward(numpy.ones((1, 3))))
+    numpy.testing.assert_array_equal(y, [[1 + 0.0, 9 - 1.0]])
+    with pytest.raises(ValueError, match=r"Linear\(3, 2\)\.w must keep its shape \(2, 3\)"):
+        layer.w = numpy.ones((3, 2))
 
 
 def test_float32_network_stays_float32_on_float64_input(backend_name):
@@ -154,21 +232,22 @@ def test_float32_network_stays_float32_on_float64_input(backend_name):
     x = numpy.random.rand(12, 784)  # float64, as the notebook feeds it
     p = net.forward(x)
     assert p.dtype == numpy.float32
-    cost = MeanSquareError()
+    cost_function = MeanSquareError()
     t = numpy.eye(10)[numpy.arange(12) % 10]
-    assert cost.estimate(p, t).dtype == numpy.float32
-    net.backward(cost.gradient(p, t))
+    cost = cost_function.estimate(t, p)
+    assert cost.dtype == numpy.float32
+    assert net.backward(cost_function.gradient(cost)).dtype == numpy.float32
     assert all(parameter.gradient.dtype == numpy.float32 for parameter in net.parameters())
 
 
 def test_to_backend_moves_parameters_and_changes_dtype():
     net = Network([Linear(4, 3, rng=0), Sigmoid()])
-    weights = numpy.asarray(net.layers[0].weights, dtype=numpy.float64)
+    weights = numpy.asarray(net.layers[0].w, dtype=numpy.float64)
     net.to_backend("numpy", dtype="float64")
     assert net.dtype == numpy.float64
-    assert net.layers[0].weights.dtype == numpy.float64
-    assert net.layers[0].weights_gradient.dtype == numpy.float64
-    assert numpy.array_equal(net.layers[0].weights, weights)
+    assert net.layers[0].w.dtype == net.layers[0].b.dtype == numpy.float64
+    assert net.layers[0].dw.dtype == net.layers[0].db.dtype == numpy.float64
+    assert numpy.array_equal(net.layers[0].w, weights)
 
 
 def test_network_nests_and_lists_parameters_in_order():
@@ -176,8 +255,8 @@ def test_network_nests_and_lists_parameters_in_order():
     net = Network([inner, Linear(3, 2)])
     names = [(parameter.layer, parameter.name) for parameter in net.parameters()]
     assert names == [
-        (inner.layers[0], "weights"), (inner.layers[0], "bias"),
-        (net.layers[1], "weights"), (net.layers[1], "bias"),
+        (inner.layers[0], "w"), (inner.layers[0], "b"),
+        (net.layers[1], "w"), (net.layers[1], "b"),
     ]
     assert net.leaves() == [inner.layers[0], inner.layers[1], net.layers[1]]
     assert net.forward(numpy.ones((2, 4))).shape == (2, 2)
@@ -199,11 +278,11 @@ def test_foreign_array_fails_naming_the_layer_and_the_fix():
     "call, message",
     [
         (lambda: Linear(4, 3).forward(numpy.ones((2, 5))), r"Linear\(4, 3\) expected input of shape \(batch, 4\), got \(2, 5\)"),
-        (lambda: Linear(4, 3).forward(numpy.ones(4)), r"got \(4,\); .*reshape\(1, -1\)"),
+        (lambda: Linear(4, 3).forward(numpy.ones(5)), r"expected input of shape \(batch, 4\), got \(5,\); give one row per sample"),
         (lambda: Linear(4, 3).backward(numpy.ones((2, 3))), r"backward was called before forward"),
         (lambda: Linear(0, 3), r"positive integer n_in, got 0"),
         (lambda: Linear(4, 3, init="magic"), r"init='magic'; choose one of 'normal', 'xavier', 'he'"),
-        (lambda: Network([Linear(4, 3), "sigmoid"]), r"Network layer 1 is a str, not a fastprop Layer"),
+        (lambda: Network([Linear(4, 3), "sigmoid"]), r"Network layer 1 is a str, which has no forward, backward, zero_gradients and update_parameters"),
         (lambda: Linear(4, 3).forward(numpy.array([["a"] * 4])), r"dtype <U1, but fastprop needs real numbers"),
     ],
 )
@@ -212,6 +291,20 @@ def test_bad_input_gets_one_clear_error(call, message):
         call()
     assert error.match(message)
     assert "\n" not in str(error.value)
+
+
+def test_one_sample_is_one_row(backend_name):
+    with fastprop.use_backend(backend_name, dtype="float64"):
+        layer = Linear(4, 3)
+    layer.b = [[1.0, 2.0, 3.0]]
+    x = numpy.arange(4.0)
+    y = layer.forward(x)
+    assert y.shape == (1, 3)
+    to_host = layer.backend.to_numpy
+    assert relative_error(to_host(y), x @ to_host(layer.w).T + [[1.0, 2.0, 3.0]]) < 1e-12
+    d_in = layer.backward(numpy.ones(3))  # a gradient for that one row may be 1-D as well
+    assert d_in.shape == (1, 4)
+    assert relative_error(to_host(layer.dw), numpy.ones((3, 1)) * x) < 1e-12
 
 
 def test_backward_checks_the_gradient_shape():

@@ -43,8 +43,27 @@ def _assert_close(result, expected, dtype):
 @pytest.mark.parametrize("n_in, n_out", [(784, 10), (13, 3), (5, numba_backend.SMALL_LAYER), (9, 40)])
 def test_forward_kernels_match_the_reference(backend, dtype, n, n_in, n_out):
     x, W, b, *_ = _layer(numpy.random.default_rng(n), n, n_in, n_out, dtype)
-    for kernel in ("linear_forward", "linear_sigmoid_forward"):
-        _assert_close(getattr(backend, kernel)(x, W, b), getattr(REFERENCE, kernel)(x, W, b), dtype)
+    z = backend.linear_forward(x, W, b)
+    _assert_close(z, REFERENCE.linear_forward(x, W, b), dtype)
+    # The fused kernel returns both the pre-activation z (what Sigmoid.x_in holds) and p = sigmoid(z).
+    fused, expected = backend.linear_sigmoid_forward(x, W, b), REFERENCE.linear_sigmoid_forward(x, W, b)
+    assert len(fused) == len(expected) == 2
+    for result, reference in zip(fused, expected):
+        assert result.shape == (n, n_out)
+        _assert_close(result, reference, dtype)
+    assert numpy.array_equal(fused[0], z)  # the same z as the unfused forward
+
+
+@DTYPES
+def test_dense_forward_kernel_fills_the_sigmoid_output_only_when_given_rows(backend, dtype):
+    x, W, b, *_ = _layer(numpy.random.default_rng(2), 9, 13, 7, dtype)
+    expected_z = REFERENCE.linear_forward(x, W, b)
+    z = backend._k.dense_forward(x, W, b, numpy.empty((0, 7), dtype))  # no sigmoid
+    _assert_close(z, expected_z, dtype)
+    p = numpy.full((9, 7), -1, dtype)
+    z = backend._k.dense_forward(x, W, b, p)
+    _assert_close(z, expected_z, dtype)  # z itself stays the pre-activation
+    _assert_close(p, REFERENCE.sigmoid(expected_z.copy()), dtype)
 
 
 @DTYPES
@@ -109,7 +128,7 @@ def test_take_rows_copies_exactly_what_numpy_take_does(backend, dtype):
 def _all_outputs(backend, dtype, n=1000):
     """Every kernel's output for one fixed set of inputs, as host arrays."""
     x, W, b, p, g, dW, db = _layer(numpy.random.default_rng(9), n, 784, 10, dtype)
-    outputs = [backend.linear_sigmoid_forward(x, W, b), backend.linear_forward(x, W, b)]
+    outputs = [*backend.linear_sigmoid_forward(x, W, b), backend.linear_forward(x, W, b)]
     for accumulate in (True, False):
         grads = dW.copy(), db.copy()
         outputs += [backend.linear_sigmoid_backward(x, W, p, g, *grads, accumulate=accumulate), *grads]
@@ -143,7 +162,8 @@ def test_non_contiguous_and_non_float_inputs_fall_back_to_the_reference(backend)
     x, W, b, p, g, dW, db = _layer(numpy.random.default_rng(5), 33, 20, 6, numpy.float64)
     strided, fortran = x[:, ::2], numpy.asfortranarray(W[:, ::2])
     expected = REFERENCE.linear_sigmoid_forward(strided, fortran, b)
-    _assert_close(backend.linear_sigmoid_forward(strided, fortran, b), expected, numpy.float64)
+    for result, reference in zip(backend.linear_sigmoid_forward(strided, fortran, b), expected, strict=True):
+        _assert_close(result, reference, numpy.float64)
     ours, theirs = (dW[:, ::2].copy(), db.copy()), (dW[:, ::2].copy(), db.copy())
     dx = backend.linear_sigmoid_backward(strided, fortran, p, g, *ours, accumulate=True)
     expected = REFERENCE.linear_sigmoid_backward(strided, fortran, p, g, *theirs, accumulate=True)
@@ -222,7 +242,8 @@ def test_kernels_run_on_one_thread_while_blas_threads_spin(backend, monkeypatch)
     monkeypatch.setattr(numba, "set_num_threads", lambda n: calls.append(n))
     narrow = W[:3].copy(), b[:, :3].copy()
     expected = REFERENCE.linear_sigmoid_forward(x, *narrow)
-    _assert_close(backend.linear_sigmoid_forward(x, *narrow), expected, numpy.float64)
+    for result, reference in zip(backend.linear_sigmoid_forward(x, *narrow), expected, strict=True):
+        _assert_close(result, reference, numpy.float64)
     assert calls == [1, saved]
 
 
@@ -267,16 +288,21 @@ def test_whole_epoch_kernel_matches_the_step_loop(dtype, tolerance, pixels, n, n
     order = rng.permutation(n)
     with fastprop.use_backend("numba", dtype=dtype):
         fast, steps = (Network([Linear(n_in, n_out, rng=0), Sigmoid()]) for _ in range(2))
-    total = backend.compile_epoch(fast, MeanSquareError(), images, targets, batch)(order, 1e-3)
-    expected = 0.0
+    costs = backend.compile_epoch(fast, MeanSquareError(), images, targets, batch)(order, 1e-3)
+    assert isinstance(costs, numpy.ndarray) and costs.dtype == numpy.float64 and costs.shape == (2,)
+    expected = numpy.zeros(2)  # [summed over the batches of the first one's size, over a shorter last batch]
+    cost_function = MeanSquareError()
     for start in range(0, n, batch):
         index = order[start : start + batch]
         steps.zero_gradients()
         p = steps.forward(images[index])
-        expected += float(MeanSquareError().estimate(p, targets[index]).sum(dtype=numpy.float64))
-        steps.backward(MeanSquareError().gradient(p, targets[index]))
+        cost = cost_function.estimate(targets[index], p)
+        expected[0 if len(index) == batch else 1] += float(cost.sum(dtype=numpy.float64))
+        steps.backward(cost_function.gradient(cost))
         steps.update_parameters(1e-3)
-    assert total == pytest.approx(expected, rel=tolerance)
+    assert (n % batch == 0) == (expected[1] == 0)  # the shapes above have a shorter last batch
+    assert costs[0] == pytest.approx(expected[0], rel=tolerance)
+    assert costs[1] == pytest.approx(expected[1], rel=tolerance)
     for a, b in zip(fast.parameters(), steps.parameters()):
         assert relative_error(a.value, b.value) <= tolerance
         assert relative_error(a.gradient, b.gradient) <= 10 * tolerance  # the last batch's gradients
@@ -292,12 +318,13 @@ def test_whole_epoch_kernel_is_deterministic_across_thread_counts(pixels):
         for threads in (1, saved, 1):
             numba.set_num_threads(threads)
             net = _w1("float32")
-            total = backend.compile_epoch(net, MeanSquareError(), images, targets, 128)(order, 1e-2)
-            results.append((total, net.layers[0].weights.copy(), net.layers[0].bias.copy()))
+            costs = backend.compile_epoch(net, MeanSquareError(), images, targets, 128)(order, 1e-2)
+            results.append((costs.copy(), net.layers[0].w.copy(), net.layers[0].b.copy()))
     finally:
         numba.set_num_threads(saved)
-    for total, weights, bias in results[1:]:
-        assert total == results[0][0]
+    assert results[0][0][0] > 0 and results[0][0][1] > 0  # 700 rows in batches of 128: a shorter last batch
+    for costs, weights, bias in results[1:]:
+        assert numpy.array_equal(costs, results[0][0])
         assert numpy.array_equal(weights, results[0][1]) and numpy.array_equal(bias, results[0][2])
 
 

@@ -13,7 +13,7 @@ from fastprop.optimizers import SGD, Adam, CosineLR, StepLR, constant, from_stat
 
 W0 = numpy.array([[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]])
 B0 = numpy.array([[0.05, -0.05]])
-GRADIENTS = [  # (weights gradient, bias gradient) for three steps
+GRADIENTS = [  # (dw, db) for three steps
     (numpy.array([[0.5, -1.0, 0.25], [2.0, 0.0, -0.5]]), numpy.array([[1.0, -2.0]])),
     (numpy.array([[-0.3, 0.7, 1.5], [0.1, -0.4, 0.9]]), numpy.array([[0.5, 0.25]])),
     (numpy.array([[1.2, 0.2, -0.8], [-1.1, 0.6, 0.3]]), numpy.array([[-1.5, 0.75]])),
@@ -24,29 +24,27 @@ LR, MU, DECAY = 0.1, 0.9, 0.05
 def _layer(backend_name, dtype="float64"):
     with fastprop.use_backend(backend_name, dtype=dtype):
         layer = Linear(3, 2)
-    layer.weights[...] = layer.backend.asarray(W0, dtype=layer.dtype)
-    layer.bias[...] = layer.backend.asarray(B0, dtype=layer.dtype)
+    layer.w = W0  # converted to the layer's backend and dtype
+    layer.b = B0
     return layer
 
 
 def _set_gradients(layer, step):
-    weights_gradient, bias_gradient = GRADIENTS[step]
-    layer.weights_gradient[...] = layer.backend.asarray(weights_gradient, dtype=layer.dtype)
-    layer.bias_gradient[...] = layer.backend.asarray(bias_gradient, dtype=layer.dtype)
+    layer.dw, layer.db = GRADIENTS[step]
 
 
 def _run(optimizer, layer, steps=3, learning_rate=LR):
-    """Host copies of (weights, bias) after each of ``steps`` optimizer steps."""
+    """Host copies of (w, b) after each of ``steps`` optimizer steps."""
     trace = []
     for step in range(steps):
         _set_gradients(layer, step)
         optimizer.step(layer, learning_rate)
-        trace.append(tuple(layer.backend.to_numpy(a).copy() for a in (layer.weights, layer.bias)))
+        trace.append(tuple(layer.backend.to_numpy(a).copy() for a in (layer.w, layer.b)))
     return trace
 
 
 def _expected(update, steps=3):
-    """Apply ``update(p, g, state, t)`` (plain NumPy, written here) to weights and bias separately."""
+    """Apply ``update(p, g, state, t)`` (plain NumPy, written here) to w and b separately."""
     values, states, trace = [W0.copy(), B0.copy()], [{}, {}], []
     for t in range(1, steps + 1):
         for k in range(2):
@@ -57,7 +55,7 @@ def _expected(update, steps=3):
 
 def _assert_trace(actual, expected, rtol=1e-12):
     for step, (got, want) in enumerate(zip(actual, expected, strict=True), start=1):
-        for name, a, e in zip(("weights", "bias"), got, want):
+        for name, a, e in zip(("w", "b"), got, want):
             numpy.testing.assert_allclose(a, e, rtol=rtol, atol=1e-15, err_msg=f"{name} after step {step}")
 
 
@@ -73,7 +71,7 @@ def test_plain_sgd_is_exactly_update_parameters(backend_name):
     for _ in range(3):
         for model in (reference, net):
             model.zero_gradients()
-            model.backward(cost.gradient(model.forward(x), target))
+            model.backward(cost.gradient(cost.estimate(target, model.forward(x))))
         reference.update_parameters(0.3)
         optimizer.step(net, 0.3)
     for a, b in zip(reference.parameters(), net.parameters()):
@@ -139,8 +137,8 @@ def test_adam_matches_hand_computation(backend_name, options):
 
 def test_first_adam_step_moves_every_entry_by_the_learning_rate(backend_name):
     layer = _layer(backend_name)
-    (weights, _), = _run(Adam(), layer, steps=1)
-    numpy.testing.assert_allclose(W0 - weights, LR * numpy.sign(GRADIENTS[0][0]), rtol=1e-6, atol=1e-7)
+    (w, _), = _run(Adam(), layer, steps=1)
+    numpy.testing.assert_allclose(W0 - w, LR * numpy.sign(GRADIENTS[0][0]), rtol=1e-6, atol=1e-7)
 
 
 def test_gradients_are_left_untouched(backend_name):
@@ -148,7 +146,8 @@ def test_gradients_are_left_untouched(backend_name):
     _set_gradients(layer, 0)
     Adam(weight_decay=DECAY).step(layer, LR)
     SGD(momentum=MU, nesterov=True, weight_decay=DECAY).step(layer, LR)
-    assert numpy.array_equal(layer.backend.to_numpy(layer.weights_gradient), GRADIENTS[0][0])
+    assert numpy.array_equal(layer.backend.to_numpy(layer.dw), GRADIENTS[0][0])
+    assert numpy.array_equal(layer.backend.to_numpy(layer.db), GRADIENTS[0][1])
 
 
 # -- state ----------------------------------------------------------------------------------------
@@ -182,7 +181,7 @@ def test_state_dict_round_trip_continues_identically(backend_name, make):
     assert len(state_arrays) > 0 and all(isinstance(a, numpy.ndarray) for a in state_arrays)
     assert [entry["step"] for entry in state["parameters"]] == [2, 2]
     clone = _layer(backend_name)
-    clone.weights[...], clone.bias[...] = layer.weights, layer.bias
+    clone.w, clone.b = layer.w, layer.b
     restored = from_state_dict(state)
     assert restored.hyperparameters() == optimizer.hyperparameters()
     for entry in state["parameters"]:  # the optimizer holds copies, not the caller's arrays
@@ -191,7 +190,7 @@ def test_state_dict_round_trip_continues_identically(backend_name, make):
     for model, opt in ((layer, optimizer), (clone, restored)):
         _set_gradients(model, 2)
         opt.step(model)  # the learning rate the optimizer was built with
-    for name in ("weights", "bias"):
+    for name in ("w", "b"):
         numpy.testing.assert_array_equal(
             layer.backend.to_numpy(getattr(layer, name)), clone.backend.to_numpy(getattr(clone, name))
         )
@@ -208,7 +207,7 @@ def test_state_follows_the_network_to_another_backend_and_dtype(backend_name):
     state = optimizer.state_dict()["parameters"]
     assert all(a.dtype == numpy.float32 for entry in state for a in entry["arrays"].values())
     expected = _expected(_adam_reference())[-1]
-    numpy.testing.assert_allclose(layer.backend.to_numpy(layer.weights), expected[0], rtol=1e-5)
+    numpy.testing.assert_allclose(layer.backend.to_numpy(layer.w), expected[0], rtol=1e-5)
 
 
 def test_an_optimizer_refuses_a_second_network_until_reset(backend_name):
@@ -237,7 +236,7 @@ def test_load_state_dict_checks_before_changing_anything():
         optimizer.load_state_dict(Adam(0.1).state_dict())
     bad = {"type": "SGD", "hyperparameters": {"learning_rate": 0.1, "momentum": 0.9, "nesterov": False,
                                               "weight_decay": 0.0},
-           "parameters": [{"name": "weights", "shape": (2, 3), "step": 1,
+           "parameters": [{"name": "w", "shape": (2, 3), "step": 1,
                            "arrays": {"velocity": numpy.zeros((3, 2))}}]}
     with pytest.raises(ValueError, match=r"velocity' is a float64 array of shape \(3, 2\)"):
         optimizer.load_state_dict(bad)
@@ -253,13 +252,13 @@ def test_learning_rate_comes_from_step_or_constructor(backend_name):
     with pytest.raises(ValueError, match=r"needs a learning_rate.*SGD\(1e-3\)"):
         SGD().step(layer)
     SGD(0.5).step(layer)
-    numpy.testing.assert_allclose(layer.backend.to_numpy(layer.weights), W0 - 0.5 * GRADIENTS[0][0])
+    numpy.testing.assert_allclose(layer.backend.to_numpy(layer.w), W0 - 0.5 * GRADIENTS[0][0])
     for rate in (-1e-3, float("nan"), "0.1", True):
         with pytest.raises(ValueError, match="learning_rate"):
             SGD().step(layer, rate)
-    before = layer.backend.to_numpy(layer.weights).copy()
+    before = layer.backend.to_numpy(layer.w).copy()
     Adam(1.0).step(layer, 0)  # a schedule may pause learning
-    numpy.testing.assert_array_equal(layer.backend.to_numpy(layer.weights), before)
+    numpy.testing.assert_array_equal(layer.backend.to_numpy(layer.w), before)
 
 
 @pytest.mark.parametrize("build, message", [

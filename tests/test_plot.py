@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy
 import pytest
 
 import fastprop
@@ -37,6 +38,20 @@ def test_leaves_pyplot_alone(tmp_path):
     backend = matplotlib.get_backend()
     learning_curves(_history(), tmp_path / "curves.png")
     assert matplotlib.get_backend() == backend
+
+
+def test_draws_the_history_that_train_returns(tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+    rng = numpy.random.default_rng(0)
+    x, t = rng.random((90, 6)), fastprop.vectorize(rng.integers(0, 3, 90), n_classes=3)
+    net = fastprop.Network([fastprop.Linear(6, 3, rng=0), fastprop.Sigmoid()])
+    history = fastprop.train(net, fastprop.MeanSquareError(), 3, 20, 0.1, data=(x[:60], t[:60], x[60:], t[60:]),
+                             quiet=True, verbose=False)
+    assert len(history.cost) == len(history.accuracy) == 3
+    path = learning_curves(history, tmp_path / "trained.png")
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+    learning_curves(history.to_dict(), tmp_path / "from_dict.png")
+    assert (tmp_path / "from_dict.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_empty_or_ragged_history_is_refused(tmp_path):

@@ -41,32 +41,95 @@ def test_training_prints_the_notebook_lines_and_learns(backend_name, capsys):
     assert len(history.seconds) == 3 and min(history.samples_per_second) > 0
 
 
-def test_reported_cost_is_the_mean_over_every_batch_not_the_last():
+def _notebook_epoch(net, x, t, order, batch_size, rate):
+    """The notebook's step loop by hand over the batches of ``order``; returns the epoch figure train
+    reports: the mean over batches of ``np.mean(cost)`` (the notebook summed those means)."""
+    cost_function, means = MeanSquareError(), []
+    for start in range(0, len(order), batch_size):  # batches of 100, 100 and 50 below
+        index = order[start : start + batch_size]
+        net.zero_gradients()
+        prediction = net.forward(x[index])
+        cost = cost_function.estimate(t[index], prediction)
+        means.append(float(numpy.mean(cost)))
+        net.backward(cost_function.gradient(cost))
+        net.update_parameters(rate)
+    return sum(means) / len(means), means
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in-order", "shuffled"])
+def test_reported_cost_is_the_mean_over_every_batch_not_the_last(shuffle):
     x, t, xv, tv = _data(250, 50)
     net = Network([Linear(40, 10, rng=1), Sigmoid()])
     reference = Network([Linear(40, 10, rng=1), Sigmoid()])
-    history = train(net, MeanSquareError(), 1, 100, 0.01, data=(x, t, xv, tv), quiet=True, verbose=False, seed=4)
-    order = numpy.random.default_rng((4, 1)).permutation(250)  # train shuffles epoch e with (seed, e)
-    total = 0.0
-    for start in range(0, 250, 100):  # batches of 100, 100 and 50
-        index = order[start : start + 100]
-        reference.zero_gradients()
-        p = reference.forward(x[index])
-        total += float(MeanSquareError().estimate(p, t[index]).sum())
-        reference.backward(MeanSquareError().gradient(p, t[index]))
-        reference.update_parameters(0.01)
-    assert history.cost[0] == pytest.approx(total / 250, rel=1e-6)
-    assert numpy.array_equal(net.layers[0].weights, reference.layers[0].weights)
+    history = train(net, MeanSquareError(), 1, 100, 0.01, data=(x, t, xv, tv), quiet=True, verbose=False,
+                    shuffle=shuffle, seed=4)
+    # in order unless shuffle=True, which shuffles epoch e (counted from 1) with (seed, e)
+    order = numpy.random.default_rng((4, 1)).permutation(250) if shuffle else numpy.arange(250)
+    expected, means = _notebook_epoch(reference, x, t, order, 100, 0.01)
+    assert len(means) == 3 and len(set(means)) == 3  # the three batch means differ: their mean is not the last
+    assert history.cost[0] == pytest.approx(expected, rel=1e-6)
+    assert history.cost[0] != pytest.approx(means[-1], rel=1e-3)
+    assert numpy.array_equal(net.layers[0].w, reference.layers[0].w)
+    assert numpy.array_equal(net.layers[0].b, reference.layers[0].b)
+
+
+def test_train_epoch_returns_the_same_figure_in_row_order():
+    x, t, _, _ = _data(250, 0)
+    net = Network([Linear(40, 10, rng=1), Sigmoid()])
+    reference = Network([Linear(40, 10, rng=1), Sigmoid()])
+    cost = fastprop.train_epoch(0, net, x, t, MeanSquareError(), 100, 0.01, quiet=True)
+    expected, _ = _notebook_epoch(reference, x, t, numpy.arange(250), 100, 0.01)
+    assert isinstance(cost, float) and cost == pytest.approx(expected, rel=1e-6)
+    assert numpy.array_equal(net.layers[0].w, reference.layers[0].w)
 
 
 def test_seeded_training_is_reproducible_and_seeds_differ(backend_name):
-    def run(seed):
+    def run(seed, shuffle=True):
         with fastprop.use_backend(backend_name):
             net = Network([Linear(40, 10, rng=0), ReLU(), Linear(10, 10, rng=1), Sigmoid()])
-        return train(net, MeanSquareError(), 2, 64, 0.05, data=_data(), seed=seed, quiet=True, verbose=False)
+        return train(net, MeanSquareError(), 2, 64, 0.05, data=_data(), shuffle=shuffle, seed=seed, quiet=True,
+                     verbose=False)
 
     assert run(1).cost == run(1).cost
     assert run(1).cost != run(2).cost
+    # Without shuffle=True the rows go in order (as in the notebook): the seed changes nothing.
+    in_order = run(1, shuffle=False).cost
+    assert in_order == run(2, shuffle=False).cost == run(None, shuffle=False).cost
+    assert in_order != run(1).cost
+    # shuffle=True with seed=None draws the seed from NumPy's global generator.
+    numpy.random.seed(5)
+    drawn = run(None).cost
+    numpy.random.seed(5)
+    assert run(None).cost == drawn
+
+
+def test_bars_count_epochs_from_zero_and_quiet_hides_them(capsys):
+    net = Network([Linear(40, 10, rng=0), Sigmoid()])
+    train(net, MeanSquareError(), 2, 100, 0.05, data=_data(300, 100))
+    bars = capsys.readouterr().err
+    for bar in ("training, e=0", "validation, e=0", "training, e=1", "validation, e=1"):
+        assert bar in bars
+    assert "e=2" not in bars
+    train(net, MeanSquareError(), 1, 100, 0.05, data=_data(300, 100), quiet=True)
+    assert "training" not in capsys.readouterr().err
+
+
+def test_without_data_train_loads_shuffles_and_splits_five_sixths(tiny_mnist):
+    from fastprop.datasets import load_data
+
+    numpy.random.seed(3)  # load_data shuffles with NumPy's global generator, as the notebook
+    images, labels, image_size, label_size = load_data("mnist", tiny_mnist)
+    assert (len(images), image_size, label_size) == (1200, 784, 10)
+    data = images[:1000], labels[:1000], images[1000:], labels[1000:]  # 5/6 of 1,200 rows for training
+    by_hand = train(Network([Linear(784, 10, rng=0), Sigmoid()]), MeanSquareError(), 2, 100, 0.01, data=data,
+                    quiet=True, verbose=False)
+    numpy.random.seed(3)
+    loaded = train(Network([Linear(784, 10, rng=0), Sigmoid()]), MeanSquareError(), 2, 100, 0.01,
+                   dataset="mnist", data_dir=tiny_mnist, quiet=True, verbose=False)
+    assert loaded.cost == pytest.approx(by_hand.cost, rel=1e-6)
+    assert loaded.accuracy == by_hand.accuracy
+    assert all(a * 200 == round(a * 200) for a in loaded.accuracy)  # validated on the 200 other rows
+    assert loaded.accuracy[-1] > 0.9
 
 
 def test_validate_and_predict():
@@ -118,10 +181,10 @@ def test_history_exports_csv_and_json(tmp_path):
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_divergence_stops_with_the_last_finite_parameters(tmp_path):
     x, t, xv, tv = _data(400, 50)
-    x[350] = numpy.inf  # the fourth batch of 100 (in shuffled order) holds this row somewhere
+    x[350] = numpy.inf  # rows go in order: batch 3 of 100 (counted from 0, as the epochs are) holds it
     net = Network([Linear(40, 10, rng=0), Sigmoid()])
     path = tmp_path / "run.npz"
-    with pytest.raises(fastprop.TrainingDiverged, match=r"epoch 1, batch \d+: the cost became nan at learning rate 0.01"):
+    with pytest.raises(fastprop.TrainingDiverged, match=r"e=0, batch 3: the cost became nan at learning rate 0.01"):
         train(net, MeanSquareError(), 3, 100, 0.01, data=(x, t, xv, tv), quiet=True, verbose=False, checkpoint=path)
     assert all(numpy.isfinite(parameter.value).all() for parameter in net.parameters())
     assert not path.exists()  # no checkpoint was written from a diverged epoch
@@ -138,7 +201,7 @@ def test_checkpoint_resume_continues_the_history(tmp_path):
     history = train(resumed, MeanSquareError(), 4, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
     assert len(history) == 4
     assert history.cost == pytest.approx(expected.cost, rel=1e-6)
-    assert numpy.array_equal(resumed.layers[0].weights, straight.layers[0].weights)
+    assert numpy.array_equal(resumed.layers[0].w, straight.layers[0].w)
 
 
 def test_resume_refuses_a_checkpoint_of_another_network(tmp_path):
@@ -169,9 +232,9 @@ def test_early_stopping_restores_the_best_parameters():
 def test_schedule_scales_the_rate_and_bad_factors_are_refused():
     data = _data(100, 20)
     net = Network([Linear(40, 10, rng=0), Sigmoid()])
-    before = net.layers[0].weights.copy()
+    before = net.layers[0].w.copy()
     train(net, MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False, schedule=lambda e: 0.0)
-    assert numpy.array_equal(before, net.layers[0].weights)
+    assert numpy.array_equal(before, net.layers[0].w)
     with pytest.raises(ValueError, match=r"schedule .* gave -1 for epoch 1"):
         train(net, MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False, schedule=lambda e: -1)
 
@@ -192,9 +255,9 @@ def test_early_stopping_after_a_resume_keeps_the_parameters_it_names(tmp_path, c
     net = Network([Linear(40, 10, rng=9), Sigmoid()])
     history = train(net, MeanSquareError(), 30, 50, 0.05, data=data, quiet=True, checkpoint=path,
                     schedule=rates, patience=2)
-    kept = int(re.search(r"kept the parameters of epoch (\d+)", capsys.readouterr().out).group(1))
-    assert 2 <= kept < len(history) < 30
-    assert validate(net, data[2], data[3]) == pytest.approx(history.accuracy[kept - 1])
+    kept = int(re.search(r"kept the parameters of e=(\d+)", capsys.readouterr().out).group(1))  # e from 0
+    assert 1 <= kept < len(history) - 1 and len(history) < 30
+    assert validate(net, data[2], data[3]) == pytest.approx(history.accuracy[kept])
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
@@ -206,8 +269,8 @@ def test_the_divergence_replay_draws_the_same_dropout_masks():
     x[order[250]] = numpy.inf  # in the third batch of 100
     net = Network([Linear(40, 20, rng=0), fastprop.Dropout(0.5, rng=5), Linear(20, 10, rng=1), Sigmoid()])
     expected = copy.deepcopy(net)  # the same parameters and the same dropout generator state
-    _StepLoop(expected, MeanSquareError(), x[order[:200]], t[order[:200]], 100, None).run(numpy.arange(200), 0.05)
-    with pytest.raises(fastprop.TrainingDiverged, match=r"epoch 1, batch 3:"):
-        _StepLoop(net, MeanSquareError(), x, t, 100, None).epoch(order, 0.05, None, 1)
+    _StepLoop(expected, MeanSquareError(), x[order[:200]], t[order[:200]], 100, None).run(None, 0.05)
+    with pytest.raises(fastprop.TrainingDiverged, match=r"e=0, batch 2:"):  # the third batch, counted from 0
+        _StepLoop(net, MeanSquareError(), x, t, 100, None).epoch(order, 0.05, 0, True)
     for replayed, straight in zip(net.parameters(), expected.parameters()):
         assert numpy.array_equal(replayed.value, straight.value)

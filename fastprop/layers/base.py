@@ -194,6 +194,25 @@ def is_layer(obj) -> bool:
                for name in ("forward", "backward", "zero_gradients", "update_parameters"))
 
 
+def leaves_of(layer) -> list:
+    """The plain layers inside ``layer``, in order: a fastprop layer's :meth:`Layer.leaves`; for a
+    foreign container holding a ``layers`` list (the notebook's own ``Network``), its layers' leaves."""
+    if isinstance(layer, Layer):
+        return layer.leaves()
+    inner = getattr(layer, "layers", None)
+    if isinstance(inner, (list, tuple)) and inner and all(map(is_layer, inner)):
+        return [leaf for item in inner for leaf in leaves_of(item)]
+    return [layer]
+
+
+def is_native(layer) -> bool:
+    """True for a layer fastprop manages: a :class:`Layer` whose ``__init__`` ran (it knows its
+    backend and declares its parameters). Anything else with the Layer methods is *foreign*: it
+    trains through its own ``update_parameters``, and features that need to see its arrays
+    (optimizers, checkpoints, moving between backends) say so when asked to handle it."""
+    return isinstance(layer, Layer) and "_backend" in vars(layer)
+
+
 def takes_input_gradient(layer) -> bool:
     """True when ``layer.backward`` accepts the ``input_gradient`` flag (fastprop's layers do; a
     layer written the notebook's way takes ``d_out`` alone)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..backends import current
 from .activations import Sigmoid
-from .base import Layer, is_layer, takes_input_gradient
+from .base import Layer, is_layer, is_native, leaves_of, takes_input_gradient
 from .linear import Linear
 
 
@@ -86,7 +86,7 @@ class Network(Layer):
         return layer.dtype if layer is not None else current().dtype
 
     def _first_native(self):
-        return next((leaf for leaf in self.leaves() if isinstance(leaf, Layer) and "_backend" in vars(leaf)), None)
+        return next((leaf for leaf in self.leaves() if is_native(leaf)), None)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
@@ -94,7 +94,7 @@ class Network(Layer):
 
     def foreign_layers(self) -> list:
         """The leaves that are not fastprop layers (checkpoints and optimizers cannot handle them)."""
-        return [leaf for leaf in self.leaves() if not isinstance(leaf, Layer)]
+        return [leaf for leaf in self.leaves() if not is_native(leaf)]
 
     def _plan(self):
         key = (self.fuse, tuple(map(id, self.layers)))
@@ -103,7 +103,7 @@ class Network(Layer):
             while i < len(layers):
                 pair = layers[i : i + 2]
                 if (self.fuse and len(pair) == 2 and type(pair[0]) is Linear and type(pair[1]) is Sigmoid
-                        and "_backend" in vars(pair[1]) and pair[0].backend is pair[1].backend
+                        and is_native(pair[1]) and pair[0].backend is pair[1].backend
                         and pair[0].dtype == pair[1].dtype):
                     steps.append(_LinearSigmoid(*pair))
                     i += 2
@@ -140,8 +140,7 @@ class Network(Layer):
         return [p for layer in self.layers if isinstance(layer, Layer) for p in layer.parameters()]
 
     def leaves(self):
-        return [leaf for layer in self.layers
-                for leaf in (layer.leaves() if isinstance(layer, Layer) else [layer])]
+        return [leaf for layer in self.layers for leaf in leaves_of(layer)]
 
     def to_backend(self, name=None, dtype=None):
         foreign = self.foreign_layers()
