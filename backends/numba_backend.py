@@ -25,6 +25,7 @@ made a 784-512-512-10 ReLU network up to 4x slower than NumPy on 2 cores (with t
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import numpy
@@ -209,6 +210,11 @@ def create() -> NumbaBackend:
         raise BackendUnavailableError(
             "numba is not installed; install it with pip install 'fastprop[numba]'"
         ) from None
+    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+        # GNU OpenMP, Numba's first choice where it is installed, does not survive fork(): a
+        # multiprocessing child that trains dies or hangs. "forksafe" takes TBB (the numba extra
+        # installs it), else a fork-safe layer; set NUMBA_THREADING_LAYER to choose yourself.
+        numba.config.THREADING_LAYER = "forksafe"
     from . import numba_kernels
 
     return NumbaBackend(numba, numba_kernels)

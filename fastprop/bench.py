@@ -33,6 +33,7 @@ import numpy
 from .backends import available_backends, load_backend, resolve_dtype, use_backend
 from .costs import MeanSquareError, SoftmaxCrossEntropy
 from .layers import Linear, Network, ReLU, Sigmoid
+from .files import write_atomically, write_text_atomically
 from .plot import require_matplotlib
 from .training import _forward_batches, _StepLoop, epoch_generator
 
@@ -423,8 +424,7 @@ def run_bench(backends=None, workloads=("W1", "W2"), epochs=1, json_path=None, p
                          "fresh_process_cold": fresh_process}}
     out.write(format_report(report) + "\n")
     if json_path is not None:
-        with open(json_path, "w", encoding="utf-8") as stream:
-            json.dump(report, stream, indent=2, default=str)
+        write_text_atomically(json_path, json.dumps(report, indent=2, default=str), "benchmark report")
     if plot_path is not None:
         plot(report, plot_path)
     return report
@@ -480,7 +480,8 @@ def plot(report, path):
     axes.set_ylabel("samples / s (higher is better)")
     axes.set_title(f"fastprop bench on {report['machine']['cpu']}, {report['config']['rows']} rows")
     axes.legend(fontsize="small")
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=120, bbox_inches="tight"),
+                     "benchmark chart")
 
 
 def _names(text):

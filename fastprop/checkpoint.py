@@ -10,11 +10,9 @@ archive is written to a temporary file beside the target, synced, then renamed o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import secrets
 import zipfile
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -22,6 +20,7 @@ from typing import Callable, NamedTuple
 import numpy
 
 from .backends import current, load_backend, resolve_dtype, use_backend
+from .files import write_atomically
 from .history import History
 from .layers.activations import ReLU, Sigmoid, SoftMax, Tanh
 from .layers.dropout import Dropout
@@ -31,7 +30,8 @@ from .optimizers import from_state_dict
 
 FORMAT = "fastprop checkpoint"
 #: The newest format this module writes and reads; files with a larger version are refused.
-FORMAT_VERSION = 1
+#: Version 2 added the training loop's state ("loop"); version 1 files load as before.
+FORMAT_VERSION = 2
 HEADER = "fastprop_header"
 #: Parameter names of checkpoints written before Linear took the notebook's names.
 _RENAMED = {"weights": "w", "bias": "b"}
@@ -77,17 +77,21 @@ class Checkpoint:
     extra: object = None
     epoch: int | None = None
     version: int = FORMAT_VERSION
+    #: What :func:`fastprop.train` needs to resume exactly: ``{"state": JSON values, "arrays": [host
+    #: arrays]}`` (early stopping, shuffle seed, random generators), or None.
+    loop: dict | None = None
 
 
 # -- saving ---------------------------------------------------------------------------------------
 
 
-def save(net, path, *, optimizer=None, history=None, extra=None, epoch=None):
+def save(net, path, *, optimizer=None, history=None, extra=None, epoch=None, loop=None):
     """Write ``net`` (and optionally an optimizer's state, a History, JSON ``extra``) to ``path``.
 
     ``path`` is used exactly as given (no ``.npz`` is appended). ``epoch`` defaults to the number
-    of epochs in ``history``. The previous file at ``path`` stays intact until the new one is
-    complete on disk. Returns ``path``.
+    of epochs in ``history``. ``loop`` is the training loop's own state (``{"state": JSON values,
+    "arrays": [arrays]}``), written by :func:`fastprop.train`. The previous file at ``path`` stays
+    intact until the new one is complete on disk. Returns ``path``.
     """
     arrays = {}
     header = {
@@ -103,6 +107,11 @@ def save(net, path, *, optimizer=None, history=None, extra=None, epoch=None):
     }
     if optimizer is not None:
         header["optimizer"] = _describe_optimizer(optimizer.state_dict(), arrays)
+    if loop is not None:
+        header["loop"] = {
+            "state": loop["state"],
+            "arrays": [_entry(arrays, f"loop.{i}", numpy.asarray(a)) for i, a in enumerate(loop["arrays"])],
+        }
     try:
         text = json.dumps(header)
     except (TypeError, ValueError) as error:
@@ -111,7 +120,7 @@ def save(net, path, *, optimizer=None, history=None, extra=None, epoch=None):
             f"lists, strings, numbers, booleans, None) ({error})."
         ) from None
     arrays[HEADER] = numpy.frombuffer(text.encode("utf-8"), dtype=numpy.uint8)
-    _write_atomically(os.fspath(path), lambda stream: numpy.savez(stream, **arrays))
+    write_atomically(path, lambda stream: numpy.savez(stream, **arrays), "checkpoint")
     return path
 
 
@@ -162,25 +171,6 @@ def _entry(arrays, key, array):
     array = numpy.ascontiguousarray(array)
     arrays[key] = array
     return {"key": key, "shape": list(array.shape), "dtype": array.dtype.name}
-
-
-def _write_atomically(path, write):
-    """Run ``write(stream)`` on a temporary file beside ``path``, sync it, then rename it over ``path``.
-
-    On any failure the temporary file is removed and the previous ``path`` is left untouched.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
 
 
 class _Invalid(Exception):
@@ -294,6 +284,12 @@ def _assemble(header, arrays, backend_name, dtype) -> Checkpoint:
         epoch = header["epoch"]
         if epoch is not None:
             _check(epoch, int, "epoch")
+        loop = None
+        if header.get("loop") is not None:
+            node = _check(header["loop"], dict, "loop state")
+            loop = {"state": _check(node["state"], dict, "loop state"), "arrays": [
+                _array(entry, arrays, used, f"loop.{i}", tuple(entry["shape"]))
+                for i, entry in enumerate(_check(node["arrays"], list, "loop arrays"))]}
     except _Invalid:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as error:
@@ -301,7 +297,7 @@ def _assemble(header, arrays, backend_name, dtype) -> Checkpoint:
     unused = sorted(set(arrays) - used)
     if unused:
         raise _Invalid(f"it holds arrays its header does not describe ({', '.join(unused[:5])})")
-    return Checkpoint(net, optimizer, state, history, header["extra"], epoch, header["version"])
+    return Checkpoint(net, optimizer, state, history, header["extra"], epoch, header["version"], loop)
 
 
 def _build(node, arrays, used, where, dtype):

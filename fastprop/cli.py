@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 
@@ -33,7 +34,9 @@ def _add_train(commands):
         help="train a model with the notebook's output, then report test accuracy",
         description="Train a model; per-epoch lines as in the notebook, then the test accuracy.",
     )
-    parser.add_argument("--backend", default=None, help="backend name (default: FASTPROP_BACKEND or numpy)")
+    parser.add_argument("--backend", default=None,
+                        help="backend name, or 'auto' (the default unless FASTPROP_BACKEND is set): the fastest "
+                             "one available here, cupy on a GPU, else numba, else numpy")
     parser.add_argument("--model", choices=sorted(MODELS), default="seed",
                         help="; ".join(f"{name}: {spec.description}" for name, spec in MODELS.items()))
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
@@ -53,21 +56,24 @@ def _add_train(commands):
 
 
 def _train(args, parser) -> int:
-    from .datasets import DatasetError, load_split_and_test
+    from .datasets import load_split_and_test
     from .training import train, validate
 
     spec = MODELS[args.model]
-    selection = _backends.current()
-    backend_name = args.backend or selection.backend.name
-    dtype = args.dtype or selection.dtype
-    try:
-        *data, test_images, test_labels = load_split_and_test(args.dataset, args.data_dir, seed=args.seed)
-    except DatasetError as error:
-        parser.error(str(error))
+    # The cheap choices first: an unknown or unavailable backend is reported before any data is read.
+    backend_name = args.backend or os.environ.get("FASTPROP_BACKEND") or "auto"
+    automatic = backend_name == "auto"
+    if automatic:
+        backend_name = fastest_backend()
+    _backends.load_backend(backend_name)
+    dtype = _backends.resolve_dtype(args.dtype or os.environ.get("FASTPROP_DTYPE") or "float32")
+    print(f"backend: {backend_name}, {numpy.dtype(dtype).name}"
+          + (" (auto: the fastest available here; choose with --backend)" if automatic else ""), flush=True)
     if args.plot:
         from .plot import require_matplotlib
 
         require_matplotlib()  # fail now, not after training
+    *data, test_images, test_labels = load_split_and_test(args.dataset, args.data_dir, seed=args.seed)
     epochs = args.epochs or spec.epochs
     learning_rate = args.learning_rate or spec.learning_rate
     with _backends.use_backend(backend_name, dtype):
@@ -92,6 +98,12 @@ def _train(args, parser) -> int:
         print(f"learning curves: {learning_curves(history, args.plot)}")
     print("test accuracy=%2.6f" % accuracy)
     return 0
+
+
+def fastest_backend() -> str:
+    """The fastest backend that runs here: ``cupy`` with a GPU, else ``numba``, else ``numpy``."""
+    statuses = _backends.available_backends()
+    return next(name for name in ("cupy", "numba", "numpy") if name in statuses and statuses[name].available)
 
 
 def _add_backends(commands):
@@ -138,8 +150,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args, parser)
-    except (_backends.BackendError, _backends.BackendUnavailableError, ValueError) as error:
-        parser.error(str(error))
+    except (_backends.BackendError, _backends.BackendUnavailableError, ValueError, OSError) as error:
+        print(f"fastprop: error: {error}", file=sys.stderr)  # one line, no traceback
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,15 +1,16 @@
 """MNIST and Fashion-MNIST: read IDX files, find or download them, and split them for training.
 
 A dataset is four IDX files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
-``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; the uncompressed names without
-``.gz`` are accepted too). The first folder that holds all four is used, searched in this order:
+``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; also accepted uncompressed, and
+spelled ``train-images.idx3-ubyte`` as some mirrors do). A ``path`` argument (``fastprop train
+--data-dir``) is the only folder searched: files missing there are an error listing them. Without
+one, the first folder that holds all four is used, searched in this order:
 
-1. the ``path`` argument, when given;
-2. ``$FASTPROP_DATA/<name>/``, then ``$FASTPROP_DATA/`` itself;
-3. the cache folder ``cache_dir()/<name>/`` (``$FASTPROP_CACHE``, else the user cache folder);
-4. ``<folder>/<name>/`` for each folder in ``SYSTEM_PATHS`` (Debian's ``dataset-fashion-mnist``
+1. ``$FASTPROP_DATA/<name>/``, then ``$FASTPROP_DATA/`` itself;
+2. the cache folder ``cache_dir()/<name>/`` (``$FASTPROP_CACHE``, else the user cache folder);
+3. ``<folder>/<name>/`` for each folder in ``SYSTEM_PATHS`` (Debian's ``dataset-fashion-mnist``
    package installs ``/usr/share/datasets/fashion-mnist``);
-5. when ``download`` is true, the files still missing from the cache folder are downloaded from
+4. when ``download`` is true, the files still missing from the cache folder are downloaded from
    the dataset's mirrors, each checked against its SHA-256 before it is moved into place.
 
 ``<name>`` is ``mnist`` or ``fashion-mnist``. Local files are trusted if they parse as IDX arrays
@@ -301,6 +302,21 @@ def _prepare(images, labels, dtype):
 
 def _load_raw(name: str, path, download: bool) -> RawDataset:
     spec = DATASETS[name]
+    if path is not None:  # the folder the user named is the only place searched
+        folder = Path(path)
+        if not folder.is_dir():
+            raise DatasetNotFoundError(
+                f"Could not load {spec.title} from {folder}: no such folder; give the folder that "
+                "holds the four IDX files, or leave the folder out to search the usual places."
+            )
+        files = _files_in(folder)
+        missing = [_variants_note(file) for file, found in zip(FILES, files) if found is None]
+        if missing:
+            raise DatasetNotFoundError(
+                f"Could not load {spec.title} from {folder}: it lacks {'; '.join(missing)}; put the "
+                "four files there, or leave the folder out to search the usual places."
+            )
+        return _read_dataset(spec, files)
     searched = []
     for folder in _search_folders(name, path):
         files = _files_in(folder)
@@ -321,7 +337,7 @@ def _load_raw(name: str, path, download: bool) -> RawDataset:
 
 
 def _search_folders(name: str, path) -> list:
-    folders = [Path(path)] if path is not None else []
+    folders = []
     if os.environ.get("FASTPROP_DATA"):
         data = Path(os.environ["FASTPROP_DATA"])
         folders += [data / name, data]
@@ -330,13 +346,22 @@ def _search_folders(name: str, path) -> list:
     return list(dict.fromkeys(folders))  # drop repeats, keep the order
 
 
+def _names(file: str) -> list:
+    """The names one of FILES goes by: ``train-images-idx3-ubyte`` or ``train-images.idx3-ubyte``
+    (as some mirrors spell it), each gzip-compressed (``.gz``) or raw."""
+    base = file.removesuffix(".gz")
+    dotted = base.replace("-idx", ".idx")
+    return [base + ".gz", base, dotted + ".gz", dotted]
+
+
+def _variants_note(file: str) -> str:
+    names = _names(file)
+    return f"{names[0]} (or {', '.join(names[1:])})"
+
+
 def _files_in(folder: Path) -> list:
-    """For each of FILES, its path in ``folder`` (compressed name first, then raw) or None."""
-    found = []
-    for file in FILES:
-        candidates = [folder / file, folder / file.removesuffix(".gz")]
-        found.append(next((c for c in candidates if c.is_file()), None))
-    return found
+    """For each of FILES, its path in ``folder`` under any of its :func:`_names`, or None."""
+    return [next((folder / name for name in _names(file) if (folder / name).is_file()), None) for file in FILES]
 
 
 def _read_dataset(spec: DatasetSpec, files: list) -> RawDataset:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy
 
+from .training import computing_on
+
 
 @dataclass
 class GradcheckResult:
@@ -43,15 +45,16 @@ def gradcheck(net_or_layer, cost, x, target, *, epsilon=1e-6, max_entries=64, se
     def loss(inputs):
         return float(backend.to_numpy(cost.estimate(target, model.forward(inputs))).sum())
 
-    model.zero_gradients()
-    dx = model.backward(cost.gradient(cost.estimate(target, model.forward(x))), input_gradient=True)
-    rng = numpy.random.default_rng(seed)
-    errors = {}
-    for index, parameter in enumerate(model.parameters()):
-        name = f"{index} {parameter.layer!r}.{parameter.name}"
-        analytic = backend.to_numpy(parameter.gradient).copy()
-        errors[name] = _compare(parameter.value, analytic, lambda: loss(x), backend, rng, epsilon, max_entries)
-    errors["input"] = _compare(x, backend.to_numpy(dx).copy(), lambda: loss(x), backend, rng, epsilon, max_entries)
+    with computing_on(backend, numpy.float64):  # the cost computes on the model's backend
+        model.zero_gradients()
+        dx = model.backward(cost.gradient(cost.estimate(target, model.forward(x))), input_gradient=True)
+        rng = numpy.random.default_rng(seed)
+        errors = {}
+        for index, parameter in enumerate(model.parameters()):
+            name = f"{index} {parameter.layer!r}.{parameter.name}"
+            analytic = backend.to_numpy(parameter.gradient).copy()
+            errors[name] = _compare(parameter.value, analytic, lambda: loss(x), backend, rng, epsilon, max_entries)
+        errors["input"] = _compare(x, backend.to_numpy(dx).copy(), lambda: loss(x), backend, rng, epsilon, max_entries)
     return GradcheckResult(errors)
 
 

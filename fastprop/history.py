@@ -7,6 +7,8 @@ import io
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from .files import write_text_atomically
+
 
 @dataclass
 class History:
@@ -32,8 +34,7 @@ class History:
         """The history as JSON text; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            with open(path, "w", encoding="utf-8") as stream:
-                stream.write(text + "\n")
+            write_text_atomically(path, text + "\n", "history")
         return text
 
     def to_csv(self, path=None) -> str:
@@ -45,8 +46,7 @@ class History:
         for epoch, row in enumerate(zip(*(getattr(self, name) for name in names)), start=1):
             writer.writerow([epoch, *(repr(value) for value in row)])
         if path is not None:
-            with open(path, "w", encoding="utf-8", newline="") as stream:
-                stream.write(buffer.getvalue())
+            write_text_atomically(path, buffer.getvalue(), "history")
         return buffer.getvalue()
 
     @classmethod

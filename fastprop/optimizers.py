@@ -248,7 +248,7 @@ class Adam(Optimizer):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"Adam needs betas as a pair (beta1, beta2), got {betas!r}.")
         self.betas = (_fraction(self, "betas[0]", betas[0]), _fraction(self, "betas[1]", betas[1]))
-        self.eps = _nonnegative(self, "eps", eps)
+        self.eps = _positive(self, "eps", eps)
         self.weight_decay = _nonnegative(self, "weight_decay", weight_decay)
         self.decoupled = bool(decoupled)
         self.state_names = ("first_moment", "second_moment")
@@ -281,7 +281,7 @@ def from_state_dict(state: dict) -> Optimizer:
 
 
 def _number(owner, label, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, numpy.bool_)) or not math.isfinite(value):
         raise ValueError(f"{type(owner).__name__} needs a finite number for {label}, got {value!r}.")
     return float(value)
 
@@ -289,6 +289,14 @@ def _number(owner, label, value):
 def _positive_rate(owner, value):
     if _number(owner, "learning_rate", value) <= 0:
         raise ValueError(f"{type(owner).__name__} needs a positive learning_rate, got {value!r}.")
+    return float(value)
+
+
+def _positive(owner, label, value):
+    if _number(owner, label, value) <= 0:
+        raise ValueError(
+            f"{type(owner).__name__} needs {label} > 0, got {value!r}; it keeps a division away from 0/0."
+        )
     return float(value)
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+from .files import write_atomically
 from .history import History
 
 
@@ -48,5 +47,5 @@ def learning_curves(history, path, *, title=None):
         axes.xaxis.get_major_locator().set_params(integer=True)
     if title:
         figure.suptitle(title)
-    figure.savefig(os.fspath(path), format="png", dpi=120)
+    write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=120), "plot")
     return path

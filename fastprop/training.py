@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
+import numbers
 import os
 import time
 
 import numpy
 
-from .backends import get_backend, get_dtype
+from .backends import get_backend, get_dtype, load_backend, use_backend
 from .history import History
-from .layers.base import Layer, is_native, leaves_of, takes_input_gradient
+from .layers.base import Layer, accept_array, is_native, leaves_of, takes_input_gradient
 
 
 class TrainingDiverged(FloatingPointError):
@@ -41,79 +43,95 @@ def train(
     """Train ``net`` with mini-batch gradient descent on ``cost_function``; return a :class:`History`.
 
     The notebook's ``train``: without ``data`` it calls :func:`fastprop.load_data` (``dataset``
-    "mnist" or "fashion-mnist", from ``data_dir`` or the usual places, shuffled with NumPy's global
-    generator) and keeps the first 50,000 of the 60,000 rows for training (5/6 of other sizes), the
-    rest for validation. ``data`` is ``(train_images, train_labels, validation_images,
-    validation_labels)`` instead, labels one-hot. For each epoch ``e = 0, 1, ...`` it runs
-    :func:`train_epoch` (bar ``training, e=0``), :func:`validate_epoch` (bar ``validation, e=0``) and
-    prints ``cost=..., accuracy=...``. The cost is the mean over batches of ``np.mean(cost)``, the
-    mean cost per element (the notebook added those means up, so its figure grew with the number of
+    "mnist" or "fashion-mnist", from ``data_dir`` only when given, else the usual places; shuffled
+    with NumPy's global generator) and keeps the first 50,000 of the 60,000 rows for training (5/6
+    of other sizes), the rest for validation. ``data`` is ``(train_images, train_labels,
+    validation_images, validation_labels)`` instead; labels are one-hot rows, or class ids of shape
+    ``(N,)`` or ``(N, 1)``. For each epoch ``e = 0, 1, ...`` it runs :func:`train_epoch` (bar
+    ``training, e=0``), :func:`validate_epoch` (bar ``validation, e=0``) and prints
+    ``cost=..., accuracy=...``. The cost is the mean over batches of ``np.mean(cost)``, the mean
+    cost per element (the notebook added those means up, so its figure grew with the number of
     batches). Each batch runs the notebook's step: ``zero_gradients``, ``forward``,
     ``estimate(target, prediction)``, ``gradient(cost)``, ``backward``,
-    ``update_parameters(learning_rate)`` (or ``optimizer.step``). The data goes to the network's
-    backend once. ``quiet`` hides the progress bars, ``verbose=False`` the per-epoch lines.
+    ``update_parameters(learning_rate)`` (or ``optimizer.step``), with the cost computing on the
+    network's backend. The data goes to the network's backend once, checked first: a non-finite
+    value is reported with its array and row. ``quiet`` hides the progress bars,
+    ``verbose=False`` the per-epoch lines.
 
     Beyond the notebook: ``shuffle=True`` visits the training rows in a new order every epoch (drawn
     from ``seed``, or from NumPy's global generator when ``seed`` is None); ``optimizer`` (e.g.
     :class:`~fastprop.Adam`; ``learning_rate=None`` then uses the optimizer's own rate);
     ``schedule(epoch) -> factor`` scales the rate per epoch (epochs counted from 1);
-    ``checkpoint`` is a path saved after every epoch and resumed from when it exists; ``patience``
-    stops after that many epochs without a better validation accuracy, restoring the best
-    parameters. A non-finite cost raises :class:`TrainingDiverged` with the network left at its
-    last finite step.
+    ``checkpoint`` is a path saved after every epoch and resumed from when it exists (the resumed
+    run continues exactly as the uninterrupted one would: parameters, optimizer state, schedule,
+    early stopping, shuffle and dropout generators); ``patience`` stops after that many epochs
+    without a better validation accuracy. With ``patience`` the network ends with the parameters
+    of its best epoch, whether or not training stopped early. A non-finite cost or parameter raises
+    :class:`TrainingDiverged` with the network left at its last finite step.
     """
     if learning_rate is None:
         learning_rate = getattr(optimizer, "learning_rate", None) or 1e-4
-    _check_arguments(number_epochs, batch_size, learning_rate, patience)
+    number_epochs, batch_size, learning_rate, patience = _check_arguments(
+        number_epochs, batch_size, learning_rate, patience)
+    if seed is not None:
+        seed = _whole(seed, "seed", "train")
     _check_optimizer(net, optimizer)
     if data is None:
         from .datasets import load_data, split_rows
 
         images, labels, _, _ = load_data(dataset, data_dir)
         data = split_rows(images, labels)
+    if not (isinstance(data, (tuple, list)) and len(data) == 4):
+        raise ValueError(
+            "train needs data=(train_images, train_labels, validation_images, validation_labels), "
+            f"got {type(data).__name__}{f' of length {len(data)}' if hasattr(data, '__len__') else ''}."
+        )
     backend, dtype = _backend_of(net)
-    images, targets, validation_images, validation_labels = (
-        backend.asarray(_checked(name, array), dtype=dtype)
-        for name, array in zip(("training images", "training labels", "validation images", "validation labels"), data)
-    )
-    _check_lengths("training", images, targets)
-    _check_lengths("validation", validation_images, validation_labels)
-    if shuffle and seed is None:
-        seed = int(numpy.random.randint(2**31))
+    with computing_on(backend, dtype):
+        images, targets = prepare_training_data(net, data[0], data[1], "training")
+        validation_images = _checked_images(backend, dtype, data[2], "validation images", allow_empty=True)
+        _check_lengths("validation", validation_images, data[3])
+        validation_labels = data[3]
 
-    history, first_epoch = History(), 1
-    if checkpoint is not None and os.path.exists(checkpoint):
-        history, first_epoch = _resume(checkpoint, net, optimizer)
-    loop = _StepLoop(net, cost_function, images, targets, batch_size, optimizer)
-    # The best epoch whose parameters we hold: after a resume, the saved epoch to start with.
-    best_accuracy, best_epoch, best = -1.0, 0, None
-    if patience and len(history):
-        best_accuracy, best_epoch, best = history.accuracy[-1], len(history), _Snapshot(net)
+        history, first_epoch, state = History(), 1, None
+        if checkpoint is not None and os.path.exists(checkpoint):
+            history, first_epoch, state = _resume(checkpoint, net, optimizer)
+        seed = _shuffle_seed(shuffle, seed, state, checkpoint)
+        stopper = _EarlyStopping(patience)
+        if checkpoint is not None and len(history):
+            stopper.load(net, state, history)
+            if state is not None:
+                _set_generators(net, state["state"].get("generators"))
+            if stopper.exhausted(first_epoch - 1):  # the saved run had already stopped early
+                first_epoch = number_epochs + 1
+        loop = _StepLoop(net, cost_function, images, targets, batch_size, optimizer)
 
-    for epoch in range(first_epoch, number_epochs + 1):
-        e = epoch - 1  # the notebook counts epochs from 0 on screen
-        rate = learning_rate * _factor(schedule, epoch)
-        order = backend.permutation(epoch_generator(seed, epoch), len(images)) if shuffle else None
-        started = time.perf_counter()
-        cost = loop.epoch(order, rate, e, quiet)
-        seconds = time.perf_counter() - started
-        accuracy = validate_epoch(e, net, validation_images, validation_labels, batch_size, quiet=quiet)
-        history.append(cost=cost, accuracy=accuracy, seconds=seconds, samples_per_second=len(images) / seconds)
-        if verbose:
-            print("cost=%5.6f, accuracy=%2.6f" % (cost, accuracy), flush=True)
-        if checkpoint is not None:
-            from .checkpoint import save
+        last = first_epoch - 1
+        for epoch in range(first_epoch, number_epochs + 1):
+            e = epoch - 1  # the notebook counts epochs from 0 on screen
+            rate = learning_rate * _factor(schedule, epoch)
+            order = backend.permutation(epoch_generator(seed, epoch), len(images)) if shuffle else None
+            started = time.perf_counter()
+            cost = loop.epoch(order, rate, e, quiet)
+            seconds = time.perf_counter() - started
+            accuracy = validate_epoch(e, net, validation_images, validation_labels, batch_size, quiet=quiet)
+            history.append(cost=cost, accuracy=accuracy, seconds=seconds, samples_per_second=len(images) / seconds)
+            if verbose:
+                print("cost=%5.6f, accuracy=%2.6f" % (cost, accuracy), flush=True)
+            last, stop = epoch, stopper.update(net, epoch, accuracy)
+            if checkpoint is not None:
+                from .checkpoint import save
 
-            save(net, checkpoint, optimizer=optimizer, history=history, epoch=epoch)
-        if patience:
-            if accuracy > best_accuracy:
-                best_accuracy, best_epoch, best = accuracy, epoch, _Snapshot(net)
-            elif epoch - best_epoch >= patience:
-                best.restore(net)
+                save(net, checkpoint, optimizer=optimizer, history=history, epoch=epoch,
+                     loop=_loop_state(net, seed, stopper))
+            if stop:
                 if verbose:
-                    print(f"early stop: no better validation accuracy for {patience} epochs; "
-                          f"kept the parameters of e={best_epoch - 1}", flush=True)
+                    print(f"early stop: no better validation accuracy for {patience} epochs", flush=True)
                 break
+        kept = stopper.keep_best(net, last)
+        if kept is not None and verbose:
+            print(f"kept the parameters of e={kept - 1}, the best validation accuracy "
+                  f"({stopper.best_accuracy:.6f})", flush=True)
     return history
 
 
@@ -121,14 +139,15 @@ def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate
     """One epoch of the notebook's step loop over ``images`` in order, with a ``training, e=<e>`` bar.
 
     Returns the epoch's cost: the mean over batches of ``np.mean(cost)``. ``labels`` are the targets
-    the cost compares with (one-hot rows for classification).
+    the cost compares with: one-hot rows (or any rows shaped like the network's output), or class
+    ids ``(N,)`` / ``(N, 1)``, which become one-hot rows.
     """
+    _, batch_size, learning_rate, _ = _check_arguments(1, batch_size, learning_rate, None)
     _check_optimizer(net, optimizer)
     backend, dtype = _backend_of(net)
-    images, targets = (backend.asarray(_checked(name, array), dtype=dtype)
-                       for name, array in (("training images", images), ("training labels", labels)))
-    _check_lengths("training", images, targets)
-    return _StepLoop(net, cost_function, images, targets, batch_size, optimizer).epoch(None, learning_rate, e, quiet)
+    with computing_on(backend, dtype):
+        images, targets = prepare_training_data(net, images, labels, "training")
+        return _StepLoop(net, cost_function, images, targets, batch_size, optimizer).epoch(None, learning_rate, e, quiet)
 
 
 def validate_epoch(e, net, images, labels, batch_size, *, quiet=False):
@@ -217,33 +236,44 @@ class _StepLoop:
         """Run one epoch with its bar; return its cost, or raise TrainingDiverged at the last finite step."""
         net = self.net
         self._start.refill(net)
-        generators = [leaf.rng for leaf in _leaves(net) if isinstance(getattr(leaf, "rng", None), numpy.random.Generator)]
+        generators = _generators(net)
         random_states = [generator.bit_generator.state for generator in generators]
         optimizer_state = self.optimizer.snapshot() if self.optimizer is not None else None
         with progress_bar(total=len(self.batches), desc=f"training, e={e}", disable=quiet) as bar:
             cost = self.run(order, rate, bar)
-        if math.isfinite(cost):
+        if math.isfinite(cost) and self._finite():
             return cost
         # Find the batch that diverged: replay the epoch from its start (same parameters, optimizer
-        # state and dropout masks), checking every batch.
+        # state and dropout masks), checking the cost and the parameters after every batch.
         self._start.restore(net)
         for generator, state in zip(generators, random_states):
             generator.bit_generator.state = state
         if self.optimizer is not None:
             self.optimizer.restore(optimizer_state)
         total = 0.0
-        for batch, cost in enumerate(self._steps(order, rate, None, check=True)):
-            if not math.isfinite(cost):
+        for batch, (cost, finite) in enumerate(self._steps(order, rate, None, check=_Snapshot(net))):
+            if not (math.isfinite(cost) and finite):
+                what = (f"the cost became {cost}" if not math.isfinite(cost)
+                        else "its update made a parameter infinite or NaN")
                 raise TrainingDiverged(
-                    f"Training diverged at e={e}, batch {batch}: the cost became {cost} at "
-                    f"learning rate {rate:g}; the network keeps its last finite step. Lower the "
-                    "learning rate, or use SoftmaxCrossEntropy on logits instead of SoftMax+CrossEntropy."
+                    f"Training diverged at e={e}, batch {batch}: {what} at learning rate {rate:g}; the "
+                    "network keeps its last finite step. Lower the learning rate, or use "
+                    "SoftmaxCrossEntropy on logits instead of SoftMax+CrossEntropy."
                 )
             total += cost
         return total / len(self.batches)
 
-    def _steps(self, order, rate, bar, check=False):
-        """Yield each batch's mean cost per element (a backend scalar, or a float with ``check``)."""
+    def _finite(self) -> bool:
+        """True when every parameter of the network is finite."""
+        xp = self.backend.xp
+        return all(bool(xp.isfinite(parameter.value).all()) for parameter in _parameters(self.net))
+
+    def _steps(self, order, rate, bar, check=None):
+        """Yield each batch's mean cost per element (a backend scalar).
+
+        With ``check`` (a :class:`_Snapshot` to reuse), yield ``(cost as a float, parameters finite)``
+        instead and stop at the first non-finite step, with the parameters as before that step.
+        """
         net, backend, cost_function = self.net, self.backend, self.cost
         for start, stop in self.batches:
             if order is None:
@@ -253,15 +283,15 @@ class _StepLoop:
                 whole = stop - start == self.full
                 x = backend.take_rows(self.images, index, out=self.buffers[0] if whole else None)
                 t = backend.take_rows(self.targets, index, out=self.buffers[1] if whole else None)
+            if check is not None:
+                check.refill(net)
             net.zero_gradients()
             prediction = net.forward(x)
             cost = cost_function.estimate(t, prediction)
             mean = backend.xp.mean(backend.xp.asarray(cost), dtype=numpy.float64)
-            if check:
-                mean = float(mean)
-                if not math.isfinite(mean):
-                    yield mean
-                    return
+            if check is not None and not math.isfinite(float(mean)):
+                yield float(mean), True
+                return
             gradient = cost_function.gradient(cost)
             if self._input_gradient:
                 net.backward(gradient, input_gradient=False)
@@ -273,14 +303,21 @@ class _StepLoop:
                 self.optimizer.step(net, rate)
             if bar is not None:
                 bar.update()
-            yield mean
+            if check is None:
+                yield mean
+            elif self._finite():
+                yield float(mean), True
+            else:
+                check.restore(net)
+                yield float(mean), False
+                return
 
 
 class _Snapshot:
     """A copy of a network's parameters, and of the NumPy arrays its foreign layers hold, to go back to."""
 
-    def __init__(self, net):
-        self.values = [parameter.value.copy() for parameter in _parameters(net)]
+    def __init__(self, net, values=None):
+        self.values = [parameter.value.copy() for parameter in _parameters(net)] if values is None else values
         self.foreign = _foreign_arrays(net)
 
     def refill(self, net):
@@ -296,6 +333,124 @@ class _Snapshot:
         for layer, arrays in self.foreign:
             for key, array in arrays.items():
                 setattr(layer, key, array.copy())
+
+
+class _EarlyStopping:
+    """``patience``: the best validation accuracy so far, its epoch (from 1) and its parameters."""
+
+    def __init__(self, patience):
+        self.patience = patience
+        self.best_accuracy, self.best_epoch, self.best = -1.0, 0, None
+
+    def update(self, net, epoch, accuracy) -> bool:
+        """Record epoch ``epoch``'s accuracy; True when training should stop."""
+        if not self.patience:
+            return False
+        if accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = accuracy, epoch
+            if self.best is None:
+                self.best = _Snapshot(net)
+            else:
+                self.best.refill(net)
+        return self.exhausted(epoch)
+
+    def exhausted(self, epoch) -> bool:
+        """True when ``epoch`` is ``patience`` epochs past the best one."""
+        return bool(self.patience) and self.best_epoch > 0 and epoch - self.best_epoch >= self.patience
+
+    def keep_best(self, net, last):
+        """Restore the best epoch's parameters when the last epoch run (``last``) was not the best;
+        returns the epoch restored, or None."""
+        if not self.patience or self.best is None or self.best_epoch == last:
+            return None
+        self.best.restore(net)
+        return self.best_epoch
+
+    def state(self):
+        """``(JSON values, host arrays)`` for a checkpoint."""
+        values = [] if self.best is None else list(self.best.values)
+        return {"best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch}, values
+
+    def load(self, net, loop, history):
+        """Take the state a checkpoint saved (``loop``), or, from an older checkpoint without it, the
+        last saved epoch as the best one known."""
+        if not self.patience:
+            return
+        if loop is not None and "best_epoch" in loop["state"]:
+            self.best_accuracy = float(loop["state"]["best_accuracy"])
+            self.best_epoch = int(loop["state"]["best_epoch"])
+            if self.best_epoch:
+                backend = _backend_of(net)[0]
+                values = [backend.asarray(array, dtype=parameter.value.dtype)
+                          for array, parameter in zip(loop["arrays"], _parameters(net))]
+                self.best = _Snapshot(net, values)
+        elif len(history):
+            self.best_accuracy, self.best_epoch, self.best = history.accuracy[-1], len(history), _Snapshot(net)
+
+
+def _loop_state(net, seed, stopper):
+    """What a checkpoint must hold, beyond parameters and optimizer, to resume exactly."""
+    values, arrays = stopper.state()
+    backend = _backend_of(net)[0]
+    return {"state": {**values, "shuffle_seed": seed, "generators": _generator_states(net)},
+            "arrays": [backend.to_numpy(array) for array in arrays]}
+
+
+def _generators(net):
+    """The distinct random generators the network's layers draw from (dropout masks)."""
+    found = {}
+    for leaf in _leaves(net):
+        rng = getattr(leaf, "rng", None)
+        if isinstance(rng, numpy.random.Generator):
+            found.setdefault(id(rng), rng)
+    return list(found.values())
+
+
+def _generator_states(net):
+    return [generator.bit_generator.state for generator in _generators(net)]
+
+
+def _set_generators(net, states):
+    if states is None:
+        return
+    generators = _generators(net)
+    if len(states) != len(generators):
+        raise ValueError(
+            f"The checkpoint holds {len(states)} random generator states but the network draws from "
+            f"{len(generators)}; resume with the network the checkpoint was saved from."
+        )
+    for generator, state in zip(generators, states):
+        generator.bit_generator.state = state
+
+
+def _shuffle_seed(shuffle, seed, loop, checkpoint):
+    """The seed of the epoch orders: the checkpoint's when resuming, else ``seed``, else one drawn from
+    NumPy's global generator."""
+    saved = loop["state"].get("shuffle_seed") if loop is not None else None
+    if saved is not None:
+        if seed is not None and seed != saved:
+            raise ValueError(
+                f"train got seed={seed}, but the checkpoint {checkpoint} was trained with seed={saved}; "
+                "resume with the same seed (or seed=None), or start a new checkpoint."
+            )
+        return int(saved)
+    if shuffle and seed is None:
+        return int(numpy.random.randint(2**31))
+    return seed
+
+
+@contextlib.contextmanager
+def computing_on(backend, dtype):
+    """Make the network's backend current, so that costs compute with its kernels."""
+    try:
+        registered = load_backend(backend.name) is backend
+    except Exception:  # a backend object that is not registered under its name
+        registered = False
+    if not registered:
+        yield
+        return
+    with use_backend(backend.name, dtype):
+        yield
 
 
 def _foreign_arrays(net):
@@ -339,7 +494,8 @@ def _check_optimizer(net, optimizer):
 
 
 def _resume(path, net, optimizer):
-    """Load parameters, optimizer state and history from ``path`` into ``net``; return (history, next epoch)."""
+    """Load parameters, optimizer state and history from ``path`` into ``net``; return
+    ``(history, next epoch, loop state or None)``."""
     from .checkpoint import CheckpointError, load_checkpoint
 
     saved = load_checkpoint(path, backend=net.backend.name, dtype=net.dtype)
@@ -355,85 +511,206 @@ def _resume(path, net, optimizer):
     for parameter, value in zip(ours, theirs):
         parameter.value[...] = value.value
     history = saved.history or History()
-    return history, (saved.epoch or len(history)) + 1
+    return history, (saved.epoch or len(history)) + 1, saved.loop
 
 
 def _factor(schedule, epoch):
     if schedule is None:
         return 1.0
     factor = schedule(epoch)
-    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
+    if not (_is_real(factor) and math.isfinite(factor) and factor >= 0):
         raise ValueError(
             f"train's schedule {schedule!r} gave {factor!r} for epoch {epoch}; "
             "a schedule must return a finite factor >= 0."
         )
-    return factor
+    return float(factor)
+
+
+def _is_real(value) -> bool:
+    """A real number, NumPy scalars included (``numpy.float32(0.1)``), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, numpy.bool_))
+
+
+def _whole(value, name, where):
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, numpy.bool_)):
+        raise ValueError(f"{where} needs an integer {name}, got {value!r}.")
+    return int(value)
 
 
 def _check_arguments(number_epochs, batch_size, learning_rate, patience):
+    """The loop's hyper-parameters as Python numbers, or one clear error."""
+    checked = []
     for name, value in (("number_epochs", number_epochs), ("batch_size", batch_size)):
-        if not isinstance(value, (int, numpy.integer)) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, numbers.Integral) or isinstance(value, (bool, numpy.bool_)) or value < 1:
             raise ValueError(f"train needs a positive integer {name}, got {value!r}.")
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
+        checked.append(int(value))
+    if not (_is_real(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"train needs a positive finite learning_rate, got {learning_rate!r}.")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
+    if patience is not None and (
+            not isinstance(patience, numbers.Integral) or isinstance(patience, (bool, numpy.bool_)) or patience < 1):
         raise ValueError(f"train needs patience to be a positive number of epochs or None, got {patience!r}.")
-
-
-def _checked(name, array):
-    if len(array) == 0:
-        raise ValueError(f"train got no {name}; give at least one row.")
-    return array
+    return checked[0], checked[1], float(learning_rate), None if patience is None else int(patience)
 
 
 def _check_lengths(name, images, labels):
-    if images.shape[0] != labels.shape[0]:
+    if len(images) != len(labels):
         raise ValueError(
-            f"train got {images.shape[0]} {name} images but {labels.shape[0]} {name} labels; "
+            f"train got {len(images)} {name} images but {len(labels)} {name} labels; "
             "give exactly one label row per image."
         )
 
 
+def prepare_training_data(net, images, labels, what):
+    """``(images, targets)`` on the network's backend and dtype, checked: same number of rows, every
+    value finite, and labels given as class ids ``(N,)`` / ``(N, 1)`` turned into one-hot rows."""
+    backend, dtype = _backend_of(net)
+    images = _checked_images(backend, dtype, images, f"{what} images")
+    _check_lengths(what, images, labels)
+    host = labels if not backend.is_native(labels) else None
+    labels = backend.asarray(numpy.asarray(host)) if host is not None else labels
+    if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1):
+        n_classes = _output_width(net, images)
+        if not (labels.ndim == 2 and n_classes == 1):  # (N, 1) targets of a one-output network stay
+            ids = class_ids(backend, labels, n_classes, f"{what} labels")
+            targets = backend.zeros((len(ids), n_classes), dtype)
+            targets[backend.xp.arange(len(ids)), ids] = 1
+            return images, targets
+    targets = _checked_images(backend, dtype, labels, f"{what} labels")
+    return images, targets
+
+
+def class_ids(backend, labels, n_classes, what):
+    """Integer class ids from one-hot rows ``(N, C)`` or ids ``(N,)`` / ``(N, 1)``, checked to lie in
+    ``[0, n_classes)``; ``what`` names the array in errors."""
+    xp = backend.xp
+    labels = labels if backend.is_native(labels) else backend.asarray(numpy.asarray(labels))
+    if labels.ndim == 2 and labels.shape[1] == n_classes and n_classes > 1:
+        return labels.argmax(axis=1)
+    if not (labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)):
+        raise ValueError(
+            f"{what} have shape {tuple(labels.shape)}, but the network has {n_classes} outputs; give "
+            f"class ids of shape (N,) or (N, 1), or one-hot rows of shape (N, {n_classes})."
+        )
+    ids = labels.reshape(-1)
+    if ids.dtype.kind == "f":
+        if ids.size and not bool(xp.all(xp.isfinite(ids) & (ids == xp.round(ids)))):
+            raise ValueError(f"{what} hold values that are not whole numbers; give integer class ids.")
+    elif ids.dtype.kind not in "iu":
+        raise ValueError(f"{what} have dtype {ids.dtype}; give integer class ids or one-hot rows.")
+    if ids.size:
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= n_classes:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{what} hold the class {bad}, outside [0, {n_classes}) for a network with {n_classes} "
+                "outputs; number the classes from 0 (subtract 1 from labels counted from 1)."
+            )
+    return ids.astype(numpy.int64)
+
+
+def _output_width(net, images):
+    """How many outputs the network gives per row, from one row in evaluation mode (draws nothing)."""
+    was_training = getattr(net, "training", True)
+    _set_mode(net, False)
+    try:
+        return int(net.forward(images[:1]).shape[1])
+    finally:
+        _set_mode(net, was_training)
+
+
+def _checked_images(backend, dtype, array, what, allow_empty=False):
+    """``array`` on the backend in ``dtype``, with at least one row (unless ``allow_empty``) and every
+    value finite; an error names the array and the first bad row."""
+    if not backend.is_native(array):
+        array = numpy.asarray(array)
+        if array.dtype.kind not in "fiub":
+            raise ValueError(f"{what} have dtype {array.dtype}; give real numbers.")
+    if array.ndim == 0:
+        raise ValueError(f"{what} must have one row per sample, got a scalar.")
+    if len(array) == 0 and not allow_empty:
+        raise ValueError(f"train got no {what}; give at least one row.")
+    array = accept_array(backend, dtype, array, what)
+    _check_finite(backend, array, what)
+    return array
+
+
+def _check_finite(backend, array, what):
+    xp = backend.xp
+    finite = xp.isfinite(array)
+    if array.size and not bool(finite.all()):
+        rows = finite.reshape(len(array), -1).all(axis=1)
+        row = int(xp.argmin(rows))
+        flat = array[row].reshape(-1)
+        column = int(xp.argmin(xp.isfinite(flat)))
+        raise ValueError(
+            f"{what} hold a non-finite value ({float(flat[column])}) in row {row} (flat column {column}); "
+            f"repair or drop that row (numpy.isfinite(array).all(axis=1) marks the good rows)."
+        )
+
+
 def predict(net, images, batch_size=10000):
-    """The network's outputs for ``images`` as a host NumPy array, computed in evaluation mode."""
+    """The network's outputs for ``images`` as a host NumPy array, computed in evaluation mode.
+
+    Zero rows give an array of shape ``(0, outputs)``, as N rows give ``(N, outputs)``.
+    """
     backend = _backend_of(net)[0]
     outputs = [backend.to_numpy(y) for y in _forward_batches(net, images, batch_size, True, None)]
-    return numpy.concatenate(outputs) if outputs else numpy.zeros((0, 0))
+    return numpy.concatenate(outputs)
 
 
 def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validation"):
-    """Fraction of ``images`` whose largest output is at the label's class.
+    """Fraction of ``images`` whose largest output is at the label's class (0.0 for no rows).
 
-    ``labels`` are one-hot rows or integer class ids. Counting happens on the backend; only the
-    final count crosses to the host.
+    ``labels`` are one-hot rows ``(N, C)`` or class ids ``(N,)`` / ``(N, 1)`` in ``[0, C)`` for a
+    network with ``C`` outputs. Counting happens on the backend; only the final count crosses to
+    the host. A non-finite output is an error naming its row (and the input, when that is where the
+    non-finite value is), never a silent wrong guess.
     """
     if len(images) != len(labels):
         raise ValueError(
             f"validate got {len(images)} images but {len(labels)} labels; give one label per image."
         )
     backend = _backend_of(net)[0]
-    labels = labels if backend.is_native(labels) else backend.asarray(labels)
-    classes = labels.argmax(axis=1) if labels.ndim == 2 else labels
-    correct, start = 0, 0
-    for outputs in _forward_batches(net, images, batch_size, quiet, desc):
+    xp, classes, correct, start = backend.xp, None, 0, 0
+    for inputs, outputs in _forward_batches(net, images, batch_size, quiet, desc, with_inputs=True):
         outputs = outputs if backend.is_native(outputs) else backend.asarray(outputs)
+        if classes is None:
+            classes = class_ids(backend, labels, int(outputs.shape[1]), "validation labels")
         stop = start + outputs.shape[0]
-        correct += backend.xp.count_nonzero(outputs.argmax(axis=1) == classes[start:stop])
+        if outputs.size and not bool(xp.isfinite(outputs).all()):
+            _report_non_finite(backend, inputs, outputs, start)
+        correct += xp.count_nonzero(outputs.argmax(axis=1) == classes[start:stop])
         start = stop
     return int(correct) / max(len(images), 1)
 
 
-def _forward_batches(net, images, batch_size, quiet, desc):
-    """Yield the network's outputs batch by batch, in evaluation mode (restored afterwards)."""
+def _report_non_finite(backend, inputs, outputs, start):
+    xp = backend.xp
+    row = int(xp.argmin(xp.isfinite(outputs).all(axis=1)))
+    inputs = inputs if backend.is_native(inputs) else backend.asarray(inputs)
+    if not bool(xp.isfinite(inputs[row]).all()):
+        cause = f"validation images hold a non-finite value in row {start + row}; repair or drop that row"
+    else:
+        cause = ("its input is finite, so the network's parameters are not: retrain with a lower learning "
+                 "rate or load a checkpoint")
+    raise ValueError(f"validate got a non-finite output for row {start + row}: {cause}.")
+
+
+def _forward_batches(net, images, batch_size, quiet, desc, with_inputs=False):
+    """Yield the network's outputs batch by batch (or ``(inputs, outputs)``), in evaluation mode
+    (restored afterwards). No rows still run one empty batch, so the outputs have their shape."""
     was_training = getattr(net, "training", True)
     backend, dtype = _backend_of(net)
-    images = images if backend.is_native(images) else backend.asarray(images, dtype=dtype)
+    if not backend.is_native(images):
+        images = accept_array(backend, dtype, images, "the images")
     _set_mode(net, False)
     try:
-        starts = range(0, len(images), batch_size)
+        starts = range(0, max(len(images), 1), batch_size)
         with progress_bar(total=len(starts), desc=desc, disable=quiet) as bar:
             for start in starts:
-                yield net.forward(images[start : start + batch_size])
+                batch = images[start : start + batch_size]
+                outputs = net.forward(batch)
+                yield (batch, outputs) if with_inputs else outputs
                 bar.update()
     finally:
         _set_mode(net, was_training)
