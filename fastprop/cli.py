@@ -61,12 +61,23 @@ def _train(args, parser) -> int:
 
     spec = MODELS[args.model]
     # The cheap choices first: an unknown or unavailable backend is reported before any data is read.
+    from_environment = not args.backend and bool(os.environ.get("FASTPROP_BACKEND"))
     backend_name = args.backend or os.environ.get("FASTPROP_BACKEND") or "auto"
     automatic = backend_name == "auto"
     if automatic:
         backend_name = fastest_backend()
-    _backends.load_backend(backend_name)
-    dtype = _backends.resolve_dtype(args.dtype or os.environ.get("FASTPROP_DTYPE") or "float32")
+    try:
+        _backends.load_backend(backend_name)
+        dtype = _backends.resolve_dtype(args.dtype or os.environ.get("FASTPROP_DTYPE") or "float32")
+    except (_backends.BackendError, _backends.BackendUnavailableError) as error:
+        if not from_environment and not os.environ.get("FASTPROP_DTYPE"):
+            raise
+        raise type(error)(f"{error} (FASTPROP_BACKEND={os.environ.get('FASTPROP_BACKEND')!r}, FASTPROP_DTYPE="
+                          f"{os.environ.get('FASTPROP_DTYPE')!r} in the environment; change or unset them)") from None
+    for option, path in (("--checkpoint", args.checkpoint), ("--history", args.history), ("--plot", args.plot)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise ValueError(f"{option} {path}: the folder {folder} does not exist; create it first.")
     print(f"backend: {backend_name}, {numpy.dtype(dtype).name}"
           + (" (auto: the fastest available here; choose with --backend)" if automatic else ""), flush=True)
     if args.plot:

@@ -305,8 +305,9 @@ def _load_raw(name: str, path, download: bool) -> RawDataset:
     if path is not None:  # the folder the user named is the only place searched
         folder = Path(path)
         if not folder.is_dir():
+            problem = "it is a file, not a folder" if folder.exists() else "no such folder"
             raise DatasetNotFoundError(
-                f"Could not load {spec.title} from {folder}: no such folder; give the folder that "
+                f"Could not load {spec.title} from {folder}: {problem}; give the folder that "
                 "holds the four IDX files, or leave the folder out to search the usual places."
             )
         files = _files_in(folder)

@@ -91,7 +91,8 @@ def train(
         images, targets = prepare_training_data(net, data[0], data[1], "training")
         validation_images = _checked_images(backend, dtype, data[2], "validation images", allow_empty=True)
         _check_lengths("validation", validation_images, data[3])
-        validation_labels = data[3]
+        # Checked and turned into class ids once, before any step.
+        validation_labels = class_ids(backend, data[3], _output_width(net, images), "validation labels")
 
         history, first_epoch, state = History(), 1, None
         if checkpoint is not None and os.path.exists(checkpoint):
@@ -568,15 +569,19 @@ def prepare_training_data(net, images, labels, what):
     _check_lengths(what, images, labels)
     host = labels if not backend.is_native(labels) else None
     labels = backend.asarray(numpy.asarray(host)) if host is not None else labels
-    if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1):
-        n_classes = _output_width(net, images)
-        if not (labels.ndim == 2 and n_classes == 1):  # (N, 1) targets of a one-output network stay
-            ids = class_ids(backend, labels, n_classes, f"{what} labels")
-            targets = backend.zeros((len(ids), n_classes), dtype)
-            targets[backend.xp.arange(len(ids)), ids] = 1
-            return images, targets
-    targets = _checked_images(backend, dtype, labels, f"{what} labels")
-    return images, targets
+    n_classes = _output_width(net, images)
+    if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1 and n_classes != 1):
+        ids = class_ids(backend, labels, n_classes, f"{what} labels")
+        targets = backend.zeros((len(ids), n_classes), dtype)
+        targets[backend.xp.arange(len(ids)), ids] = 1
+        return images, targets
+    if labels.ndim != 2 or labels.shape[1] != n_classes:
+        raise ValueError(
+            f"{what} labels have shape {tuple(labels.shape)}, but the network has {n_classes} outputs; "
+            f"give one target row of {n_classes} values per image (one-hot rows for classes), or class "
+            "ids of shape (N,) or (N, 1)."
+        )
+    return images, _checked_images(backend, dtype, labels, f"{what} labels")
 
 
 def class_ids(backend, labels, n_classes, what):
@@ -584,6 +589,8 @@ def class_ids(backend, labels, n_classes, what):
     ``[0, n_classes)``; ``what`` names the array in errors."""
     xp = backend.xp
     labels = labels if backend.is_native(labels) else backend.asarray(numpy.asarray(labels))
+    if labels.dtype.kind == "f":
+        _check_finite(backend, labels, what)
     if labels.ndim == 2 and labels.shape[1] == n_classes and n_classes > 1:
         return labels.argmax(axis=1)
     if not (labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)):
@@ -593,8 +600,12 @@ def class_ids(backend, labels, n_classes, what):
         )
     ids = labels.reshape(-1)
     if ids.dtype.kind == "f":
-        if ids.size and not bool(xp.all(xp.isfinite(ids) & (ids == xp.round(ids)))):
-            raise ValueError(f"{what} hold values that are not whole numbers; give integer class ids.")
+        whole = ids == xp.round(ids)
+        if ids.size and not bool(whole.all()):
+            row = int(xp.argmin(whole))
+            raise ValueError(
+                f"{what} hold {float(ids[row])} in row {row}, not a whole number; give integer class ids."
+            )
     elif ids.dtype.kind not in "iu":
         raise ValueError(f"{what} have dtype {ids.dtype}; give integer class ids or one-hot rows.")
     if ids.size:
@@ -703,6 +714,8 @@ def _forward_batches(net, images, batch_size, quiet, desc, with_inputs=False):
     backend, dtype = _backend_of(net)
     if not backend.is_native(images):
         images = accept_array(backend, dtype, images, "the images")
+    if images.ndim == 1:  # one sample is one row, as Linear.forward takes it
+        images = images.reshape(1, -1)
     _set_mode(net, False)
     try:
         starts = range(0, max(len(images), 1), batch_size)

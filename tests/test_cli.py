@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy
 import pytest
 
 from fastprop.cli import main
@@ -38,12 +39,24 @@ def test_backends_lists_numpy_as_available(capsys):
         (["train", "--epochs", "0"], r"argument --epochs: expected a positive number, got '0'"),
         (["train", "--learning-rate", "fast"], r"argument --learning-rate: expected a float, got 'fast'"),
         (["train", "--model", "resnet"], r"argument --model: invalid choice: 'resnet'"),
-        (["train", "--backend", "tpu"], r"Unknown backend 'tpu'; registered backends are"),
+        (["train", "--backend", "tpu"], r"^fastprop: error: Unknown backend 'tpu'; registered backends are "
+                                        r"[^\n]*numba[^\n]*numpy[^\n]*\n$"),
         (["frobnicate"], r"invalid choice: 'frobnicate'"),
     ],
 )
-def test_bad_arguments_get_an_argparse_error_not_a_traceback(argv, message, capsys, tmp_path, tiny_mnist):
+def test_bad_arguments_get_an_argparse_error_not_a_traceback(argv, message, capsys, monkeypatch, tiny_mnist):
+    import fastprop.datasets as datasets
+
     argv = argv + (["--data-dir", str(tiny_mnist)] if argv[0] == "train" else [])
+    if "--backend" in argv:
+        # Backend errors are found after parsing, but before any data is loaded: one line on
+        # stderr, exit code 2, no usage line.
+        monkeypatch.setattr(datasets, "_load_raw", lambda *args: pytest.fail("data was loaded"))
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert re.search(message, captured.err) and "Traceback" not in captured.err
+        assert "usage:" not in captured.err and captured.out == ""
+        return
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     err = capsys.readouterr().err
@@ -53,20 +66,35 @@ def test_bad_arguments_get_an_argparse_error_not_a_traceback(argv, message, caps
 
 
 def test_missing_data_is_an_argparse_error_listing_the_places(tmp_path, capsys, monkeypatch):
+    """A --data-dir lacking the files is the only place searched: one line naming it, exit code 2,
+    and no look elsewhere (FASTPROP_DATA holds a copy here) nor download."""
     import fastprop.datasets as datasets
 
     monkeypatch.setattr(datasets, "SYSTEM_PATHS", ())
     monkeypatch.setenv("FASTPROP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("FASTPROP_DATA", raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    for name, array in (("train-images-idx3-ubyte.gz", numpy.zeros((12, 28, 28), numpy.uint8)),
+                        ("train-labels-idx1-ubyte.gz", numpy.zeros(12, numpy.uint8)),
+                        ("t10k-images-idx3-ubyte.gz", numpy.zeros((6, 28, 28), numpy.uint8)),
+                        ("t10k-labels-idx1-ubyte.gz", numpy.zeros(6, numpy.uint8))):
+        datasets.write_idx(elsewhere / name, array)
+    monkeypatch.setenv("FASTPROP_DATA", str(elsewhere))
+    requested = []
 
     def offline(url, timeout=None):
+        requested.append(url)
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(datasets, "_urlopen", offline)
-    with pytest.raises(SystemExit):
-        main(["train", "--data-dir", str(tmp_path / "empty")])
-    err = capsys.readouterr().err
-    assert str(tmp_path / "empty") in err and "network is unreachable" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    for folder, problem in ((tmp_path / "empty", "train-images-idx3-ubyte"), (tmp_path / "absent", "no such folder")):
+        assert main(["train", "--data-dir", str(folder), "--epochs", "1", "--quiet"]) == 2
+        captured = capsys.readouterr()
+        err = captured.err
+        assert err.startswith("fastprop: error: ") and err.count("\n") == 1 and "Traceback" not in err
+        assert str(folder) in err and problem in err and str(elsewhere) not in err
+        assert "cost=" not in captured.out  # nothing trained on the copy in FASTPROP_DATA
+    assert requested == []
 
 
 def test_python_dash_m_fastprop_runs():

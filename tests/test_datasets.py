@@ -191,23 +191,41 @@ def test_system_paths_are_searched(tmp_path, monkeypatch):
 
 
 def test_search_order_path_then_fastprop_data_then_cache_then_system(tmp_path, monkeypatch):
+    """A path given is the only folder searched; without one: FASTPROP_DATA/<name>, FASTPROP_DATA,
+    the cache, the system folders."""
     places = [tmp_path / "path", tmp_path / "data" / "mnist", tmp_path / "data",
               tmp_path / "cache" / "mnist", tmp_path / "system" / "mnist"]
     expected = [make_dataset(place, seed=seed) for seed, place in enumerate(places)]
     monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
     monkeypatch.setattr(datasets, "SYSTEM_PATHS", (tmp_path / "system",))
-    for place, arrays in zip(places, expected):
-        assert_same(datasets.read_dataset("mnist", tmp_path / "path", download=False), arrays)
+    assert_same(datasets.read_dataset("mnist", tmp_path / "path", download=False), expected[0])
+    for file in FILES:
+        (places[0] / file).rename(places[0] / ("hidden-" + file))
+    with pytest.raises(DatasetNotFoundError, match=str(places[0])):  # never another copy instead
+        datasets.read_dataset("mnist", tmp_path / "path", download=False)
+    for place, arrays in zip(places[1:], expected[1:]):
+        assert_same(datasets.read_dataset("mnist", download=False), arrays)
         for file in FILES:  # hide this place so the next one is found
             (place / file).rename(place / ("hidden-" + file))
+    with pytest.raises(DatasetNotFoundError):
+        datasets.read_dataset("mnist", download=False)
 
 
-def test_incomplete_folder_is_skipped(tmp_path):
+def test_incomplete_folder_is_skipped(tmp_path, monkeypatch):
+    """An incomplete folder in the search is skipped; an incomplete folder the caller named is an
+    error listing what it lacks."""
     incomplete = tmp_path / "incomplete"
     make_dataset(incomplete)
     (incomplete / FILES[3]).unlink()
     arrays = make_dataset(tmp_path / "cache" / "mnist", seed=3)
-    assert_same(datasets.read_dataset("mnist", incomplete, download=False), arrays)
+    monkeypatch.setenv("FASTPROP_DATA", str(incomplete))
+    assert_same(datasets.read_dataset("mnist", download=False), arrays)
+    with pytest.raises(DatasetNotFoundError) as caught:
+        datasets.read_dataset("mnist", incomplete, download=False)
+    message = str(caught.value)
+    assert str(incomplete) in message and FILES[3] in message
+    assert not any(file in message for file in FILES[:3])
+    assert str(tmp_path / "cache") not in message
 
 
 def test_damaged_file_in_a_complete_folder_is_reported_not_skipped(tmp_path):
@@ -299,16 +317,17 @@ def test_existing_cache_file_is_never_touched(tmp_path, server):
 def test_not_found_offline_lists_every_place_and_the_fixes(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
     monkeypatch.setattr(datasets, "SYSTEM_PATHS", (tmp_path / "system",))
-    make_dataset(tmp_path / "path")
-    (tmp_path / "path" / FILES[1]).unlink()
+    make_dataset(tmp_path / "data" / "fashion-mnist")
+    (tmp_path / "data" / "fashion-mnist" / FILES[1]).unlink()
     with pytest.raises(DatasetNotFoundError) as caught:
-        datasets.read_dataset("fashion-mnist", tmp_path / "path", download=False)
+        datasets.read_dataset("fashion-mnist", download=False)
     message = str(caught.value)
     assert isinstance(caught.value, FileNotFoundError)
-    for place in [tmp_path / "path", tmp_path / "data" / "fashion-mnist", tmp_path / "data",
+    for place in [tmp_path / "data" / "fashion-mnist", tmp_path / "data",
                   tmp_path / "cache" / "fashion-mnist", tmp_path / "system" / "fashion-mnist"]:
         assert f"{place} (" in message
-    assert f"{tmp_path / 'path'} (missing {FILES[1]})" in message
+    assert f"{tmp_path / 'data' / 'fashion-mnist'} (missing {FILES[1]})" in message
+    assert f"{tmp_path / 'cache' / 'fashion-mnist'} (no such folder)" in message
     assert "download=False" in message
     assert "apt-get install dataset-fashion-mnist" in message
     assert "FASTPROP_DATA=/folder/with/the/files" in message
