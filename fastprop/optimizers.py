@@ -9,13 +9,12 @@ from the gradients summed by ``backward``::
         net.backward(cost.gradient(cost.estimate(t, net.forward(x))))
         optimizer.step(net)
 
-**Where the state lives.** ``net.parameters()`` builds fresh ``Parameter`` objects on every call, so
-state is kept per *position* in that list, which is deterministic for a given network. Position keys
-are also what a checkpoint can store: they mean the same thing in another process, whereas
-``id(layer)`` does not. Each position remembers a weak reference to the layer it first updated, so
-stepping a *different* network with the same optimizer is an error instead of a silent mix of state.
-State arrays stay on the parameter's backend and dtype; when the network moves
-(``net.to_backend(...)``) they follow it lazily, once, on the next ``step``.
+**Where the state lives.** Each :class:`~fastprop.layers.Parameter` is made once with its layer,
+so an optimizer keeps its state per Parameter, in the order the parameters were first stepped (the
+order of ``net.parameters()``, which is also how a checkpoint stores it). Stepping another network
+with the same optimizer is an error instead of a silent mix of state. State arrays stay on the
+parameter's backend and dtype; when the network moves (``net.to_backend(...)``) they follow it
+lazily, once, on the next ``step``.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-import weakref
 from dataclasses import dataclass, field
 
 import numpy
@@ -40,7 +38,6 @@ class _Slot:
     shape: tuple
     arrays: dict
     step: int = 0
-    layer: weakref.ref | None = None  # None until the first step binds it (fresh from a state dict)
     backend: object = None  # None while ``arrays`` are host NumPy arrays from load_state_dict
     dtype: object = None
     scratch: object = field(default=None, repr=False)
@@ -60,7 +57,8 @@ class Optimizer:
             learning_rate = _positive_rate(self, learning_rate)
         self.learning_rate = learning_rate
         self.state_names: tuple[str, ...] = ()
-        self._slots: list[_Slot] = []
+        self._state: dict = {}  # Parameter -> _Slot, in the order first stepped
+        self._pending: list[_Slot] = []  # loaded by load_state_dict, bound by position on the next step
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.hyperparameters().items())
@@ -81,52 +79,67 @@ class Optimizer:
                 )
         else:  # 0 is allowed here: a schedule may pause learning
             learning_rate = _nonnegative(self, "learning_rate", learning_rate)
-        for index, parameter in enumerate(net.parameters()):
-            slot = self._slot(index, parameter)
+        parameters = net.parameters()
+        if self._pending:
+            self._bind(parameters)
+        elif self._state and any(parameter not in self._state for parameter in parameters):
+            stranger = next(parameter for parameter in parameters if parameter not in self._state)
+            raise ValueError(
+                f"{self!r} holds state for another network ({stranger!r} is new to it); use one "
+                "optimizer per network, or call reset() first."
+            )
+        for parameter in parameters:
+            slot = self._slot(parameter)
             slot.step += 1
             self._update(parameter, slot, learning_rate)
 
     def reset(self) -> None:
         """Forget all state (momentum, moments, step counts), e.g. before training another network."""
-        self._slots = []
+        self._state, self._pending = {}, []
 
     def _update(self, parameter, slot: _Slot, learning_rate: float) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement _update")
 
     # -- state ------------------------------------------------------------------------------------
 
-    def _slot(self, index, parameter) -> _Slot:
+    def _slot(self, parameter) -> _Slot:
         backend, value = parameter.layer.backend, parameter.value
-        if index == len(self._slots):
+        slot = self._state.get(parameter)
+        if slot is None:
             arrays = {key: backend.zeros(value.shape, value.dtype) for key in self.state_names}
-            slot = _Slot(parameter.name, tuple(value.shape), arrays, backend=backend, dtype=value.dtype)
-            self._slots.append(slot)
-        slot = self._slots[index]
-        if slot.layer is None:
-            if (slot.name, slot.shape) != (parameter.name, tuple(value.shape)):
-                raise ValueError(
-                    f"{self!r} holds state for parameter {index} '{slot.name}' of shape {slot.shape}, "
-                    f"but the network's parameter {index} is {parameter.layer!r}.{parameter.name} of "
-                    f"shape {tuple(value.shape)}; load the state into the network it was saved from."
-                )
-            slot.layer = weakref.ref(parameter.layer)
-        elif slot.layer() is not parameter.layer:
-            raise ValueError(
-                f"{self!r} holds state for another network (parameter {index} belonged to a "
-                f"different layer than {parameter.layer!r}); use one optimizer per network, or "
-                "call reset() first."
-            )
+            slot = self._state[parameter] = _Slot(parameter.name, tuple(value.shape), arrays,
+                                                  backend=backend, dtype=value.dtype)
         if slot.backend is not backend or slot.dtype != value.dtype:
             _move(slot, backend, value.dtype)
         return slot
 
+    def _bind(self, parameters):
+        """Give the state loaded from a state dict to the network's parameters, by position."""
+        if len(self._pending) > len(parameters):
+            raise ValueError(
+                f"{self!r} holds state for {len(self._pending)} parameters, but the network has "
+                f"{len(parameters)}; load the state into the network it was saved from."
+            )
+        for index, (slot, parameter) in enumerate(zip(self._pending, parameters)):
+            if (slot.name, slot.shape) != (parameter.name, tuple(parameter.value.shape)):
+                raise ValueError(
+                    f"{self!r} holds state for parameter {index} '{slot.name}' of shape {slot.shape}, "
+                    f"but the network's parameter {index} is {parameter!r}; load the state into the "
+                    "network it was saved from."
+                )
+        self._state = dict(zip(parameters, self._pending))
+        self._pending = []
+
     def snapshot(self):
         """A copy of the per-parameter state, kept on its backend, for :meth:`restore`."""
-        return copy.deepcopy(self._slots)
+        return ({parameter: copy.deepcopy(slot) for parameter, slot in self._state.items()},
+                copy.deepcopy(self._pending))
 
     def restore(self, snapshot) -> None:
         """Go back to a :meth:`snapshot` (which stays usable for another restore)."""
-        self._slots = copy.deepcopy(snapshot)
+        state, pending = snapshot
+        self._state = {parameter: copy.deepcopy(slot) for parameter, slot in state.items()}
+        self._pending = copy.deepcopy(pending)
 
     def state_dict(self) -> dict:
         """Hyperparameters and per-parameter state as host NumPy arrays (copies), for checkpoints.
@@ -136,7 +149,7 @@ class Optimizer:
         that has been stepped.
         """
         parameters = []
-        for slot in self._slots:
+        for slot in list(self._state.values()) + self._pending:
             arrays = {key: _host_copy(slot.backend, array) for key, array in slot.arrays.items()}
             parameters.append({"name": slot.name, "shape": slot.shape, "step": slot.step, "arrays": arrays})
         return {
@@ -159,8 +172,9 @@ class Optimizer:
             raise ValueError(
                 f"{self!r} got a malformed state dict ({error!r}); pass the output of state_dict()."
             ) from None
-        vars(self).update({key: value for key, value in vars(configured).items() if key != "_slots"})
-        self._slots = slots
+        vars(self).update({key: value for key, value in vars(configured).items()
+                           if key not in ("_state", "_pending")})
+        self._state, self._pending = {}, slots
 
 
 def _host_copy(backend, array):

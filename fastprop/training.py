@@ -218,8 +218,8 @@ class _StepLoop:
                 self.in_order = self.backend.asarray(numpy.arange(self.images.shape[0]))
             order = self.in_order
         costs = self.backend.to_numpy(self.fast(order, rate))
-        for leaf in self.net.leaves():  # the gradients now hold the last batch's sums, as after a step
-            leaf._fresh_gradients = False
+        for parameter in _parameters(self.net):  # the gradients hold the last batch's sums, as after a step
+            parameter.fresh = False
         if bar is not None:
             bar.update(len(self.batches))
         return self._mean_cost(float(costs[0]), float(costs[1]))

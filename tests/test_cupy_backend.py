@@ -256,7 +256,7 @@ def _compare_epochs(model, dtype, tolerance, n=1037, batch_size=100, epochs=2):
             name = f"{a.layer!r}.{a.name}"
             assert relative_error(backend.to_numpy(a.value), backend.to_numpy(b.value)) <= tolerance, name
             assert relative_error(backend.to_numpy(a.gradient), backend.to_numpy(b.gradient)) <= 10 * tolerance, name
-    assert not any(layer._fresh_gradients for layer in linears)  # as after the step loop's backward
+    assert not any(p.fresh for layer in linears for p in layer.parameters())  # as after a backward
     return run
 
 

@@ -3,55 +3,88 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+import weakref
 
 import numpy
 
 from ..backends import Backend, BackendError, current, load_backend, resolve_dtype
 
 
-@dataclass
 class Parameter:
-    """One trainable array of a layer and its gradient buffer (both updated in place)."""
+    """One trainable array of a layer and its gradient, made once with the layer.
 
-    layer: "Layer"
-    name: str
-    value: object
-    gradient: object
+    ``value`` and ``gradient`` may be replaced (``layer.w = array`` does), the Parameter never is:
+    optimizers keep their state per Parameter, and whole-epoch programs read the arrays through it.
+    ``fresh`` is true right after ``zero_gradients``: the next backward may overwrite the gradient
+    instead of adding to it. ``version`` counts replacements of either array.
+    """
+
+    __slots__ = ("_layer", "name", "value", "gradient", "fresh", "version", "__weakref__")
+
+    def __init__(self, layer, name, value, gradient=None):
+        self._layer = weakref.ref(layer)
+        self.name, self.value, self.gradient = name, value, gradient
+        self.fresh, self.version = True, 0
+
+    @property
+    def layer(self):
+        """The layer this parameter belongs to."""
+        return self._layer()
+
+    def __repr__(self) -> str:
+        shape = tuple(getattr(self.value, "shape", ()))
+        return f"Parameter({self.layer!r}.{self.name}, shape={shape})"
 
 
 class BackendArray:
-    """A layer attribute holding an array on the layer's backend and dtype (``w``, ``b``, ``dw``, ``db``).
+    """A layer attribute holding an array on the layer's backend and dtype: a parameter's value
+    (``w``, ``b``) or, with ``gradient_of``, its gradient (``dw``, ``db``).
 
     Assigning converts the value at the boundary (host NumPy data is copied to the layer's backend
     and dtype; the caller's array is never updated in place) and refuses a change of shape, so
     ``layer.w = numpy_array`` is the notebook's way to set weights and every part of fastprop (fused
-    kernels, optimizers, checkpoints, early stopping) sees the new array.
+    kernels, optimizers, checkpoints, early stopping) sees the new array through the layer's
+    :class:`Parameter`.
     """
 
+    def __init__(self, gradient_of=None):
+        self.gradient_of = gradient_of
+
     def __set_name__(self, owner, name):
-        self.name, self.slot = name, "_array_" + name
+        self.name = name
+        self.parameter = self.gradient_of or name
+        self.field = "gradient" if self.gradient_of else "value"
 
     def __get__(self, layer, owner=None):
         if layer is None:
             return self
-        try:
-            return layer.__dict__[self.slot]
-        except KeyError:
-            raise AttributeError(f"{type(layer).__name__} has no array {self.name!r} yet") from None
+        parameter = layer.__dict__.get("_parameters", {}).get(self.parameter)
+        value = getattr(parameter, self.field, None)
+        if value is None:
+            raise AttributeError(f"{type(layer).__name__} has no array {self.name!r} yet")
+        return value
 
     def __set__(self, layer, value):
         where = f"{layer!r}.{self.name}"
         array = accept_array(layer.backend, layer.dtype, value, where)
-        old = layer.__dict__.get(self.slot)
-        if old is not None and tuple(array.shape) != tuple(old.shape):
+        parameters = layer.__dict__.setdefault("_parameters", {})
+        parameter = parameters.get(self.parameter)
+        old = getattr(parameter, self.field, None)
+        reference = old if old is not None else getattr(parameter, "value", None)
+        if reference is not None and tuple(array.shape) != tuple(reference.shape):
             raise ValueError(
-                f"{where} must keep its shape {tuple(old.shape)}, got an array of shape "
+                f"{where} must keep its shape {tuple(reference.shape)}, got an array of shape "
                 f"{tuple(array.shape)}; build a new layer for other sizes."
             )
         if array is value or not array.flags.c_contiguous:
             array = array.copy(order="C")  # ours alone: updates in place never reach the caller's array
-        layer.__dict__[self.slot] = array
+        if parameter is None:
+            if self.gradient_of:
+                raise AttributeError(f"{where} cannot be set before {self.gradient_of}")
+            parameters[self.parameter] = Parameter(layer, self.parameter, array)
+        else:
+            setattr(parameter, self.field, array)
+            parameter.version += 1
 
 
 class Layer:
@@ -71,8 +104,6 @@ class Layer:
     batch_attributes: tuple[str, ...] = ()
     #: Dropout and friends behave differently in training and evaluation.
     training: bool = True
-    #: True right after ``zero_gradients``: the next backward may overwrite instead of adding.
-    _fresh_gradients: bool = True
 
     def __init__(self):
         selection = current()
@@ -113,7 +144,7 @@ class Layer:
         """Reset every accumulated parameter gradient to zero."""
         for parameter in self.parameters():
             self.backend.fill(parameter.gradient, 0)
-        self._fresh_gradients = True
+            parameter.fresh = True
 
     def update_parameters(self, learning_rate):
         """One SGD step on the summed gradients: ``value -= learning_rate * gradient``."""
@@ -126,11 +157,9 @@ class Layer:
         return self.forward(x_in)
 
     def parameters(self) -> list[Parameter]:
-        """This layer's trainable arrays with their gradient buffers."""
-        return [
-            Parameter(self, name, getattr(self, name), getattr(self, "d" + name))
-            for name in self.parameter_names
-        ]
+        """This layer's trainable arrays with their gradients: the same objects on every call."""
+        known = self.__dict__.get("_parameters", {})
+        return [known[name] for name in self.parameter_names if name in known]
 
     def leaves(self) -> list["Layer"]:
         """The plain layers inside this one, in order (a plain layer is its only leaf)."""
@@ -140,13 +169,16 @@ class Layer:
         """Move parameters and gradients to backend ``name`` and/or ``dtype``, in place; returns self."""
         backend = load_backend(name) if name is not None else self.backend
         dtype = resolve_dtype(dtype) if dtype is not None else self.dtype
-        arrays = {}
-        for attribute in self.parameter_names:
-            for key in (attribute, "d" + attribute):
-                arrays[key] = self.backend.to_numpy(getattr(self, key))
+        for parameter in self.parameters():
+            for field in ("value", "gradient"):
+                array = getattr(parameter, field)
+                if backend is self.backend:  # only the dtype changes: convert where the array lives
+                    moved = array.astype(dtype, copy=True)
+                else:
+                    moved = backend.asarray(self.backend.to_numpy(array), dtype=dtype)
+                setattr(parameter, field, moved)
+            parameter.version += 1
         self.backend, self.dtype = backend, dtype
-        for key, host in arrays.items():
-            setattr(self, key, host)
         self._forget_batch()
         return self
 

@@ -32,7 +32,8 @@ class Linear(Layer):
 
     parameter_names = ("w", "b")
     batch_attributes = ("x_in",)
-    w, b, dw, db = BackendArray(), BackendArray(), BackendArray(), BackendArray()
+    w, b = BackendArray(), BackendArray()
+    dw, db = BackendArray(gradient_of="w"), BackendArray(gradient_of="b")
 
     def __init__(self, n_in, n_out, initial_sigma=0.1, *, init="normal", rng=None):
         super().__init__()
@@ -65,10 +66,19 @@ class Linear(Layer):
         d_out = self.checked_gradient(d_out, x.shape[0])
         d_in = self.backend.linear_backward(
             x, self.w, d_out, self.dw, self.db,
-            accumulate=not self._fresh_gradients, need_dx=input_gradient,
+            accumulate=not self.gradients_fresh(), need_dx=input_gradient,
         )
-        self._fresh_gradients = False
+        self.gradients_written()
         return d_in
+
+    def gradients_fresh(self) -> bool:
+        """True right after ``zero_gradients``: the next backward may overwrite ``dw`` and ``db``."""
+        return all(parameter.fresh for parameter in self.parameters())
+
+    def gradients_written(self):
+        """Record that ``dw`` and ``db`` hold sums: the next backward adds to them."""
+        for parameter in self.parameters():
+            parameter.fresh = False
 
     # -- boundary checks, shared with the fused Linear+Sigmoid step -------------------------------
 

@@ -31,9 +31,9 @@ class _LinearSigmoid:
         d_out = linear.checked_gradient(d_out, x.shape[0])
         d_in = linear.backend.linear_sigmoid_backward(
             x, linear.w, p, d_out, linear.dw, linear.db,
-            accumulate=not linear._fresh_gradients, need_dx=input_gradient,
+            accumulate=not linear.gradients_fresh(), need_dx=input_gradient,
         )
-        linear._fresh_gradients = False
+        linear.gradients_written()
         return d_in
 
 
