@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from importlib import import_module
 
+if __name__ != "fastprop.backends":  # e.g. `import backends` from the repository root
+    raise ImportError(
+        f"fastprop's backends were imported as {__name__!r}, which would start a second, separate "
+        "registry; install the project (pip install -e .) and import them as fastprop.backends."
+    )
+
 from .base import Backend
 from .registry import (
     BackendError,

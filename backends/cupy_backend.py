@@ -2,10 +2,10 @@
 
 Matrix products go to cuBLAS; the elementwise and row-wise parts run as fused kernels from
 :mod:`.cupy_kernels`, compiled on first use and memoized per dtype. Training data stays on the
-device: each epoch is shuffled there and batches are gathered there. For networks of ``Linear``,
-``Sigmoid`` and ``ReLU`` layers trained with plain SGD on ``MeanSquareError`` or
-``SoftmaxCrossEntropy``, :meth:`CupyBackend.compile_epoch` replays whole epochs from CUDA graphs
-of fastprop's own kernels, with no Python per batch.
+device: each epoch is shuffled there and batches are gathered there. For an epoch plan of dense
+steps (each with no activation, a sigmoid or a ReLU) trained with plain SGD on the summed squared
+error or softmax cross-entropy, :meth:`CupyBackend.compile_epoch` replays whole epochs from CUDA
+graphs of fastprop's own kernels, with no Python per batch.
 """
 
 from __future__ import annotations
@@ -72,38 +72,23 @@ class CupyBackend(Backend):
         self.synchronize()
         return time.perf_counter() - started
 
-    def compile_epoch(self, net, cost_function, images, targets, batch_size):
-        from fastprop.costs import MeanSquareError, SoftmaxCrossEntropy
-        from fastprop.layers import Linear, ReLU, Sigmoid
-
-        loss = {MeanSquareError: 1, SoftmaxCrossEntropy: 2}.get(type(cost_function))
-        if getattr(cost_function, "reduction", "sum") != "sum":  # the kernels sum, as the notebook
-            return None
-        plan = []  # (linear, activation code) per Linear layer
-        for leaf in net.leaves():
-            if type(leaf) is Linear:
-                plan.append((leaf, 0))
-            elif type(leaf) in (Sigmoid, ReLU) and plan and plan[-1][1] == 0:
-                plan[-1] = (plan[-1][0], 1 if type(leaf) is Sigmoid else 2)
-            else:
-                return None
-        if loss is None or not plan or not self._epoch_fits(plan, images, targets, batch_size):
+    def compile_epoch(self, plan, images, targets, batch_size):
+        if plan is None or not self._epoch_fits(plan, images, targets, batch_size):
             return None
         try:
-            return kernels.EpochProgram(plan, loss, images, targets, batch_size)
+            return kernels.EpochProgram(plan, images, targets, batch_size)
         except Exception as error:  # e.g. a toolkit that cannot compile the kernels: keep the step loop
             warnings.warn(f"fastprop: the CuPy epoch kernels are unavailable ({error}); using the step loop")
             return None
 
     def _epoch_fits(self, plan, images, targets, batch_size):
-        dtype, n = images.dtype, images.shape[0]
-        arrays = [images, targets] + [a for linear, _ in plan for a in (
-            linear.w, linear.b, linear.dw, linear.db)]
+        dtype, n, steps = images.dtype, images.shape[0], plan.steps
+        arrays = [images, targets] + [a for p in plan.parameters() for a in (p.value, p.gradient)]
         return (
             all(isinstance(a, cupy.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
-            and dtype in _FLOATS and all(linear.backend is self for linear, _ in plan)
-            and images.shape == (n, plan[0][0].n_in) and targets.shape == (n, plan[-1][0].n_out)
-            and all(a.n_out == b.n_in for (a, _), (b, _) in zip(plan, plan[1:]))
+            and dtype in _FLOATS
+            and images.shape == (n, steps[0].n_in) and targets.shape == (n, steps[-1].n_out)
+            and all(a.n_out == b.n_in for a, b in zip(steps, steps[1:]))
             and min(batch_size, n) <= 32 * 65535  # the dense kernels' grid rows
         )
 

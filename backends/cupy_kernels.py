@@ -598,8 +598,9 @@ def weight_gradient(dz, x, dW, accumulate: bool) -> None:
 class EpochProgram:
     """One epoch of plain SGD for a stack of dense layers, as fastprop's own kernels.
 
-    ``layers`` lists ``(linear, activation)`` with activation 0 (none), 1 (sigmoid) or 2 (ReLU);
-    ``loss`` is 1 (squared error) or 2 (softmax cross-entropy). A step runs the forward pass (the
+    ``plan`` is an :class:`~fastprop.backends.plan.EpochPlan`: dense steps, each with its
+    activation code (none, sigmoid or ReLU), and the loss code (squared error or softmax
+    cross-entropy), as the kernels take them. A step runs the forward pass (the
     first layer reads its rows straight from ``images`` through the order), the cost and its gradient
     (fused into a narrow last layer), then for each layer from the last: the input gradient through
     the previous activation, and the weight and bias gradients with their SGD update. The whole epoch
@@ -614,15 +615,15 @@ class EpochProgram:
     #: Steps baked into one graph; a longer epoch replays a graph of this many steps.
     max_steps_per_graph = 128
 
-    def __init__(self, layers, loss, images, targets, batch_size):
-        self.layers, self.loss = list(layers), loss
+    def __init__(self, plan, images, targets, batch_size):
+        self.layers, self.loss = [(step, int(step.activation)) for step in plan.steps], int(plan.loss)
         self.images, self.targets = images, targets
         self.dtype = images.dtype
         self.n, self.batch = images.shape[0], min(batch_size, images.shape[0])
         self.kernels = epoch_kernels(self.dtype)
         self._t = _ctype(self.dtype)
-        self.outputs = [cupy.empty((self.batch, linear.n_out), self.dtype) for linear, _ in self.layers]
-        self.deltas = [cupy.empty((self.batch, linear.n_out), self.dtype) for linear, _ in self.layers]
+        self.outputs = [cupy.empty((self.batch, step.n_out), self.dtype) for step, _ in self.layers]
+        self.deltas = [cupy.empty((self.batch, step.n_out), self.dtype) for step, _ in self.layers]
         self.order = cupy.zeros(self.n, numpy.int64)
         self.cursor = cupy.zeros(1, numpy.int64)
         self.total = cupy.zeros(2, numpy.float64)  # [full batches, a smaller last batch]
@@ -662,17 +663,18 @@ class EpochProgram:
     def _parameter_pointers(self):
         return tuple(
             array.data.ptr if isinstance(array, cupy.ndarray) else id(array)
-            for linear, _ in self.layers
-            for array in (linear.w, linear.b, linear.dw, linear.db)
+            for step, _ in self.layers
+            for array in (step.weight.value, step.bias.value, step.weight.gradient, step.bias.gradient)
         )
 
     def _build(self):
-        for linear, _ in self.layers:
-            for array in (linear.w, linear.b, linear.dw, linear.db):
+        for step, _ in self.layers:
+            for array in (step.weight.value, step.bias.value, step.weight.gradient, step.bias.gradient):
                 if not (isinstance(array, cupy.ndarray) and array.dtype == self.dtype and array.flags.c_contiguous):
                     raise RuntimeError(
-                        f"{linear!r} no longer holds C-contiguous {self.dtype} CuPy parameters; "
-                        "call train again so that the epoch is compiled for the model as it is now."
+                        f"a dense step ({step.n_in} -> {step.n_out}) no longer holds C-contiguous "
+                        f"{self.dtype} CuPy parameters; call train again so that the epoch is compiled "
+                        "for the model as it is now."
                     )
         full, part = divmod(self.n, self.batch)
         steps = [(k * self.batch, self.batch) for k in range(full)] + ([(full * self.batch, part)] if part else [])
@@ -737,9 +739,9 @@ class EpochProgram:
         row_blocks, row_threads = (_blocks(rows, ROWS_PER_BLOCK),), (32 * ROWS_PER_BLOCK,)
         launches, x, gather = [], self.images, 1
         total = self._totals[0 if rows == self.batch else 1]
-        for index, (linear, act) in enumerate(self.layers):
-            n_out, n_in, y, loss = linear.n_out, linear.n_in, self.outputs[index], self.loss if index == last else 0
-            head = (x, *batch, _I32(gather), linear.w, linear.b, y)
+        for index, (step, act) in enumerate(self.layers):
+            n_out, n_in, y, loss = step.n_out, step.n_in, self.outputs[index], self.loss if index == last else 0
+            head = (x, *batch, _I32(gather), step.weight.value, step.bias.value, y)
             if n_out <= NARROW_FORWARD[-1]:  # one warp per row, the cost fused in
                 kernel = k[f"narrow_forward<{t}, {next(w for w in NARROW_FORWARD if n_out <= w)}>"]
                 launches.append((kernel, row_blocks, row_threads, head + (
@@ -755,16 +757,17 @@ class EpochProgram:
                         total)))
             x, gather = y, 0
         for index in range(last, -1, -1):
-            linear, _ = self.layers[index]
-            n_out, n_in, g = linear.n_out, linear.n_in, self.deltas[index]
+            step, _ = self.layers[index]
+            weight, bias = step.weight, step.bias
+            n_out, n_in, g = step.n_out, step.n_in, self.deltas[index]
             if index > 0:  # the input gradient first: it needs the weights before their update
                 bm, bn = self._tile(rows, n_in)
                 launches.append((k[f"dense_backward_input<{t}, {bm}, {bn}>"], (_blocks(n_in, bn), _blocks(rows, bm)),
-                                 (256,), (g, linear.w, self.outputs[index - 1], self.deltas[index - 1],
+                                 (256,), (g, weight.value, self.outputs[index - 1], self.deltas[index - 1],
                                           _I64(rows), _I64(n_in), _I64(n_out), _I32(self.layers[index - 1][1]))))
             x, gather = (self.images, 1) if index == 0 else (self.outputs[index - 1], 0)
-            head = (g, x, *batch, _I32(gather), linear.w, linear.b, linear.dw,
-                    linear.db, self.rate)
+            head = (g, x, *batch, _I32(gather), weight.value, bias.value, weight.gradient,
+                    bias.gradient, self.rate)
             if n_out <= NARROW_UPDATE[-1]:
                 kernel = k[f"narrow_update<{t}, {next(w for w in NARROW_UPDATE if n_out <= w)}>"]
                 launches.append((kernel, (_blocks(n_in, COLUMNS),), (COLUMNS, SLICES),

@@ -31,6 +31,7 @@ import time
 import numpy
 
 from .base import Backend
+from .plan import Activation, Loss
 from .registry import BackendUnavailableError
 
 #: Layers with at most this many outputs use the fused Numba kernels instead of BLAS.
@@ -128,20 +129,16 @@ class NumbaBackend(Backend):
                                       W.copy(), b.copy(), dtype(0.5), workspace)
         return time.perf_counter() - started
 
-    def compile_epoch(self, net, cost_function, images, targets, batch_size):
-        """The notebook's network (Linear+Sigmoid, summed MeanSquareError) as one kernel per epoch."""
-        from fastprop.costs import MeanSquareError
-        from fastprop.layers import Linear, Sigmoid
-
-        leaves = net.leaves()
-        if (
-            [type(leaf) for leaf in leaves] != [Linear, Sigmoid]
-            or type(cost_function) is not MeanSquareError or cost_function.reduction != "sum"
-        ):
+    def compile_epoch(self, plan, images, targets, batch_size):
+        """The notebook's network (one dense step with a sigmoid, summed squared error) as one kernel
+        per epoch."""
+        if plan is None or len(plan.steps) != 1 or plan.loss is not Loss.SQUARED_ERROR:
             return None
-        linear = leaves[0]
-        if not (_small(images, linear.w, linear.b, targets, dW=linear.dw)
-                and _fits(images, linear.db)):
+        step = plan.steps[0]
+        weight, bias = step.weight, step.bias
+        if step.activation is not Activation.SIGMOID or not (
+                _small(images, weight.value, bias.value, targets, dW=weight.gradient)
+                and _fits(images, bias.gradient)):
             return None
 
         # 8-bit pixels scaled to [0, 1] (what the loaders give) are kept as exact uint8 codes: a
@@ -153,12 +150,12 @@ class NumbaBackend(Backend):
         else:
             inputs, scale = images, dtype(1)
         del codes
-        workspace = self._k.epoch_workspace(linear.w, min(batch_size, images.shape[0]))
+        workspace = self._k.epoch_workspace(weight.value, min(batch_size, images.shape[0]))
 
         def run(order, learning_rate):
             return self._parallel(
                 self._k.sigmoid_mse_epoch, inputs, scale, targets, order, batch_size,
-                linear.w, linear.b, linear.dw, linear.db,
+                weight.value, bias.value, weight.gradient, bias.gradient,
                 dtype(learning_rate), workspace,
             )
 

@@ -11,7 +11,7 @@ The seed notebook's classes keep their names and signatures::
 
 from __future__ import annotations
 
-from .backends import (
+from fastprop.backends import (
     BackendError,
     BackendUnavailableError,
     available_backends,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from .backends import available_backends, load_backend, resolve_dtype, use_backend
+from fastprop.backends import available_backends, load_backend, resolve_dtype, use_backend
 from .costs import MeanSquareError, SoftmaxCrossEntropy
 from .layers import Linear, Network, ReLU, Sigmoid
 from .files import write_atomically, write_text_atomically

@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 
 import numpy
 
-from .backends import current, load_backend, resolve_dtype, use_backend
+from fastprop.backends import current, load_backend, resolve_dtype, use_backend
 from .files import write_atomically
 from .history import History
 from .layers.activations import ReLU, Sigmoid, SoftMax, Tanh

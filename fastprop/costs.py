@@ -12,8 +12,8 @@ import numbers
 
 import numpy
 
-from .backends import BackendError, backend_names, get_backend, load_backend
-from .layers.base import accept_array
+from fastprop.backends import BackendError, backend_names, get_backend, load_backend
+from fastprop.backends.arrays import accept_array
 
 
 class Cost:

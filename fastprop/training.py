@@ -12,9 +12,12 @@ import time
 
 import numpy
 
-from .backends import get_backend, get_dtype, load_backend, use_backend
+from fastprop.backends import get_backend, get_dtype, load_backend, use_backend
 from .history import History
-from .layers.base import Layer, accept_array, is_native, leaves_of, takes_input_gradient
+from fastprop.backends.arrays import accept_array
+
+from .layers.base import Layer, is_native, leaves_of, takes_input_gradient
+from .lowering import lower
 
 
 class TrainingDiverged(FloatingPointError):
@@ -202,8 +205,10 @@ class _StepLoop:
         )
         self.in_order = None  # the rows in order, made when the fast path needs an order
         self.fast = None
-        if optimizer is None and isinstance(net, Layer):
-            self.fast = backend.compile_epoch(net, cost_function, images, targets, batch_size)
+        if optimizer is None:
+            plan = lower(net, cost_function)
+            if plan is not None:
+                self.fast = backend.compile_epoch(plan, images, targets, batch_size)
         self._start = _Snapshot(net)  # the epoch's starting parameters, refilled every epoch
         self._input_gradient = takes_input_gradient(net)
 

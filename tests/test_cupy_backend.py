@@ -12,6 +12,8 @@ import sys
 import numpy
 import pytest
 
+from fastprop.lowering import lower
+
 import fastprop
 from fastprop import (
     CrossEntropy, Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftMax, SoftmaxCrossEntropy, Tanh, train,
@@ -241,7 +243,7 @@ def _compare_epochs(model, dtype, tolerance, n=1037, batch_size=100, epochs=2):
     linears = [layer for layer in fast.leaves() if isinstance(layer, Linear)]
     x, t = _dataset(n, linears[0].n_in, linears[-1].n_out)
     images, targets = backend.asarray(x, dtype=dtype), backend.asarray(t, dtype=dtype)
-    run = backend.compile_epoch(fast, cost_type(), images, targets, batch_size)
+    run = backend.compile_epoch(lower(fast, cost_type()), images, targets, batch_size)
     assert run is not None
     rng = numpy.random.default_rng(7)
     for learning_rate in (0.05, 0.02)[:epochs]:  # a new rate needs no new capture
@@ -344,4 +346,4 @@ def test_other_models_keep_the_step_loop(layers, cost):
     with fastprop.use_backend("cupy"):
         net = Network(layers())
     images, targets = (backend.asarray(numpy.ones(shape), numpy.float32) for shape in ((10, 6), (10, 4)))
-    assert backend.compile_epoch(net, cost(), images, targets, 5) is None
+    assert backend.compile_epoch(lower(net, cost()), images, targets, 5) is None

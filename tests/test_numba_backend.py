@@ -7,6 +7,8 @@ import sys
 import numpy
 import pytest
 
+from fastprop.lowering import lower
+
 numba = pytest.importorskip("numba", reason="numba is not installed (pip install 'fastprop[numba]')")
 
 import fastprop  # noqa: E402
@@ -265,12 +267,12 @@ def _w1_data(n, dtype, seed=3, pixels=False):
 def test_whole_epoch_kernel_is_offered_only_for_the_notebooks_network():
     backend = load_backend("numba")
     images, targets = _w1_data(50, numpy.float32)
-    assert backend.compile_epoch(_w1("float32"), MeanSquareError(), images, targets, 20) is not None
-    assert backend.compile_epoch(_w1("float32"), MeanSquareError(reduction="mean"), images, targets, 20) is None
-    assert backend.compile_epoch(_w1("float32"), SoftmaxCrossEntropy(), images, targets, 20) is None
+    assert backend.compile_epoch(lower(_w1("float32"), MeanSquareError()), images, targets, 20) is not None
+    assert backend.compile_epoch(lower(_w1("float32"), MeanSquareError(reduction="mean")), images, targets, 20) is None
+    assert backend.compile_epoch(lower(_w1("float32"), SoftmaxCrossEntropy()), images, targets, 20) is None
     with fastprop.use_backend("numba"):
         relu = Network([Linear(784, 10), ReLU()])
-    assert backend.compile_epoch(relu, MeanSquareError(), images, targets, 20) is None
+    assert backend.compile_epoch(lower(relu, MeanSquareError()), images, targets, 20) is None
 
 
 @pytest.mark.parametrize("pixels", [False, True], ids=["floats", "pixels"])
@@ -288,7 +290,7 @@ def test_whole_epoch_kernel_matches_the_step_loop(dtype, tolerance, pixels, n, n
     order = rng.permutation(n)
     with fastprop.use_backend("numba", dtype=dtype):
         fast, steps = (Network([Linear(n_in, n_out, rng=0), Sigmoid()]) for _ in range(2))
-    costs = backend.compile_epoch(fast, MeanSquareError(), images, targets, batch)(order, 1e-3)
+    costs = backend.compile_epoch(lower(fast, MeanSquareError()), images, targets, batch)(order, 1e-3)
     assert isinstance(costs, numpy.ndarray) and costs.dtype == numpy.float64 and costs.shape == (2,)
     expected = numpy.zeros(2)  # [summed over the batches of the first one's size, over a shorter last batch]
     cost_function = MeanSquareError()
@@ -318,7 +320,7 @@ def test_whole_epoch_kernel_is_deterministic_across_thread_counts(pixels):
         for threads in (1, saved, 1):
             numba.set_num_threads(threads)
             net = _w1("float32")
-            costs = backend.compile_epoch(net, MeanSquareError(), images, targets, 128)(order, 1e-2)
+            costs = backend.compile_epoch(lower(net, MeanSquareError()), images, targets, 128)(order, 1e-2)
             results.append((costs.copy(), net.layers[0].w.copy(), net.layers[0].b.copy()))
     finally:
         numba.set_num_threads(saved)
@@ -350,7 +352,7 @@ def test_whole_epoch_kernel_reads_pixel_images_as_uint8_codes(backend, monkeypat
     order = numpy.arange(40)
     for pixels in (True, False):
         images, targets = _w1_data(40, numpy.float32, pixels=pixels)
-        backend.compile_epoch(_w1("float32"), MeanSquareError(), images, targets, 16)(order, 1e-3)
+        backend.compile_epoch(lower(_w1("float32"), MeanSquareError()), images, targets, 16)(order, 1e-3)
     assert seen == [numpy.uint8, numpy.float32]
 
 

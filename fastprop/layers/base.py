@@ -5,9 +5,8 @@ from __future__ import annotations
 import inspect
 import weakref
 
-import numpy
-
-from ..backends import Backend, BackendError, current, load_backend, resolve_dtype
+from fastprop.backends import Backend, current, load_backend, resolve_dtype
+from fastprop.backends.arrays import accept_array
 
 
 class Parameter:
@@ -245,6 +244,12 @@ def is_native(layer) -> bool:
     return isinstance(layer, Layer) and "_backend" in vars(layer)
 
 
+def same_device(first, second) -> bool:
+    """True when two fastprop layers compute on the same backend in the same dtype (so they fuse)."""
+    return (is_native(first) and is_native(second) and first.backend is second.backend
+            and first.dtype == second.dtype)
+
+
 def takes_input_gradient(layer) -> bool:
     """True when ``layer.backward`` accepts the ``input_gradient`` flag (fastprop's layers do; a
     layer written the notebook's way takes ``d_out`` alone)."""
@@ -256,57 +261,3 @@ def takes_input_gradient(layer) -> bool:
         return "input_gradient" in parameters or any(
             p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     return False
-
-
-def accept_array(backend: Backend, dtype, array, where: str):
-    """Return ``array`` as a ``dtype`` array of ``backend``; host NumPy data is copied across.
-
-    ``where`` names the receiver in error messages, e.g. ``"Linear(784, 10) input"``.
-    """
-    if backend.is_native(array):
-        if array.dtype != dtype:
-            _check_numeric(array.dtype, where)
-            array = _converted(backend.xp, array, dtype, where)
-        return array
-    if isinstance(array, (numpy.ndarray, numpy.generic, list, tuple, int, float)):
-        host = numpy.asarray(array)
-        _check_numeric(host.dtype, where)
-        if host.dtype != dtype:
-            host = _converted(numpy, host, dtype, where)
-        return backend.asarray(host, dtype=dtype)
-    kind = f"{type(array).__module__}.{type(array).__name__}"
-    raise BackendError(
-        f"{where} is a {kind}, but this layer computes on the {backend.name!r} backend; "
-        f"pass a NumPy array or an array of that backend, or move the model with "
-        f".to_backend(...) to the backend that owns the data."
-    )
-
-
-def _converted(xp, array, dtype, where):
-    """``array.astype(dtype)``, refusing values too large for ``dtype`` (they would become inf)."""
-    if xp is numpy:
-        try:
-            with numpy.errstate(over="raise"):
-                return array.astype(dtype)
-        except FloatingPointError:
-            pass
-    else:
-        converted = array.astype(dtype)
-        if not bool((xp.isinf(converted) == xp.isinf(array)).all()):
-            pass
-        else:
-            return converted
-    limit = numpy.finfo(dtype).max
-    largest = float(xp.abs(array[xp.isfinite(array)]).max())
-    raise ValueError(
-        f"{where} holds {largest:g}, beyond the range of {numpy.dtype(dtype).name} (about ±{limit:.3g}); "
-        "scale the data down, or compute in float64 (fastprop.set_backend(name, 'float64'))."
-    )
-
-
-def _check_numeric(dtype, where):
-    if numpy.dtype(dtype).kind not in "fiub":
-        raise BackendError(
-            f"{where} has dtype {dtype}, but fastprop needs real numbers; convert it with "
-            ".astype(numpy.float32) first."
-        )

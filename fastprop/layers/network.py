@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..backends import current
+from fastprop.backends import current
 from .activations import Sigmoid
-from .base import Layer, is_layer, is_native, leaves_of, takes_input_gradient
+from .base import Layer, is_layer, is_native, leaves_of, same_device, takes_input_gradient
 from .linear import Linear
 
 
@@ -103,8 +103,7 @@ class Network(Layer):
             while i < len(layers):
                 pair = layers[i : i + 2]
                 if (self.fuse and len(pair) == 2 and type(pair[0]) is Linear and type(pair[1]) is Sigmoid
-                        and is_native(pair[1]) and pair[0].backend is pair[1].backend
-                        and pair[0].dtype == pair[1].dtype):
+                        and same_device(*pair)):
                     steps.append(_LinearSigmoid(*pair))
                     i += 2
                     continue

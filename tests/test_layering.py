@@ -1,0 +1,38 @@
+"""Where things live: the backends know arrays and kernels, never fastprop's models."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import fastprop.backends
+
+BACKENDS = Path(fastprop.backends.__file__).parent
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield ("." * node.level) + (node.module or "")
+
+
+def test_nothing_under_backends_imports_fastprop():
+    offenders = {
+        path.name: name
+        for path in sorted(BACKENDS.rglob("*.py"))
+        for name in _imports(path)
+        if name == "fastprop" or name.startswith("fastprop.") or name.startswith("..")
+    }
+    assert offenders == {}, f"backends import fastprop's models: {offenders}"
+
+
+def test_the_backends_cannot_be_imported_under_another_name():
+    root = BACKENDS.parent
+    done = subprocess.run([sys.executable, "-c", "import backends"], cwd=root, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "import them as fastprop.backends" in done.stderr
