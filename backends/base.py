@@ -106,7 +106,7 @@ class Backend:
 
         Indices follow Python's rules (``-1`` is the last row); one out of range raises IndexError.
         With ``out`` the range is checked first and NumPy then takes with ``mode="wrap"``, which
-        writes straight into ``out`` (its checking mode goes through a temporary, 3x slower).
+        writes straight into ``out`` (its checking mode goes through a temporary copy).
         """
         if out is None:
             return self.xp.take(array, indices, axis=0)

@@ -106,6 +106,16 @@ class CupyBackend(Backend):
         return cupy.argsort(keys)
 
     def take_rows(self, array, indices, out=None):
+        n = array.shape[0]
+        if indices.size:  # Python's rules, as the contract says: -1 is the last row, n is an error
+            low, high = int(indices.min()), int(indices.max())
+            if low < -n or high >= n:
+                raise IndexError(
+                    f"take_rows got row indices from {low} to {high} for an array of {n} rows; "
+                    f"give indices in [-{n}, {n})."
+                )
+            if low < 0:
+                indices = indices % n
         rows = indices.shape[0] if indices.ndim == 1 else -1
         if (
             indices.ndim == 1 and indices.dtype == numpy.int64 and indices.flags.c_contiguous

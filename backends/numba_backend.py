@@ -18,13 +18,12 @@ kernels or, when that folder is read-only, to its user-wide cache (``~/.cache/nu
 Parallel kernels use Numba's thread pool: ``NUMBA_NUM_THREADS`` sets its size at start-up and
 ``numba.set_num_threads(n)`` lowers it at run time; results are the same bits for every count.
 For ``BLAS_SPIN_SECONDS`` after this backend hands a product to BLAS they run on one thread:
-OpenBLAS's idle threads keep spinning ~0.1 s, and parallel kernels fighting them for the cores
-made a 784-512-512-10 ReLU network up to 4x slower than NumPy on 2 cores (with this: 1.03x faster).
+OpenBLAS's idle threads keep spinning for a while after a product, and parallel kernels fighting
+them for the cores made networks with wide layers several times slower than plain NumPy.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -49,18 +48,12 @@ def _fits(*arrays):
     return dtype in _FLOATS and all(a.dtype == dtype and a.flags.c_contiguous for a in arrays)
 
 
-def _elementwise(name):
-    """An override of the contract method ``name`` that runs the kernel of that name on 2-D arrays."""
-    reference = getattr(Backend, name)
-
-    @functools.wraps(reference)
-    def method(self, *arrays):
-        first = arrays[0]
-        if first.ndim == 2 and first.size and all(a.shape == first.shape for a in arrays) and _fits(*arrays):
-            return getattr(self._k, name)(*arrays)
-        return reference(self, *arrays)
-
-    return method
+def _elementwise(kernel, reference, *arrays):
+    """``kernel(*arrays)`` on same-shaped, non-empty 2-D arrays it takes; ``reference(*arrays)`` otherwise."""
+    first = arrays[0]
+    if first.ndim == 2 and first.size and all(a.shape == first.shape for a in arrays) and _fits(*arrays):
+        return kernel(*arrays)
+    return reference(*arrays)
 
 
 def _small(x, W, b, *batch, dW=None):
@@ -78,9 +71,19 @@ class NumbaBackend(Backend):
     """NumPy arrays on the CPU, computed by JIT-compiled kernels where it pays."""
 
     xp = numpy
-    relu, relu_backward = _elementwise("relu"), _elementwise("relu_backward")
-    softmax_cross_entropy = _elementwise("softmax_cross_entropy")
-    softmax_cross_entropy_gradient = _elementwise("softmax_cross_entropy_gradient")
+
+    def relu(self, z):
+        return _elementwise(self._k.relu, super().relu, z)
+
+    def relu_backward(self, y, dy):
+        return _elementwise(self._k.relu_backward, super().relu_backward, y, dy)
+
+    def softmax_cross_entropy(self, z, t):
+        return _elementwise(self._k.softmax_cross_entropy, super().softmax_cross_entropy, z, t)
+
+    def softmax_cross_entropy_gradient(self, z, t):
+        kernel = self._k.softmax_cross_entropy_gradient
+        return _elementwise(kernel, super().softmax_cross_entropy_gradient, z, t)
 
     def __init__(self, numba, kernels):
         self._numba, self._k = numba, kernels

@@ -8,7 +8,8 @@ Smoke run for CI, which checks that the suite runs without judging speed::
 
     FASTPROP_BENCH_ROWS=1200 FASTPROP_BENCH_ROUNDS=1 pytest benchmarks/ --benchmark-disable
 
-The workloads themselves live in :mod:`fastprop.bench`, shared with ``fastprop bench``.
+The workloads, rows and runners live in :mod:`fastprop.bench` (``workloads``, ``data``, ``runners``), shared
+with ``fastprop bench`` and ``benchmarks/bench_gpu.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-rows", type=int, default=int(os.environ.get("FASTPROP_BENCH_ROWS", 50_000)),
                     help="training rows per epoch (env FASTPROP_BENCH_ROWS; default 50000)")
     group.addoption("--bench-rounds", type=int, default=int(os.environ.get("FASTPROP_BENCH_ROUNDS", 5)),
-                    help="timed epochs per benchmark after one warm-up (env FASTPROP_BENCH_ROUNDS; default 5)")
+                    help="timed epochs per benchmark after one warm-up "
+                         "(env FASTPROP_BENCH_ROUNDS; default 5)")
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -40,7 +42,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "runners(*kinds): which of fastprop, baseline, torch to parametrize over")
+    config.addinivalue_line("markers",
+                            "runners(*kinds): which of fastprop, baseline, torch to parametrize over")
 
 
 def pytest_generate_tests(metafunc):
@@ -62,7 +65,8 @@ def pytest_generate_tests(metafunc):
             cpu = status.available and str(status.device).lower().startswith("cpu")
             params += [(name, dtype, status.reason) for dtype in ("float32", "float64")[:1 + cpu]]
     metafunc.parametrize("name, dtype", [
-        pytest.param(name, dtype, id=f"{name}-{dtype}", marks=[pytest.mark.skip(reason=reason)] if reason else [])
+        pytest.param(name, dtype, id=f"{name}-{dtype}",
+                     marks=[pytest.mark.skip(reason=reason)] if reason else [])
         for name, dtype, reason in params])
 
 

@@ -4,7 +4,8 @@ The file is a NumPy ``.npz`` archive. One ``uint8`` entry, ``fastprop_header``, 
 the format version, the tree of layers with their constructor arguments, and for every array its
 entry name, shape and dtype. The other entries are the arrays, as host NumPy arrays, so a checkpoint
 saved on one backend loads on any other. Loading reads with ``allow_pickle=False`` and builds only
-the layer types of :data:`LAYER_TYPES`; it never runs code from the file. Saving is atomic: the
+the layer classes registered in :data:`fastprop.layer_types.CHECKPOINT_LAYERS`; it never runs code
+from the file. Saving is atomic: the
 archive is written to a temporary file beside the target, synced, then renamed over it.
 """
 
@@ -15,17 +16,13 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
 
 import numpy
 
 from fastprop.backends import current, load_backend, resolve_dtype, use_backend
 from .files import write_atomically
 from .history import History
-from .layers.activations import ReLU, Sigmoid, SoftMax, Tanh
-from .layers.dropout import Dropout
-from .layers.linear import Linear
-from .layers.network import Network
+from .layer_types import CHECKPOINT_LAYERS
 from .optimizers import from_state_dict
 
 FORMAT = "fastprop checkpoint"
@@ -35,32 +32,6 @@ FORMAT_VERSION = 2
 HEADER = "fastprop_header"
 #: Parameter names of checkpoints written before Linear took the notebook's names.
 _RENAMED = {"weights": "w", "bias": "b"}
-
-class LayerType(NamedTuple):
-    """How a checkpoint stores and rebuilds one kind of layer."""
-
-    cls: type
-    #: Constructor arguments, read from the layer's attributes of the same names when saving.
-    arguments: tuple = ()
-    #: Extra keyword arguments when loading: Linear draws its throw-away initial values from its
-    #: own generator, so that loading leaves the generator of ``fastprop.seed`` untouched.
-    load_options: dict = {}
-    #: ``shapes(**arguments) -> {parameter name: shape}``, checked before the layer is allocated.
-    shapes: Callable = lambda **arguments: {}
-
-
-#: The only layers a checkpoint may hold, by the name written in the file.
-LAYER_TYPES = {
-    "Network": LayerType(Network, ("fuse", "input_gradient")),
-    "Linear": LayerType(Linear, ("n_in", "n_out", "init"), {"rng": 0},
-                        lambda n_in, n_out, init: {"w": (n_out, n_in), "b": (1, n_out)}),
-    "Dropout": LayerType(Dropout, ("rate",)),
-    "Sigmoid": LayerType(Sigmoid),
-    "ReLU": LayerType(ReLU),
-    "Tanh": LayerType(Tanh),
-    "SoftMax": LayerType(SoftMax),
-}
-
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded (or a network that cannot be saved); names the file."""
@@ -127,22 +98,22 @@ def save(net, path, *, optimizer=None, history=None, extra=None, epoch=None, loo
 def _describe(layer, key, arrays, path):
     """The header node for ``layer``; its parameters go into ``arrays`` under ``key.<name>``."""
     kind = type(layer).__name__
-    if kind not in LAYER_TYPES or LAYER_TYPES[kind].cls is not type(layer):
+    if CHECKPOINT_LAYERS.get(kind) is not type(layer):
         raise CheckpointError(
             f"Cannot save checkpoint {path}: {key} is {layer!r}, a {type(layer).__module__}.{kind}, "
-            f"which checkpoints do not know; they hold fastprop's {', '.join(LAYER_TYPES)}."
+            f"which checkpoints do not know; they hold fastprop's {', '.join(CHECKPOINT_LAYERS)}."
         )
-    spec = LAYER_TYPES[kind]
     node = {
         "type": kind,
-        "arguments": {name: getattr(layer, name) for name in spec.arguments},
+        "arguments": {name: getattr(layer, name) for name in type(layer).checkpoint_arguments},
         "parameters": {
             parameter.name: _entry(arrays, f"{key}.{parameter.name}", layer.backend.to_numpy(parameter.value))
-            for parameter in ([] if spec.cls is Network else layer.parameters())
+            for parameter in layer.own_parameters()
         },
     }
-    if spec.cls is Network:
-        node["layers"] = [_describe(child, f"{key}.{i}", arrays, path) for i, child in enumerate(layer.layers)]
+    children = layer.children()
+    if children or kind == "Network":
+        node["layers"] = [_describe(child, f"{key}.{i}", arrays, path) for i, child in enumerate(children)]
     return node
 
 
@@ -202,6 +173,18 @@ def load_checkpoint(path, *, backend=None, dtype=None) -> Checkpoint:
         return _assemble(header, arrays, backend_name, dtype)
     except _Invalid as error:
         raise CheckpointError(f"Cannot load checkpoint {path}: {error}.") from None
+
+
+def load_into(net, path) -> Checkpoint:
+    """Fill the existing ``net`` with the parameters saved at ``path`` (the same architecture) and
+    return everything else saved there, with ``net`` as its network; ``net`` is untouched when the
+    file or the architecture does not fit (:class:`CheckpointError`). This is how ``train`` resumes."""
+    path = os.fspath(path)
+    try:
+        header, arrays = _read(path)
+        return _assemble(header, arrays, net=net)
+    except _Invalid as error:
+        raise CheckpointError(f"Cannot resume from checkpoint {path}: {error}.") from None
 
 
 def _read(path):
@@ -268,14 +251,20 @@ def _check_entry(archive, info):
         raise _Invalid(f"its entry '{info.filename}' claims more data than it holds; the file is damaged")
 
 
-def _assemble(header, arrays, backend_name, dtype) -> Checkpoint:
+def _assemble(header, arrays, backend_name=None, dtype=None, net=None) -> Checkpoint:
+    """Build the network (or, given ``net``, check that it has the saved architecture and fill it)
+    and everything saved beside it; nothing is changed before the whole file has been checked."""
     try:
-        if dtype is None:
-            dtype = resolve_dtype(header["dtype"]) if header["dtype"] is not None else current().dtype
         used = set()
-        with use_backend(backend_name, dtype):
-            net = _build(header["model"], arrays, used, "model", dtype)
-        net.train(_check(header["training"], bool, "training flag"))
+        if net is None:
+            if dtype is None:
+                dtype = resolve_dtype(header["dtype"]) if header["dtype"] is not None else current().dtype
+            with use_backend(backend_name, dtype):
+                net = _build(header["model"], arrays, used, "model")
+            net.train(_check(header["training"], bool, "training flag"))
+            fill = []
+        else:
+            fill = _matching(header["model"], net, arrays, used, "model")
         optimizer, state = None, None
         if header["optimizer"] is not None:
             state = _optimizer_state(header["optimizer"], arrays, used, net)
@@ -297,46 +286,68 @@ def _assemble(header, arrays, backend_name, dtype) -> Checkpoint:
     unused = sorted(set(arrays) - used)
     if unused:
         raise _Invalid(f"it holds arrays its header does not describe ({', '.join(unused[:5])})")
+    for parameter, array in fill:  # everything checked: now the existing network takes the values
+        parameter.value[...] = parameter.layer.backend.asarray(array, dtype=parameter.value.dtype)
     return Checkpoint(net, optimizer, state, history, header["extra"], epoch, header["version"], loop)
 
 
-def _build(node, arrays, used, where, dtype):
+def _node(node, arrays, used, where):
+    """``(class, arguments, host arrays by parameter name, child nodes)`` of a checked header node."""
     kind = _check(node, dict, f"{where} entry").get("type")
-    if kind not in LAYER_TYPES:
+    if kind not in CHECKPOINT_LAYERS:
         raise _Invalid(
-            f"its {where} is of unknown layer type {kind!r}; checkpoints hold {', '.join(LAYER_TYPES)}"
+            f"its {where} is of unknown layer type {kind!r}; checkpoints hold {', '.join(CHECKPOINT_LAYERS)}"
         )
-    spec = LAYER_TYPES[kind]
+    cls = CHECKPOINT_LAYERS[kind]
     arguments = _check(node["arguments"], dict, f"{where} arguments")
-    if set(arguments) != set(spec.arguments):
+    if set(arguments) != set(cls.checkpoint_arguments):
         raise _Invalid(
-            f"its {where} ({kind}) has arguments {sorted(arguments)}, expected {sorted(spec.arguments)}"
+            f"its {where} ({kind}) has arguments {sorted(arguments)}, expected {sorted(cls.checkpoint_arguments)}"
         )
-    shapes = spec.shapes(**arguments)
+    try:
+        shapes = cls.parameter_shapes(**arguments)
+    except (TypeError, ValueError) as error:
+        raise _Invalid(f"its {where} ({kind}) has arguments the layer rejects ({error})") from None
     parameters = {_RENAMED.get(name, name): entry
                   for name, entry in _check(node["parameters"], dict, f"{where} parameters").items()}
     if set(parameters) != set(shapes):
         raise _Invalid(f"its {where} ({kind}) has parameters {sorted(parameters)}, expected {sorted(shapes)}")
-    host = {
-        name: _array(entry, arrays, used, f"{where}.{name}", shapes[name])
-        for name, entry in parameters.items()
-    }
+    host = {name: _array(entry, arrays, used, f"{where}.{name}", tuple(shapes[name]))
+            for name, entry in parameters.items()}
+    children = _check(node.get("layers", []), list, f"{where} layers")
+    return cls, arguments, host, children
+
+
+def _build(node, arrays, used, where):
+    """A new layer (and its children) from a header node, on the current backend."""
+    cls, arguments, host, children = _node(node, arrays, used, where)
+    layers = [_build(child, arrays, used, f"{where}.{i}") for i, child in enumerate(children)]
     try:
-        if spec.cls is Network:
-            for flag in spec.arguments:
-                _check(arguments[flag], bool, f"{where} {flag} flag")
-            children = _check(node["layers"], list, f"{where} layers")
-            layers = [_build(child, arrays, used, f"{where}.{i}", dtype) for i, child in enumerate(children)]
-            layer = Network(layers, **arguments)
-        else:
-            layer = spec.cls(**arguments, **spec.load_options)
+        return cls.restored(arguments, host, layers)
     except ValueError as error:
-        raise _Invalid(f"its {where} ({kind}) has arguments the layer rejects ({error})") from None
-    for name, array in host.items():
-        if tuple(getattr(layer, name).shape) != array.shape:
-            raise _Invalid(f"its array for {where}.{name} has shape {array.shape}; {layer!r} cannot take it")
-        setattr(layer, name, layer.backend.asarray(array, dtype=dtype))
-    return layer
+        raise _Invalid(f"its {where} ({cls.__name__}) has arguments the layer rejects ({error})") from None
+
+
+def _matching(node, layer, arrays, used, where):
+    """``[(parameter, host array)]`` to fill ``layer`` with, once the header node is checked to
+    describe a layer of the same class, arguments and children."""
+    cls, arguments, host, children = _node(node, arrays, used, where)
+    if type(layer) is not cls or any(getattr(layer, name) != value for name, value in arguments.items()):
+        mine = {name: getattr(layer, name, None) for name in arguments}
+        raise _Invalid(
+            f"its {where} is a {cls.__name__} with {arguments}, but the network being trained has "
+            f"{layer!r} with {mine} there; use another checkpoint path"
+        )
+    mine = layer.children()
+    if len(mine) != len(children):
+        raise _Invalid(
+            f"its {where} holds {len(children)} layers, but the network being trained holds {len(mine)} "
+            "there; use another checkpoint path"
+        )
+    fill = [(parameter, host[parameter.name]) for parameter in layer.own_parameters()]
+    for i, (child, child_node) in enumerate(zip(mine, children)):
+        fill += _matching(child_node, child, arrays, used, f"{where}.{i}")
+    return fill
 
 
 def _optimizer_state(node, arrays, used, net):

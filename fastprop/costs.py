@@ -8,12 +8,13 @@ numeric dtype: they are converted to the prediction's backend and dtype.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy
 
 from fastprop.backends import BackendError, backend_names, get_backend, load_backend
 from fastprop.backends.arrays import accept_array
+
+from .checks import is_real
 
 
 class Cost:
@@ -130,8 +131,7 @@ class CrossEntropy(Cost):
 
     def __init__(self, eps=1e-12, reduction="sum"):
         super().__init__(reduction)
-        if not (isinstance(eps, numbers.Real) and not isinstance(eps, (bool, numpy.bool_))
-                and math.isfinite(eps) and eps > 0):
+        if not (is_real(eps) and math.isfinite(eps) and eps > 0):
             raise ValueError(
                 f"CrossEntropy needs a small positive eps (the notebook's is 1e-12), got {eps!r}; "
                 "it keeps log(0) and the division by 0 out of the cost."

@@ -1,4 +1,4 @@
-"""Ready-made networks: the notebook's ``seed`` model and the recommended Task 5 ``mlp``."""
+"""Ready-made networks: the notebook's ``seed`` model and the recommended better ``mlp``."""
 
 from __future__ import annotations
 
@@ -34,15 +34,16 @@ def seed_network(rng=None) -> Network:
     return Network([Linear(784, 10, rng=rng), Sigmoid()])
 
 
-def mlp_network(rng=None, hidden=(512, 512), dropout=0.0) -> Network:
-    """A ReLU multilayer perceptron with He initialisation, dropout, and a linear output for softmax."""
+def mlp_network(rng=None, hidden=(512, 512), dropout=0.0, output_init="xavier") -> Network:
+    """A ReLU multilayer perceptron with He initialisation, dropout, and a linear output for softmax
+    (initialised with ``output_init``)."""
     rng, layers, n_in = generator(rng), [], 784
     for width in hidden:
         layers += [Linear(n_in, width, init="he", rng=rng), ReLU()]
         if dropout:
             layers.append(Dropout(dropout, rng=rng))
         n_in = width
-    layers.append(Linear(n_in, 10, init="xavier", rng=rng))
+    layers.append(Linear(n_in, 10, init=output_init, rng=rng))
     return Network(layers)
 
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy
+
+from .checks import finite_number, is_whole, positive_integer
 
 # ---------------------------------------------------------------------------------------------------
 # Optimizers.
@@ -200,7 +201,7 @@ def _slot_from_state(entry, state_names) -> _Slot:
             )
         arrays[key] = array
     step = entry["step"]
-    if not isinstance(step, numbers.Integral) or isinstance(step, bool) or step < 0:
+    if not is_whole(step) or step < 0:
         raise ValueError(f"optimizer state '{entry['name']}' has step {step!r}, expected a count >= 0.")
     return _Slot(str(entry["name"]), shape, arrays, int(step))
 
@@ -295,9 +296,7 @@ def from_state_dict(state: dict) -> Optimizer:
 
 
 def _number(owner, label, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, numpy.bool_)) or not math.isfinite(value):
-        raise ValueError(f"{type(owner).__name__} needs a finite number for {label}, got {value!r}.")
-    return float(value)
+    return finite_number(value, label, type(owner).__name__)
 
 
 def _positive_rate(owner, value):
@@ -371,12 +370,10 @@ class CosineLR:
 
 
 def _epoch(schedule, epoch) -> int:
-    if not isinstance(epoch, numbers.Integral) or isinstance(epoch, bool) or epoch < 1:
+    if not is_whole(epoch) or epoch < 1:
         raise ValueError(f"{schedule!r} takes 1-based epoch numbers, got {epoch!r}.")
     return int(epoch)
 
 
 def _positive_integer(owner, label, value) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{type(owner).__name__} needs a positive integer {label}, got {value!r}.")
-    return int(value)
+    return positive_integer(value, label, type(owner).__name__)

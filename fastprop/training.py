@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
-import numbers
 import os
 import time
 
 import numpy
 
 from fastprop.backends import get_backend, get_dtype, load_backend, use_backend
+from .checks import is_real, is_whole, positive_integer, whole_number
 from .history import History
 from fastprop.backends.arrays import accept_array
 
@@ -77,7 +77,7 @@ def train(
     number_epochs, batch_size, learning_rate, patience = _check_arguments(
         number_epochs, batch_size, learning_rate, patience)
     if seed is not None:
-        seed = _whole(seed, "seed", "train")
+        seed = whole_number(seed, "seed", "train")
     _check_optimizer(net, optimizer)
     if data is None:
         from .datasets import load_data, split_rows
@@ -108,7 +108,7 @@ def train(
                 _set_generators(net, state["state"].get("generators"))
             if stopper.exhausted(first_epoch - 1):  # the saved run had already stopped early
                 first_epoch = number_epochs + 1
-        loop = _StepLoop(net, cost_function, images, targets, batch_size, optimizer)
+        loop = EpochRunner(net, cost_function, images, targets, batch_size, optimizer)
 
         last = first_epoch - 1
         for epoch in range(first_epoch, number_epochs + 1):
@@ -151,7 +151,7 @@ def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate
     backend, dtype = _backend_of(net)
     with computing_on(backend, dtype):
         images, targets = prepare_training_data(net, images, labels, "training")
-        return _StepLoop(net, cost_function, images, targets, batch_size, optimizer).epoch(None, learning_rate, e, quiet)
+        return EpochRunner(net, cost_function, images, targets, batch_size, optimizer).epoch(None, learning_rate, e, quiet)
 
 
 def validate_epoch(e, net, images, labels, batch_size, *, quiet=False):
@@ -189,10 +189,11 @@ def _bar_class():
     return tqdm
 
 
-class _StepLoop:
-    """One epoch of the notebook's step loop, with the backend's whole-epoch fast path when it has one."""
+class EpochRunner:
+    """Runs one epoch of the notebook's step loop, or the backend's whole-epoch program when it has one
+    (``fast=False`` keeps the step loop)."""
 
-    def __init__(self, net, cost_function, images, targets, batch_size, optimizer):
+    def __init__(self, net, cost_function, images, targets, batch_size, optimizer, *, fast=True):
         self.net, self.cost, self.optimizer = net, cost_function, optimizer
         self.images, self.targets = images, targets
         self.backend = backend = _backend_of(net)[0]
@@ -205,7 +206,7 @@ class _StepLoop:
         )
         self.in_order = None  # the rows in order, made when the fast path needs an order
         self.fast = None
-        if optimizer is None:
+        if optimizer is None and fast:
             plan = lower(net, cost_function)
             if plan is not None:
                 self.fast = backend.compile_epoch(plan, images, targets, batch_size)
@@ -500,22 +501,13 @@ def _check_optimizer(net, optimizer):
 
 
 def _resume(path, net, optimizer):
-    """Load parameters, optimizer state and history from ``path`` into ``net``; return
+    """Fill ``net`` (and ``optimizer``) from the checkpoint at ``path``; return
     ``(history, next epoch, loop state or None)``."""
-    from .checkpoint import CheckpointError, load_checkpoint
+    from .checkpoint import load_into
 
-    saved = load_checkpoint(path, backend=net.backend.name, dtype=net.dtype)
-    ours, theirs = net.parameters(), saved.net.parameters()
-    shapes = [tuple(p.value.shape) for p in ours], [tuple(p.value.shape) for p in theirs]
-    if shapes[0] != shapes[1]:
-        raise CheckpointError(
-            f"Cannot resume from checkpoint {path}: it holds a network with parameter shapes "
-            f"{shapes[1]}, but the network being trained has {shapes[0]}; use another checkpoint path."
-        )
+    saved = load_into(net, path)
     if optimizer is not None and saved.optimizer_state is not None:
         optimizer.load_state_dict(saved.optimizer_state)
-    for parameter, value in zip(ours, theirs):
-        parameter.value[...] = value.value
     history = saved.history or History()
     return history, (saved.epoch or len(history)) + 1, saved.loop
 
@@ -524,7 +516,7 @@ def _factor(schedule, epoch):
     if schedule is None:
         return 1.0
     factor = schedule(epoch)
-    if not (_is_real(factor) and math.isfinite(factor) and factor >= 0):
+    if not (is_real(factor) and math.isfinite(factor) and factor >= 0):
         raise ValueError(
             f"train's schedule {schedule!r} gave {factor!r} for epoch {epoch}; "
             "a schedule must return a finite factor >= 0."
@@ -532,30 +524,15 @@ def _factor(schedule, epoch):
     return float(factor)
 
 
-def _is_real(value) -> bool:
-    """A real number, NumPy scalars included (``numpy.float32(0.1)``), but not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, numpy.bool_))
-
-
-def _whole(value, name, where):
-    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, numpy.bool_)):
-        raise ValueError(f"{where} needs an integer {name}, got {value!r}.")
-    return int(value)
-
-
 def _check_arguments(number_epochs, batch_size, learning_rate, patience):
     """The loop's hyper-parameters as Python numbers, or one clear error."""
-    checked = []
-    for name, value in (("number_epochs", number_epochs), ("batch_size", batch_size)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, (bool, numpy.bool_)) or value < 1:
-            raise ValueError(f"train needs a positive integer {name}, got {value!r}.")
-        checked.append(int(value))
-    if not (_is_real(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0):
+    number_epochs = positive_integer(number_epochs, "number_epochs", "train")
+    batch_size = positive_integer(batch_size, "batch_size", "train")
+    if not (is_real(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"train needs a positive finite learning_rate, got {learning_rate!r}.")
-    if patience is not None and (
-            not isinstance(patience, numbers.Integral) or isinstance(patience, (bool, numpy.bool_)) or patience < 1):
+    if patience is not None and not (is_whole(patience) and patience >= 1):
         raise ValueError(f"train needs patience to be a positive number of epochs or None, got {patience!r}.")
-    return checked[0], checked[1], float(learning_rate), None if patience is None else int(patience)
+    return number_epochs, batch_size, float(learning_rate), None if patience is None else int(patience)
 
 
 def _check_lengths(name, images, labels):
@@ -670,7 +647,7 @@ def predict(net, images, batch_size=10000):
     Zero rows give an array of shape ``(0, outputs)``, as N rows give ``(N, outputs)``.
     """
     backend = _backend_of(net)[0]
-    outputs = [backend.to_numpy(y) for y in _forward_batches(net, images, batch_size, True, None)]
+    outputs = [backend.to_numpy(y) for y in forward_batches(net, images, batch_size, True, None)]
     return numpy.concatenate(outputs)
 
 
@@ -688,7 +665,7 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
         )
     backend = _backend_of(net)[0]
     xp, classes, correct, start = backend.xp, None, 0, 0
-    for inputs, outputs in _forward_batches(net, images, batch_size, quiet, desc, with_inputs=True):
+    for inputs, outputs in forward_batches(net, images, batch_size, quiet, desc, with_inputs=True):
         outputs = outputs if backend.is_native(outputs) else backend.asarray(outputs)
         if classes is None:
             classes = class_ids(backend, labels, int(outputs.shape[1]), "validation labels")
@@ -712,7 +689,7 @@ def _report_non_finite(backend, inputs, outputs, start):
     raise ValueError(f"validate got a non-finite output for row {start + row}: {cause}.")
 
 
-def _forward_batches(net, images, batch_size, quiet, desc, with_inputs=False):
+def forward_batches(net, images, batch_size, quiet, desc, with_inputs=False):
     """Yield the network's outputs batch by batch (or ``(inputs, outputs)``), in evaluation mode
     (restored afterwards). No rows still run one empty batch, so the outputs have their shape."""
     was_training = getattr(net, "training", True)

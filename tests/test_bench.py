@@ -1,4 +1,4 @@
-"""``fastprop.bench`` on tiny sizes: the report, its peers' fairness, JSON, table, plot and CLI.
+"""The ``fastprop.bench`` package on tiny sizes: the report, its peers' fairness, JSON, table, plot and CLI.
 
 No test here judges speed; they check that every figure exists and that the peers compute the
 same training as fastprop, so that the ratios compare like with like.
@@ -16,6 +16,7 @@ import pytest
 import fastprop
 from fastprop import bench
 from fastprop.backends import Backend, BackendUnavailableError, registry
+from fastprop.models import mlp_network, seed_network
 
 ROWS = 1200
 AVAILABLE = [name for name, status in fastprop.available_backends().items() if status.available]
@@ -25,7 +26,7 @@ AVAILABLE = [name for name, status in fastprop.available_backends().items() if s
 @pytest.fixture(autouse=True)
 def _no_settle_pause(monkeypatch):
     """The pause between timed epochs only matters for real figures."""
-    monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(bench.timing, "SETTLE_SECONDS", 0.0)
 
 def _unavailable():
     raise BackendUnavailableError("it needs hardware this machine lacks; install nothing, it is a test")
@@ -44,7 +45,8 @@ def bench_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "bench.json"
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(registry, "_factories", {**registry._factories, "unrunnable": _unavailable, "broken": _Broken})
+        factories = {**registry._factories, "unrunnable": _unavailable, "broken": _Broken}
+        patch.setattr(registry, "_factories", factories)
         patch.setattr(registry, "_failures", dict(registry._failures))
         patch.setattr(registry, "_instances", dict(registry._instances))
         report = bench.run_bench(epochs=1, json_path=path, rows=ROWS, out=out, data="synthetic",
@@ -88,7 +90,8 @@ def test_report_has_figures_for_every_available_backend_and_the_baseline(bench_r
     report, _, _ = bench_run
     for name in AVAILABLE + [bench.BASELINE]:
         for workload in ("W1", "W2"):
-            modes = {r["mode"]: r for r in report["results"] if (r["backend"], r["workload"]) == (name, workload)}
+            modes = {r["mode"]: r for r in report["results"]
+                     if (r["backend"], r["workload"]) == (name, workload)}
             assert {"train", "infer"} <= set(modes), (name, workload)
             assert all(r["samples_per_second"] > 0 and r["ms_per_epoch"] > 0 for r in modes.values())
             assert modes["train"]["x_baseline"] > 0
@@ -151,7 +154,8 @@ def test_plot_without_matplotlib_fails_first_with_one_clear_sentence(monkeypatch
     for name in [name for name in modules if name.startswith("matplotlib.")]:
         monkeypatch.delitem(modules, name)
     monkeypatch.setitem(modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"matplotlib; install the plot extra: pip install .fastprop\[plot\]."):
+    message = r"matplotlib; install the plot extra: pip install .fastprop\[plot\]."
+    with pytest.raises(ImportError, match=message):
         bench.run_bench(plot_path=tmp_path / "x.png", rows=ROWS, out=io.StringIO())
 
 
@@ -176,8 +180,9 @@ def test_timed_epoch_is_what_train_runs(name, workload):
     costs = [runner.train_epoch(), runner.train_epoch()]  # a second epoch: the shuffle is drawn as train()'s
     with fastprop.use_backend(name, "float32"):
         net = spec.build()
-        history = fastprop.train(net, spec.cost_function(), 2, spec.batch_size, spec.learning_rate, shuffle=True,
-                                 seed=0, data=(images, targets, images[:2], targets[:2]), quiet=True, verbose=False)
+        history = fastprop.train(net, spec.cost_function(), 2, spec.batch_size, spec.learning_rate,
+                                 shuffle=True, seed=0, data=(images, targets, images[:2], targets[:2]),
+                                 quiet=True, verbose=False)
     _assert_same_training(runner, net, workload, rtol=1e-5)
     assert costs == pytest.approx(history.cost, rel=1e-5)  # the runner reports train()'s epoch figure
 
@@ -232,3 +237,71 @@ def test_command_line_entry(tmp_path, capsys):
     assert bench.command(args) == 0
     assert "\nnumpy " in capsys.readouterr().out
     assert json.loads((tmp_path / "b.json").read_text())["results"]
+
+
+def test_workloads_are_the_ready_made_models():
+    built = {"W1": seed_network(numpy.random.default_rng(0)),
+             "W2": mlp_network(numpy.random.default_rng(0), hidden=(512, 512), output_init="he")}
+    for key, net in built.items():
+        ours = bench.WORKLOADS[key].build(0)
+        assert [repr(leaf) for leaf in ours.leaves()] == [repr(leaf) for leaf in net.leaves()]
+        for mine, theirs in zip(ours.parameters(), net.parameters()):
+            assert numpy.array_equal(mine.value, theirs.value)
+    assert bench.WORKLOADS["W1"].sizes == (784, 10) and bench.WORKLOADS["W1"].activations == ("sigmoid",)
+    assert bench.WORKLOADS["W2"].sizes == (784, 512, 512, 10)
+    assert bench.WORKLOADS["W2"].activations == ("relu", "relu", None)
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_step_loop_option_trains_like_the_fast_path(name):
+    images, targets, _ = bench.load_rows(ROWS, "synthetic")
+    spec = bench.WORKLOADS["W1"]
+    fast, step = (bench.FastpropRunner(name, spec, "float32", images, targets, fast=flag)
+                  for flag in (True, False))
+    assert step.epoch_mode == "step loop" and step.loop.fast is None
+    costs = [fast.train_epoch(), step.train_epoch()]
+    assert costs[0] == pytest.approx(costs[1], rel=1e-5)
+    _assert_same_training(fast, step.net, "W1", rtol=1e-5)
+
+
+def _gpu_bench():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_bench_runs_without_a_gpu(tmp_path, capsys):
+    assert _gpu_bench().main(["--rows", str(ROWS), "--data", "synthetic", "--epochs", "1", "--w2-epochs",
+                              "1", "--cpu-epochs", "1", "--inference-repeats", "1",
+                              "--backends", "cupy,numpy,notebook", "--json", str(tmp_path / "gpu.json")]) == 0
+    table = capsys.readouterr().out
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert report["config"]["data"] == "synthetic"
+    assert {(r["backend"], r["workload"], r["mode"]) for r in report["results"]} >= {
+        (name, key, mode) for name in ("numpy", "notebook") for key in ("W1", "W2")
+        for mode in ("train", "infer")}
+    if "cupy" not in AVAILABLE:
+        assert "skipped cupy: " in table
+
+
+def test_gpu_bench_times_both_paths_of_a_backend_with_an_epoch_program():
+    """The GPU path split, on a CPU backend: the step loop and the whole-epoch program, each with its
+    cold row."""
+    if "numba" not in AVAILABLE:
+        pytest.skip("the Numba backend is the CPU backend with a whole-epoch program")
+    module = _gpu_bench()
+    args = module.parse_arguments(["--rows", str(ROWS), "--data", "synthetic", "--epochs", "1",
+                                   "--inference-repeats", "1"])
+    images, targets, _ = bench.load_rows(ROWS, "synthetic")
+    rows = module.time_backend(bench, "numba", True, "W1", images, targets, args)
+    modes = {(r["backend"], r["mode"]): r for r in rows}
+    assert set(modes) == {("numba step", "cold"), ("numba step", "train"), ("numba graph", "cold"),
+                          ("numba graph", "train"), ("numba", "infer")}
+    assert modes["numba step", "train"]["epoch_mode"] == "step loop"
+    assert modes["numba graph", "train"]["epoch_mode"] == "fast path"
+    assert modes["numba graph", "train"]["target_ms"] == module.TARGETS_MS["W1"]

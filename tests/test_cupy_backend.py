@@ -1,4 +1,5 @@
-"""The CuPy backend: gradients, kernels against the NumPy reference, the graph-replayed epoch, memory.
+"""The CuPy backend: gradients, the graph-replayed epoch, memory (its kernels against the NumPy
+reference are in ``test_backend_contract.py``, with every other backend's).
 
 The first test runs everywhere: it checks what fastprop reports where CuPy cannot be imported. Every
 other test is marked ``gpu`` and skips, with the reason, where CuPy or a CUDA device is missing.
@@ -19,7 +20,7 @@ from fastprop import (
     CrossEntropy, Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftMax, SoftmaxCrossEntropy, Tanh, train,
 )
 from fastprop import backends as backends_package
-from fastprop.backends import Backend, registry
+from fastprop.backends import registry
 from tests.conftest import relative_error
 
 
@@ -30,7 +31,10 @@ def test_without_cupy_the_backend_is_reported_unavailable(monkeypatch):
     for module in ("cupy_backend", "cupy_kernels"):
         monkeypatch.delitem(sys.modules, f"fastprop.backends.{module}", raising=False)
         monkeypatch.delattr(backends_package, module, raising=False)
-    registry.register_backend("cupy", lambda: importlib.import_module("fastprop.backends.cupy_backend").create())
+    def create():
+        return importlib.import_module("fastprop.backends.cupy_backend").create()
+
+    registry.register_backend("cupy", create)
 
     status = fastprop.available_backends()["cupy"]
     assert not status.available
@@ -87,9 +91,11 @@ def test_a_cupy_array_given_to_a_numpy_layer_is_refused():
 
 GRADCHECK_MODELS = {
     "linear+sigmoid": (lambda: Network([Linear(6, 5), Sigmoid()]), MeanSquareError, 5, False),
-    "relu": (lambda: Network([Linear(6, 7), ReLU(), Linear(7, 4), ReLU(), Linear(4, 3)]), MeanSquareError, 3, False),
+    "relu": (lambda: Network([Linear(6, 7), ReLU(), Linear(7, 4), ReLU(), Linear(4, 3)]),
+             MeanSquareError, 3, False),
     "softmax+cross-entropy": (lambda: Network([Linear(6, 3), SoftMax()]), CrossEntropy, 3, True),
-    "softmax-cross-entropy": (lambda: Network([Linear(6, 8), Sigmoid(), Linear(8, 3)]), SoftmaxCrossEntropy, 3, True),
+    "softmax-cross-entropy": (lambda: Network([Linear(6, 8), Sigmoid(), Linear(8, 3)]),
+                              SoftmaxCrossEntropy, 3, True),
 }
 
 
@@ -104,83 +110,6 @@ def test_gradients_match_finite_differences_in_float64(model):
     target = numpy.eye(n_out)[rng.integers(0, n_out, 9)] if one_hot else rng.random((9, n_out))
     result = fastprop.gradcheck(net, cost(), x, target, max_entries=40)
     assert result.passed(1e-6), f"{model}:\n{result}"
-
-
-# ------------------------------------------------------------------------------------ kernels
-
-RNG = numpy.random.default_rng(11)
-B, N_IN, N_OUT = 37, 29, 13  # odd shapes: no kernel may assume multiples of a tile
-
-
-def _linear_case(accumulate, need_dx, sigmoid):
-    x, W = RNG.normal(size=(B, N_IN)), RNG.normal(size=(N_OUT, N_IN))
-    dW, db = RNG.normal(size=(N_OUT, N_IN)), RNG.normal(size=(1, N_OUT))
-    gradient = RNG.normal(size=(B, N_OUT))
-    head = (x, W, RNG.random((B, N_OUT)), gradient) if sigmoid else (x, W, gradient)
-    return head + (dW, db), {"accumulate": accumulate, "need_dx": need_dx}, (len(head), len(head) + 1)
-
-
-KERNEL_CASES = {  # method -> () -> (arguments, keyword arguments, indices of arguments updated in place)
-    "linear_sigmoid_forward": lambda: ((RNG.normal(size=(B, N_IN)), RNG.normal(size=(N_OUT, N_IN)),
-                                        RNG.normal(size=(1, N_OUT))), {}, ()),
-    "linear_sigmoid_forward, one output": lambda: ((RNG.normal(size=(B, N_IN)), RNG.normal(size=(1, N_IN)),
-                                                    RNG.normal(size=(1, 1))), {}, ()),
-    "linear_backward": lambda: _linear_case(False, True, False),
-    "linear_backward, accumulate": lambda: _linear_case(True, True, False),
-    "linear_sigmoid_backward": lambda: _linear_case(False, False, True),
-    "linear_sigmoid_backward, accumulate": lambda: _linear_case(True, True, True),
-    "sigmoid": lambda: ((RNG.normal(size=(B, N_OUT)) * 30,), {}, ()),
-    "sigmoid_backward": lambda: ((RNG.random((B, N_OUT)), RNG.normal(size=(B, N_OUT))), {}, ()),
-    "relu": lambda: ((RNG.normal(size=(B, N_OUT)),), {}, ()),
-    "relu_backward": lambda: ((numpy.maximum(RNG.normal(size=(B, N_OUT)), 0), RNG.normal(size=(B, N_OUT))), {}, ()),
-    "softmax": lambda: ((RNG.normal(size=(B, 45)) * 50,), {}, ()),
-    "softmax_cross_entropy": lambda: ((RNG.normal(size=(B, 45)) * 5, numpy.eye(45)[RNG.integers(0, 45, B)]), {}, ()),
-    "softmax_cross_entropy_gradient": lambda: ((RNG.normal(size=(B, N_OUT)) * 5, RNG.random((B, N_OUT))), {}, ()),
-    "sgd_update": lambda: ((RNG.normal(size=(N_OUT, N_IN)), RNG.normal(size=(N_OUT, N_IN)), 0.25), {}, (0,)),
-}
-
-
-@gpu
-@pytest.mark.parametrize("case", KERNEL_CASES)
-def test_kernels_match_the_numpy_reference_in_float32(case):
-    backend, reference = _cupy_backend(), Backend()
-    arguments, keywords, updated = KERNEL_CASES[case]()
-    arguments = [a.astype(numpy.float32) if isinstance(a, numpy.ndarray) else a for a in arguments]
-    host = [a.astype(numpy.float64) if isinstance(a, numpy.ndarray) else a for a in arguments]
-    device = [backend.asarray(a) if isinstance(a, numpy.ndarray) else a for a in arguments]
-    method = case.split(",")[0]
-    expected = getattr(reference, method)(*host, **keywords)
-    result = getattr(backend, method)(*device, **keywords)
-    assert (result is None) == (expected is None)
-    if method == "linear_sigmoid_forward":  # (z, p): the layers keep both, as unfused ones do
-        assert isinstance(result, tuple) and len(result) == 2 and result[0] is not result[1]
-        pairs = list(zip(result, expected))
-    else:
-        pairs = [(result, expected)] if expected is not None else []
-    pairs += [(device[i], host[i]) for i in updated]
-    for actual, wanted in pairs:
-        assert actual.dtype == numpy.float32
-        assert relative_error(backend.to_numpy(actual), wanted) <= 1e-5, case
-
-
-@gpu
-def test_rows_are_gathered_and_epochs_shuffled_on_the_device():
-    backend = _cupy_backend()
-    xp, host = backend.xp, backend.to_numpy
-    shuffle = lambda seed: backend.permutation(numpy.random.default_rng(seed), 50)  # noqa: E731
-    order = shuffle(5)
-    assert isinstance(order, xp.ndarray) and sorted(host(order)) == list(range(50))
-    assert numpy.array_equal(host(order), host(shuffle(5))) and not numpy.array_equal(host(order), host(shuffle(6)))
-    table = RNG.normal(size=(50, 7)).astype(numpy.float32)
-    index = order[10:23]
-    out = xp.empty((13, 7), xp.float32)
-    assert backend.take_rows(backend.asarray(table), index, out=out) is out
-    assert numpy.array_equal(host(out), table[host(index)])
-    assert numpy.array_equal(host(backend.take_rows(backend.asarray(table), index)), table[host(index)])
-    backend.fill(out, 0)
-    assert not backend.to_numpy(out).any()
-    backend.fill(out, 2.5)
-    assert (backend.to_numpy(out) == 2.5).all()
 
 
 # ------------------------------------------------------------------------------------ epochs
@@ -250,14 +179,15 @@ def _compare_epochs(model, dtype, tolerance, n=1037, batch_size=100, epochs=2):
         order = backend.permutation(rng, n)
         totals = backend.to_numpy(run(order, learning_rate))
         assert totals.shape == (2,) and totals.dtype == numpy.float64
-        full, last = _summed_costs(_step_loop(slow, cost_type(), images, targets, order, batch_size, learning_rate),
-                                   batch_size)
+        batches = _step_loop(slow, cost_type(), images, targets, order, batch_size, learning_rate)
+        full, last = _summed_costs(batches, batch_size)
         assert totals[0] == pytest.approx(full, rel=10 * tolerance)
-        assert totals[1] == pytest.approx(last, rel=10 * tolerance, abs=0.0)  # exactly 0 without a short batch
+        assert totals[1] == pytest.approx(last, rel=10 * tolerance, abs=0.0)  # 0 without a short batch
         for a, b in zip(fast.parameters(), slow.parameters()):
             name = f"{a.layer!r}.{a.name}"
             assert relative_error(backend.to_numpy(a.value), backend.to_numpy(b.value)) <= tolerance, name
-            assert relative_error(backend.to_numpy(a.gradient), backend.to_numpy(b.gradient)) <= 10 * tolerance, name
+            gradients = backend.to_numpy(a.gradient), backend.to_numpy(b.gradient)
+            assert relative_error(*gradients) <= 10 * tolerance, name
     assert not any(p.fresh for layer in linears for p in layer.parameters())  # as after a backward
     return run
 
@@ -289,7 +219,8 @@ def test_train_runs_the_graph_epoch_and_matches_a_manual_loop(monkeypatch, shuff
         reference = Network([Linear(40, 10, rng=0), Sigmoid()])
     backend, programs = net.backend, []
     compile_epoch = backend.compile_epoch
-    monkeypatch.setattr(backend, "compile_epoch", lambda *args: programs.append(compile_epoch(*args)) or programs[-1])
+    monkeypatch.setattr(backend, "compile_epoch",
+                        lambda *args: programs.append(compile_epoch(*args)) or programs[-1])
     history = train(net, MeanSquareError(), 1, 100, 0.05, data=(x, t, *validation), quiet=True, verbose=False,
                     shuffle=shuffle, seed=4)
     assert programs and programs[0] is not None and programs[0].mode == "graph"

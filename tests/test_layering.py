@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fastprop.backends
 
 BACKENDS = Path(fastprop.backends.__file__).parent
@@ -36,3 +38,17 @@ def test_the_backends_cannot_be_imported_under_another_name():
     done = subprocess.run([sys.executable, "-c", "import backends"], cwd=root, capture_output=True, text=True)
     assert done.returncode != 0
     assert "import them as fastprop.backends" in done.stderr
+
+
+def test_every_subpackage_is_installed():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+    root = BACKENDS.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {"fastprop." + ".".join(path.parent.relative_to(root / "fastprop").parts)
+             for path in (root / "fastprop").rglob("__init__.py")}
+    found = {name.rstrip(".") for name in found}
+    found |= {"fastprop.backends" + "".join("." + part for part in path.parent.relative_to(BACKENDS).parts)
+              for path in BACKENDS.rglob("__init__.py")}
+    assert found - listed == set(), "subpackages missing from pyproject.toml's packages"

@@ -1,4 +1,5 @@
-"""The Numba backend against the NumPy reference: every override, determinism, fallbacks, training."""
+"""The Numba backend beyond the contract (``test_backend_contract.py`` checks every override against the
+reference): determinism, fallbacks, gradients, training and the whole-epoch kernel."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from tests.conftest import relative_error  # noqa: E402
 REFERENCE = Backend()
 TOLERANCE = {numpy.float32: 1e-5, numpy.float64: 1e-10}
 DTYPES = pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
-BATCHES = pytest.mark.parametrize("n", [1, 7, 601, 1000])
 
 
 @pytest.fixture(scope="module")
@@ -38,93 +38,6 @@ def _layer(rng, n, n_in, n_out, dtype):
 def _assert_close(result, expected, dtype):
     assert result.dtype == dtype
     assert relative_error(result, expected) <= TOLERANCE[dtype]
-
-
-@DTYPES
-@BATCHES
-@pytest.mark.parametrize("n_in, n_out", [(784, 10), (13, 3), (5, numba_backend.SMALL_LAYER), (9, 40)])
-def test_forward_kernels_match_the_reference(backend, dtype, n, n_in, n_out):
-    x, W, b, *_ = _layer(numpy.random.default_rng(n), n, n_in, n_out, dtype)
-    z = backend.linear_forward(x, W, b)
-    _assert_close(z, REFERENCE.linear_forward(x, W, b), dtype)
-    # The fused kernel returns both the pre-activation z (what Sigmoid.x_in holds) and p = sigmoid(z).
-    fused, expected = backend.linear_sigmoid_forward(x, W, b), REFERENCE.linear_sigmoid_forward(x, W, b)
-    assert len(fused) == len(expected) == 2
-    for result, reference in zip(fused, expected):
-        assert result.shape == (n, n_out)
-        _assert_close(result, reference, dtype)
-    assert numpy.array_equal(fused[0], z)  # the same z as the unfused forward
-
-
-@DTYPES
-def test_dense_forward_kernel_fills_the_sigmoid_output_only_when_given_rows(backend, dtype):
-    x, W, b, *_ = _layer(numpy.random.default_rng(2), 9, 13, 7, dtype)
-    expected_z = REFERENCE.linear_forward(x, W, b)
-    z = backend._k.dense_forward(x, W, b, numpy.empty((0, 7), dtype))  # no sigmoid
-    _assert_close(z, expected_z, dtype)
-    p = numpy.full((9, 7), -1, dtype)
-    z = backend._k.dense_forward(x, W, b, p)
-    _assert_close(z, expected_z, dtype)  # z itself stays the pre-activation
-    _assert_close(p, REFERENCE.sigmoid(expected_z.copy()), dtype)
-
-
-@DTYPES
-@BATCHES
-@pytest.mark.parametrize("n_in, n_out", [(784, 10), (13, 3), (9, 40)])
-@pytest.mark.parametrize("accumulate", [True, False])
-@pytest.mark.parametrize("need_dx", [True, False])
-def test_backward_kernels_match_the_reference(backend, dtype, n, n_in, n_out, accumulate, need_dx):
-    x, W, _, p, g, dW, db = _layer(numpy.random.default_rng(n), n, n_in, n_out, dtype)
-    for kernel, inputs in (("linear_backward", (x, W, g)), ("linear_sigmoid_backward", (x, W, p, g))):
-        ours, theirs = (dW.copy(), db.copy()), (dW.copy(), db.copy())
-        dx = getattr(backend, kernel)(*inputs, *ours, accumulate=accumulate, need_dx=need_dx)
-        expected = getattr(REFERENCE, kernel)(*inputs, *theirs, accumulate=accumulate, need_dx=need_dx)
-        for result, reference in zip(ours, theirs):
-            _assert_close(result, reference, dtype)
-        if need_dx:
-            _assert_close(dx, expected, dtype)
-        else:
-            assert dx is None
-
-
-ELEMENTWISE = {
-    "relu": lambda r, shape: (r.normal(size=shape),),
-    "relu_backward": lambda r, shape: (numpy.maximum(r.normal(size=shape), 0), r.normal(size=shape)),
-    "softmax_cross_entropy": lambda r, shape: (r.normal(size=shape) * 50, r.random(shape)),
-    "softmax_cross_entropy_gradient": lambda r, shape: (r.normal(size=shape) * 50, r.random(shape)),
-}
-
-
-@DTYPES
-@BATCHES
-@pytest.mark.parametrize("kernel", ELEMENTWISE)
-def test_elementwise_kernels_match_the_reference(backend, kernel, dtype, n):
-    arrays = [a.astype(dtype) for a in ELEMENTWISE[kernel](numpy.random.default_rng(n), (n, 10))]
-    _assert_close(getattr(backend, kernel)(*arrays), getattr(REFERENCE, kernel)(*arrays), dtype)
-
-
-@DTYPES
-def test_sgd_update_is_in_place_and_matches_the_reference(backend, dtype):
-    rng = numpy.random.default_rng(3)
-    param, grad = rng.normal(size=(10, 784)).astype(dtype), rng.normal(size=(10, 784)).astype(dtype)
-    expected = param.copy()
-    REFERENCE.sgd_update(expected, grad, 0.01)
-    ours = param
-    assert backend.sgd_update(ours, grad, 0.01) is None
-    assert ours is param
-    _assert_close(ours, expected, dtype)
-
-
-@DTYPES
-def test_take_rows_copies_exactly_what_numpy_take_does(backend, dtype):
-    rng = numpy.random.default_rng(4)
-    images, order = rng.random((50, 9)).astype(dtype), rng.permutation(50)
-    out = numpy.empty((30, 9), dtype)
-    assert backend.take_rows(images, order[:30], out=out) is out
-    assert numpy.array_equal(out, images[order[:30]])
-    assert numpy.array_equal(backend.take_rows(images, numpy.array([-1, 0, 2])), images[[-1, 0, 2]])
-    with pytest.raises(IndexError):
-        backend.take_rows(images, numpy.array([0, 50]))
 
 
 def _all_outputs(backend, dtype, n=1000):
@@ -160,22 +73,10 @@ def test_results_do_not_depend_on_the_thread_count(backend, dtype):
         assert numpy.array_equal(first, second)
 
 
-def test_non_contiguous_and_non_float_inputs_fall_back_to_the_reference(backend):
-    x, W, b, p, g, dW, db = _layer(numpy.random.default_rng(5), 33, 20, 6, numpy.float64)
-    strided, fortran = x[:, ::2], numpy.asfortranarray(W[:, ::2])
-    expected = REFERENCE.linear_sigmoid_forward(strided, fortran, b)
-    for result, reference in zip(backend.linear_sigmoid_forward(strided, fortran, b), expected, strict=True):
-        _assert_close(result, reference, numpy.float64)
-    ours, theirs = (dW[:, ::2].copy(), db.copy()), (dW[:, ::2].copy(), db.copy())
-    dx = backend.linear_sigmoid_backward(strided, fortran, p, g, *ours, accumulate=True)
-    expected = REFERENCE.linear_sigmoid_backward(strided, fortran, p, g, *theirs, accumulate=True)
-    for result, reference in zip((dx, *ours), (expected, *theirs)):
-        _assert_close(result, reference, numpy.float64)
+def test_non_float_inputs_fall_back_to_the_reference_and_keep_their_dtype(backend):
     integers = numpy.arange(-6, 6).reshape(3, 4)
     assert numpy.array_equal(backend.relu(integers), REFERENCE.relu(integers))
     assert backend.relu(integers).dtype == integers.dtype
-    expected = REFERENCE.softmax_cross_entropy_gradient(p.T, g.T)  # non-contiguous elementwise inputs too
-    _assert_close(backend.softmax_cross_entropy_gradient(p.T, g.T), expected, numpy.float64)
 
 
 MODELS = {
@@ -189,6 +90,7 @@ MODELS = {
 def test_networks_pass_gradcheck(model):
     layers, cost = MODELS[model]
     rng = numpy.random.default_rng(6)
+    fastprop.seed(2)  # weights that keep every ReLU input away from its kink at 0
     with fastprop.use_backend("numba", dtype="float64"):
         net = Network(layers())
     x, target = rng.normal(size=(9, 6)), numpy.eye(3)[rng.integers(0, 3, 9)]
@@ -268,7 +170,8 @@ def test_whole_epoch_kernel_is_offered_only_for_the_notebooks_network():
     backend = load_backend("numba")
     images, targets = _w1_data(50, numpy.float32)
     assert backend.compile_epoch(lower(_w1("float32"), MeanSquareError()), images, targets, 20) is not None
-    assert backend.compile_epoch(lower(_w1("float32"), MeanSquareError(reduction="mean")), images, targets, 20) is None
+    mean = MeanSquareError(reduction="mean")
+    assert backend.compile_epoch(lower(_w1("float32"), mean), images, targets, 20) is None
     assert backend.compile_epoch(lower(_w1("float32"), SoftmaxCrossEntropy()), images, targets, 20) is None
     with fastprop.use_backend("numba"):
         relu = Network([Linear(784, 10), ReLU()])
@@ -339,7 +242,8 @@ def test_pixel_images_are_encoded_exactly_and_anything_else_is_refused(backend, 
     assert backend._k.encode_pixels(images, numba_backend.PIXEL_LEVELS, codes)
     assert numpy.array_equal(codes, pixels)
     one_ulp_up = numpy.nextafter(images[5, 7], dtype(2), dtype=dtype)
-    for bad in (one_ulp_up, numpy.nan, numpy.inf, dtype(-1) / dtype(255), dtype(256) / dtype(255), dtype(0.5)):
+    outside = dtype(-1) / dtype(255), dtype(256) / dtype(255)
+    for bad in (one_ulp_up, numpy.nan, numpy.inf, *outside, dtype(0.5)):
         spoiled = images.copy()
         spoiled[5, 7] = bad
         assert not backend._k.encode_pixels(spoiled, numba_backend.PIXEL_LEVELS, codes), bad
@@ -348,7 +252,8 @@ def test_pixel_images_are_encoded_exactly_and_anything_else_is_refused(backend, 
 def test_whole_epoch_kernel_reads_pixel_images_as_uint8_codes(backend, monkeypatch):
     seen = []
     kernel = backend._k.sigmoid_mse_epoch
-    monkeypatch.setattr(backend._k, "sigmoid_mse_epoch", lambda images, *rest: seen.append(images.dtype) or kernel(images, *rest))
+    monkeypatch.setattr(backend._k, "sigmoid_mse_epoch",
+                        lambda images, *rest: seen.append(images.dtype) or kernel(images, *rest))
     order = numpy.arange(40)
     for pixels in (True, False):
         images, targets = _w1_data(40, numpy.float32, pixels=pixels)
@@ -375,6 +280,7 @@ def test_vectorizable_sigmoid_is_accurate_everywhere_and_keeps_nan(backend, dtyp
     error = numpy.abs(out[finite] - exact[finite])
     normal = exact[finite] >= tiny  # below it the result is subnormal or 0: judged in absolute terms
     assert (error[normal] / exact[finite][normal]).max() <= (3e-7 if dtype == numpy.float32 else 2e-15)
-    assert error[~normal].max() <= tiny  # float32: 2.5 ulp above; NumPy's own float32 sigmoid is off by 2.3e-7
+    # float32: 2.5 ulp above; NumPy's own float32 sigmoid is off by 2.3e-7
+    assert error[~normal].max() <= tiny
     assert out[-5] == 0.5 and out[-3] == 1 and out[-2] == 0 and numpy.isnan(out[-1])
     assert out.dtype == dtype and ((out >= 0) & (out <= 1))[finite].all()

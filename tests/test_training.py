@@ -210,7 +210,7 @@ def test_resume_refuses_a_checkpoint_of_another_network(tmp_path):
     path = tmp_path / "run.npz"
     train(Network([Linear(40, 10), Sigmoid()]), MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
     other = Network([Linear(40, 12), ReLU(), Linear(12, 10)])
-    with pytest.raises(fastprop.CheckpointError, match=r"parameter shapes .* use another checkpoint path"):
+    with pytest.raises(fastprop.CheckpointError, match=r"holds 2 layers, but the network being trained holds 3 .*use another checkpoint path"):
         train(other, MeanSquareError(), 2, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
 
 
@@ -263,15 +263,15 @@ def test_early_stopping_after_a_resume_keeps_the_parameters_it_names(tmp_path, c
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_the_divergence_replay_draws_the_same_dropout_masks():
-    from fastprop.training import _StepLoop
+    from fastprop.training import EpochRunner
 
     x, t, _, _ = _data(400, 1)
     order = numpy.random.default_rng(0).permutation(400)
     x[order[250]] = numpy.inf  # in the third batch of 100
     net = Network([Linear(40, 20, rng=0), fastprop.Dropout(0.5, rng=5), Linear(20, 10, rng=1), Sigmoid()])
     expected = copy.deepcopy(net)  # the same parameters and the same dropout generator state
-    _StepLoop(expected, MeanSquareError(), x[order[:200]], t[order[:200]], 100, None).run(None, 0.05)
+    EpochRunner(expected, MeanSquareError(), x[order[:200]], t[order[:200]], 100, None).run(None, 0.05)
     with pytest.raises(fastprop.TrainingDiverged, match=r"e=0, batch 2:"):  # the third batch, counted from 0
-        _StepLoop(net, MeanSquareError(), x, t, 100, None).epoch(order, 0.05, 0, True)
+        EpochRunner(net, MeanSquareError(), x, t, 100, None).epoch(order, 0.05, 0, True)
     for replayed, straight in zip(net.parameters(), expected.parameters()):
         assert numpy.array_equal(replayed.value, straight.value)

@@ -40,18 +40,21 @@ class Sigmoid(Activation):
     """The logistic function ``1 / (1 + exp(-x_in))``; ``d_in = d_out * sigmoid_derivative(x_in)``."""
 
     kernel, backward_kernel = "sigmoid", "sigmoid_backward"
+    checkpoint_arguments = ()
 
 
 class ReLU(Activation):
     """``max(x_in, 0)``."""
 
     kernel, backward_kernel = "relu", "relu_backward"
+    checkpoint_arguments = ()
 
 
 class Tanh(Activation):
     """The hyperbolic tangent."""
 
     kernel, backward_kernel = "tanh", "tanh_backward"
+    checkpoint_arguments = ()
 
 
 class SoftMax(Activation):
@@ -62,3 +65,4 @@ class SoftMax(Activation):
     """
 
     kernel, backward_kernel = "softmax", "softmax_backward"
+    checkpoint_arguments = ()

@@ -8,6 +8,9 @@ import weakref
 from fastprop.backends import Backend, current, load_backend, resolve_dtype
 from fastprop.backends.arrays import accept_array
 
+from .. import checkpoint
+from ..layer_types import register
+
 
 class Parameter:
     """One trainable array of a layer and its gradient, made once with the layer.
@@ -103,6 +106,15 @@ class Layer:
     batch_attributes: tuple[str, ...] = ()
     #: Dropout and friends behave differently in training and evaluation.
     training: bool = True
+    #: The constructor arguments a checkpoint stores, read from the attributes of the same names.
+    #: A class that declares them (``()`` for none) registers itself for checkpoints; ``None``
+    #: (inherited from here) leaves it out, and saving it is an error naming the layer.
+    checkpoint_arguments: tuple | None = None
+
+    def __init_subclass__(cls, **options):
+        super().__init_subclass__(**options)
+        if cls.__dict__.get("checkpoint_arguments") is not None:
+            register(cls)
 
     def __init__(self):
         selection = current()
@@ -157,6 +169,10 @@ class Layer:
 
     def parameters(self) -> list[Parameter]:
         """This layer's trainable arrays with their gradients: the same objects on every call."""
+        return self.own_parameters()
+
+    def own_parameters(self) -> list[Parameter]:
+        """The parameters this layer declares itself (a Network's are in its children)."""
         known = self.__dict__.get("_parameters", {})
         return [known[name] for name in self.parameter_names if name in known]
 
@@ -192,9 +208,27 @@ class Layer:
 
     def save(self, path, **options):
         """Write this layer (usually a Network) to a checkpoint; see :func:`fastprop.checkpoint.save`."""
-        from ..checkpoint import save
+        return checkpoint.save(self, path, **options)
 
-        return save(self, path, **options)
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def children(self) -> list:
+        """The layers inside this one that a checkpoint stores with it (a Network's ``layers``)."""
+        return []
+
+    @classmethod
+    def parameter_shapes(cls, **arguments) -> dict:
+        """``{parameter name: shape}`` of a layer built with ``arguments`` (checked before loading)."""
+        return {}
+
+    @classmethod
+    def restored(cls, arguments, parameters, children):
+        """A layer rebuilt from a checkpoint on the current backend: its constructor ``arguments``,
+        host arrays for its ``parameters`` and its rebuilt ``children``. Draws nothing at random."""
+        layer = cls(**arguments)
+        for name, array in parameters.items():
+            setattr(layer, name, array)
+        return layer
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 from .. import seeding
+from ..checks import is_real
 from .base import Layer
 
 #: What ``Dropout.mask`` holds after a forward pass that dropped nothing (evaluation mode, rate 0).
@@ -23,12 +23,12 @@ class Dropout(Layer):
     """
 
     batch_attributes = ("mask",)
+    checkpoint_arguments = ("rate",)
     mask = None
 
     def __init__(self, rate=0.5, *, rng=None):
         super().__init__()
-        if (not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not math.isfinite(rate)
-                or not 0 <= rate < 1):
+        if not (is_real(rate) and math.isfinite(rate) and 0 <= rate < 1):
             raise ValueError(
                 f"Dropout needs a rate in [0, 1), the probability of zeroing an input, got {rate!r}."
             )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy
 
 from .. import seeding
+from ..checks import is_real, positive_integer
 from .base import BackendArray, Layer
 
 #: Initialisers: each maps ``(n_in, n_out, initial_sigma)`` to the standard deviation of the weights.
@@ -32,27 +32,43 @@ class Linear(Layer):
 
     parameter_names = ("w", "b")
     batch_attributes = ("x_in",)
+    checkpoint_arguments = ("n_in", "n_out", "init")
     w, b = BackendArray(), BackendArray()
     dw, db = BackendArray(gradient_of="w"), BackendArray(gradient_of="b")
 
     def __init__(self, n_in, n_out, initial_sigma=0.1, *, init="normal", rng=None):
+        if not (is_real(initial_sigma) and math.isfinite(initial_sigma) and initial_sigma >= 0):
+            raise ValueError(f"Linear needs a finite initial_sigma >= 0, got {initial_sigma!r}.")
+        self._configure(n_in, n_out, init)
+        sigma = INITIALISERS[init](self.n_in, self.n_out, float(initial_sigma))
+        self._allocate(sigma * seeding.weights_generator(rng).standard_normal((self.n_out, self.n_in)),
+                       numpy.zeros((1, self.n_out)))
+
+    def _configure(self, n_in, n_out, init):
         super().__init__()
-        for label, value in (("n_in", n_in), ("n_out", n_out)):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Linear needs a positive integer {label}, got {value!r}.")
+        n_in, n_out = positive_integer(n_in, "n_in", "Linear"), positive_integer(n_out, "n_out", "Linear")
         if init not in INITIALISERS:
             raise ValueError(
                 f"Linear got init={init!r}; choose one of {', '.join(map(repr, INITIALISERS))}."
             )
-        if not (isinstance(initial_sigma, numbers.Real) and math.isfinite(initial_sigma) and initial_sigma >= 0):
-            raise ValueError(f"Linear needs a finite initial_sigma >= 0, got {initial_sigma!r}.")
         self.n_in, self.n_out, self.init = int(n_in), int(n_out), init
-        sigma = INITIALISERS[init](self.n_in, self.n_out, float(initial_sigma))
-        self.w = sigma * seeding.weights_generator(rng).standard_normal((self.n_out, self.n_in))
-        self.b = numpy.zeros((1, self.n_out))
+
+    def _allocate(self, w, b):
+        self.w, self.b = w, b
         self.dw = numpy.zeros((self.n_out, self.n_in))
         self.db = numpy.zeros((1, self.n_out))
         self.x_in = None
+
+    @classmethod
+    def parameter_shapes(cls, n_in, n_out, init):
+        return {"w": (n_out, n_in), "b": (1, n_out)}
+
+    @classmethod
+    def restored(cls, arguments, parameters, children):
+        layer = cls.__new__(cls)  # no random draw: the arrays come from the checkpoint
+        layer._configure(**arguments)
+        layer._allocate(parameters["w"], parameters["b"])
+        return layer
 
     def __repr__(self) -> str:
         return f"Linear({self.n_in}, {self.n_out})"

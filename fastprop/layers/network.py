@@ -5,36 +5,8 @@ from __future__ import annotations
 from fastprop.backends import current
 from .activations import Sigmoid
 from .base import Layer, is_layer, is_native, leaves_of, same_device, takes_input_gradient
+from .fused import LinearSigmoid
 from .linear import Linear
-
-
-class _LinearSigmoid:
-    """A ``Linear`` followed by a ``Sigmoid``, run through the backend's fused kernels.
-
-    After each call the two layers hold what they would hold unfused: ``linear.x_in`` the input,
-    ``sigmoid.x_in`` the pre-activation and ``sigmoid.x_out`` the output.
-    """
-
-    def __init__(self, linear: Linear, sigmoid: Sigmoid):
-        self.linear, self.sigmoid = linear, sigmoid
-
-    def forward(self, x_in):
-        linear, sigmoid = self.linear, self.sigmoid
-        x = linear.checked_input(x_in)
-        z, p = linear.backend.linear_sigmoid_forward(x, linear.w, linear.b)
-        linear.x_in, sigmoid.x_in, sigmoid.x_out = x, z, p
-        return p
-
-    def backward(self, d_out, input_gradient=True):
-        linear = self.linear
-        x, p = linear._saved("x_in"), self.sigmoid._saved("x_out")
-        d_out = linear.checked_gradient(d_out, x.shape[0])
-        d_in = linear.backend.linear_sigmoid_backward(
-            x, linear.w, p, d_out, linear.dw, linear.db,
-            accumulate=not linear.gradients_fresh(), need_dx=input_gradient,
-        )
-        linear.gradients_written()
-        return d_in
 
 
 class _NotebookLayer:
@@ -61,6 +33,8 @@ class Network(Layer):
     ``backward(d_out, input_gradient=False)`` skips the first layer's input gradient, which
     training never uses and which costs as much as a weight gradient.
     """
+
+    checkpoint_arguments = ("fuse", "input_gradient")
 
     def __init__(self, layers, *, fuse=True, input_gradient=True):
         for index, layer in enumerate(layers):
@@ -104,7 +78,7 @@ class Network(Layer):
                 pair = layers[i : i + 2]
                 if (self.fuse and len(pair) == 2 and type(pair[0]) is Linear and type(pair[1]) is Sigmoid
                         and same_device(*pair)):
-                    steps.append(_LinearSigmoid(*pair))
+                    steps.append(LinearSigmoid(*pair))
                     i += 2
                     continue
                 layer = layers[i]
@@ -141,6 +115,16 @@ class Network(Layer):
     def leaves(self):
         return [leaf for layer in self.layers for leaf in leaves_of(layer)]
 
+    def children(self):
+        return list(self.layers)
+
+    @classmethod
+    def restored(cls, arguments, parameters, children):
+        for flag, value in arguments.items():
+            if not isinstance(value, bool):
+                raise ValueError(f"Network needs {flag} to be True or False, got {value!r}.")
+        return cls(list(children), **arguments)
+
     def to_backend(self, name=None, dtype=None):
         foreign = self.foreign_layers()
         if foreign:
@@ -150,6 +134,7 @@ class Network(Layer):
             )
         for layer in self.layers:
             layer.to_backend(name, dtype)
+        self._plan_key = None  # fused steps keep arrays of the old backend: make them anew
         return self
 
     def train(self, mode=True):

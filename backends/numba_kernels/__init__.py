@@ -1,0 +1,59 @@
+"""Numba kernels behind :mod:`fastprop.backends.numba_backend`.
+
+Three modules: :mod:`.intrinsics` (compile options, a prefetch hint, ``2**n`` from its bits, a
+sigmoid LLVM can vectorize), :mod:`.step` (the kernels of the contract methods: row gather, dense
+forward and backward, ReLU, softmax cross-entropy, SGD) and :mod:`.epoch` (the whole-epoch kernel
+for Linear + Sigmoid + summed squared error, and the pixel encoding it reads). The backend uses
+them through this package's names only.
+
+Every kernel is type-generic: Numba compiles one specialization per dtype, and constants are made
+with ``x.dtype.type(...)`` so float32 math stays float32. The backend checks shapes, dtypes and
+contiguity before calling; these kernels do not bounds-check (``take_rows`` checks its indices).
+
+Determinism: a result never depends on the thread count. Row-parallel kernels compute each output
+row on one thread in a fixed order; reductions over the batch (weight and bias gradients) sum fixed
+chunks of rows in parallel (``CHUNK`` rows in the step-loop kernels; in the whole-epoch kernel a
+split that depends on the batch size only), then add the chunk sums in chunk order (on one thread,
+or split by columns, each column still summed in chunk order). ``fastmath`` is limited to ``reassoc``
+and ``contract`` on the dot-product kernels: it lets LLVM vectorize the reductions and use FMA, an
+order fixed at compile time (on this CPU), so results differ from NumPy only by float rounding and
+are identical from run to run.
+
+Two things keep LLVM vectorizing: loops index from 0 (over a view when a slice is wanted; Numba
+cannot prove ``range(k0, k1)`` indices non-negative and keeps its wraparound check, which stops
+the vectorizer), and rows are copied element by element (Numba's row-slice assignment is slower).
+
+Numba's on-disk cache (``cache=True``) is checked against each kernel's own source file only: after
+editing :mod:`.intrinsics` or :mod:`.step`, whose functions the other modules' kernels inline,
+delete the cached machine code (``__pycache__/*.nbi`` and ``*.nbc`` beside these modules) so that
+nothing stale is loaded.
+"""
+
+from __future__ import annotations
+
+from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
+from .intrinsics import _sigmoid as _sigmoid  # for jitted code outside: the tests check its accuracy
+from .step import (
+    dense_backward,
+    dense_forward,
+    relu,
+    relu_backward,
+    sgd_update,
+    softmax_cross_entropy,
+    softmax_cross_entropy_gradient,
+    take_rows,
+)
+
+__all__ = [
+    "dense_backward",
+    "dense_forward",
+    "encode_pixels",
+    "epoch_workspace",
+    "relu",
+    "relu_backward",
+    "sgd_update",
+    "sigmoid_mse_epoch",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_gradient",
+    "take_rows",
+]

@@ -1,0 +1,47 @@
+"""What a benchmark ran on: CPU, cores, BLAS and its threads, Numba, GPUs, versions and the date."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+
+import numpy
+
+from fastprop.backends import available_backends, load_backend
+
+
+def machine_info(statuses=None) -> dict:
+    """CPU, cores, BLAS and its threads, Numba threads, GPU names, versions and the date."""
+    from threadpoolctl import threadpool_info
+
+    statuses = statuses or available_backends()
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
+            names = (line.split(":", 1)[1].strip() for line in stream if line.startswith("model name"))
+            cpu = next(names, cpu)
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": numpy.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "blas": [{key: pool.get(key)
+                      for key in ("internal_api", "version", "num_threads", "threading_layer")}
+                     for pool in threadpool_info() if pool.get("user_api") == "blas"],
+            "backends": {n: load_backend(n).info() if s.available else {"unavailable": s.reason}
+                         for n, s in statuses.items()}}
+    if hasattr(os, "sched_getaffinity"):
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    try:
+        import numba
+        info["numba"] = {"version": numba.__version__, "threads": numba.get_num_threads()}
+    except ImportError:
+        pass
+    info["gpus"] = [s.device for s in statuses.values()
+                    if s.available and not str(s.device).startswith("cpu")]
+    torch = sys.modules.get("torch")  # reported when a torch peer ran; never imported just for this
+    if torch is not None:
+        info["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
+        if torch.cuda.is_available():
+            info["gpus"].append(torch.cuda.get_device_name())
+    return info

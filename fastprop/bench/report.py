@@ -1,0 +1,90 @@
+"""Result rows, their ratios, and the report as a table, JSON and a bar chart."""
+
+from __future__ import annotations
+
+import json
+
+import numpy
+
+from ..files import write_atomically, write_text_atomically
+from ..plot import require_matplotlib
+from .runners import BASELINE
+from .workloads import REFERENCE
+
+
+def result_row(backend, dtype, workload, mode, rows, seconds, **extra) -> dict:
+    """One figure: the median of ``seconds`` (one per epoch) as samples/s and ms/epoch."""
+    median = float(numpy.median(seconds))
+    return {"backend": backend, "dtype": dtype, "workload": workload, "mode": mode, "rows": rows,
+            "samples_per_second": rows / median, "ms_per_epoch": 1000 * median,
+            "epoch_seconds": list(seconds), **extra}
+
+
+def add_ratios(results) -> None:
+    """Set each row's ``x_baseline`` and ``x_numpy``: its speed over theirs for the same dtype, workload
+    and mode (None for cold rows, and where that reference did not run)."""
+    speeds = {(r["backend"], r["dtype"], r["workload"], r["mode"]): r["samples_per_second"] for r in results}
+    for r in results:
+        for reference, column in ((BASELINE, "x_baseline"), (REFERENCE, "x_numpy")):
+            key = (reference, r["dtype"], r["workload"], r["mode"])
+            base = None if r["mode"] == "cold" else speeds.get(key)
+            r[column] = r["samples_per_second"] / base if base else None
+
+
+def format_results(results) -> str:
+    """One aligned line per result row, under a header."""
+    ratio = lambda value: "-" if value is None else f"{value:.2f}x"  # noqa: E731
+    lines = [f"{'backend':<11} {'dtype':<8} {'workload':<9} {'samples/s':>11} {'ms/epoch':>10} "
+             f"{'x baseline':>10} {'x numpy':>8}  note"]
+    for r in results:
+        note = r.get("note", "")
+        if r["mode"] == "cold":
+            where = "fresh process" if r["fresh_process"] else "first call in this process"
+            note = (f"first epoch, after load {r['load_s']:.2f} s, warmup() {r['warmup_s']:.2f} s, "
+                    f"setup {r['setup_s']:.2f} s ({where})")
+        lines.append(f"{r['backend']:<11} {r['dtype']:<8} {r['workload'] + ' ' + r['mode']:<9} "
+                     f"{r['samples_per_second']:>11,.0f} {r['ms_per_epoch']:>10.1f} "
+                     f"{ratio(r.get('x_baseline')):>10} {ratio(r.get('x_numpy')):>8}  {note}".rstrip())
+    return "\n".join(lines)
+
+
+def format_report(report) -> str:
+    """The machine and data, the results, then what was skipped and why."""
+    m, c = report["machine"], report["config"]
+    blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads)" for b in m["blas"])
+    extras = [f"numba {m['numba']['version']} ({m['numba']['threads']} threads)"] if "numba" in m else []
+    extras += [f"torch {m['torch']['version']} ({m['torch']['threads']} threads)"] if "torch" in m else []
+    extras += [f"GPU {gpu}" for gpu in m["gpus"]]
+    return "\n".join(
+        [f"machine: {m['cpu']}, {m['cores']} cores, BLAS {blas or 'unknown'}, numpy {m['numpy']}, "
+         + "".join(extra + ", " for extra in extras) + m["date"],
+         f"data: {c['data']}, {c['rows']} rows; median of {c['epochs']} epoch(s) after 1 warm-up epoch",
+         format_results(report["results"])]
+        + [f"skipped {s['backend']}: {s['reason']}" for s in report["skipped"]])
+
+
+def write_json(report, path) -> None:
+    """The whole report, machine and every epoch's seconds included, as indented JSON (atomically)."""
+    write_text_atomically(path, json.dumps(report, indent=2, default=str), "benchmark report")
+
+
+def plot(report, path):
+    """A bar chart of samples/s (log scale) per backend for each workload, mode and dtype."""
+    Figure, _ = require_matplotlib()  # no pyplot: never touches the user's GUI backend
+
+    rows = [r for r in report["results"] if r["mode"] != "cold"]
+    groups = list(dict.fromkeys((r["workload"], r["mode"], r["dtype"]) for r in rows))
+    series = list(dict.fromkeys(r["backend"] for r in rows))
+    speed = {(r["backend"], r["workload"], r["mode"], r["dtype"]): r["samples_per_second"] for r in rows}
+    figure = Figure(figsize=(max(6.0, 1.8 * len(groups)), 4.5))
+    axes, width = figure.add_subplot(), 0.8 / max(len(series), 1)
+    for i, name in enumerate(series):
+        axes.bar([g + i * width for g in range(len(groups))],
+                 [speed.get((name, *group), numpy.nan) for group in groups], width, label=name)
+    axes.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], [" ".join(group) for group in groups])
+    axes.set_yscale("log")
+    axes.set_ylabel("samples / s (higher is better)")
+    axes.set_title(f"fastprop bench on {report['machine']['cpu']}, {report['config']['rows']} rows")
+    axes.legend(fontsize="small")
+    write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=120, bbox_inches="tight"),
+                     "benchmark chart")
