@@ -78,7 +78,10 @@ class CupyBackend(Backend):
         try:
             return kernels.EpochProgram(plan, images, targets, batch_size)
         except Exception as error:  # e.g. a toolkit that cannot compile the kernels: keep the step loop
-            warnings.warn(f"fastprop: the CuPy epoch kernels are unavailable ({error}); using the step loop")
+            warnings.warn(
+                f"fastprop: the CuPy epoch kernels are unavailable ({error}); using the step loop",
+                stacklevel=2,
+            )
             return None
 
     def _epoch_fits(self, plan, images, targets, batch_size):
@@ -93,7 +96,11 @@ class CupyBackend(Backend):
         )
 
     def asarray(self, data, dtype=None):
-        if isinstance(data, numpy.ndarray) and dtype is not None and data.dtype.itemsize < numpy.dtype(dtype).itemsize:
+        if (
+            isinstance(data, numpy.ndarray)
+            and dtype is not None
+            and data.dtype.itemsize < numpy.dtype(dtype).itemsize
+        ):
             return cupy.asarray(data).astype(dtype, copy=False)  # move the narrower type, convert there
         return cupy.asarray(data, dtype=dtype)
 
@@ -155,7 +162,9 @@ class CupyBackend(Backend):
 
     def linear_sigmoid_backward(self, x, W, p, dp, dW, db, *, accumulate=True, need_dx=True):
         if not _fits(x, W, p, dp, dW, db):
-            return super().linear_sigmoid_backward(x, W, p, dp, dW, db, accumulate=accumulate, need_dx=need_dx)
+            return super().linear_sigmoid_backward(
+                x, W, p, dp, dW, db, accumulate=accumulate, need_dx=need_dx
+            )
         dz = self._buffer(p.shape, p.dtype)  # consumed by the calls below, in stream order
         kernels.elementwise("sigmoid_delta")(p, dp, dz)
         return self.linear_backward(x, W, dz, dW, db, accumulate=accumulate, need_dx=need_dx)

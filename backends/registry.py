@@ -16,9 +16,10 @@ import contextlib
 import contextvars
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy
 

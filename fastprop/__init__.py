@@ -36,10 +36,11 @@ from .training import TrainingDiverged, predict, train, train_epoch, validate, v
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "CheckpointError", "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR", "learning_curves",
-    "load", "load_checkpoint", "save",
+    "Adam", "CheckpointError", "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR",
+    "learning_curves", "load", "load_checkpoint", "save",
     "BackendError", "BackendUnavailableError", "Cost", "CrossEntropy", "GradcheckResult", "History",
-    "Layer", "Linear", "load_data", "load_fashion_mnist", "load_mnist", "MeanSquareError", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax",
+    "Layer", "Linear", "load_data", "load_fashion_mnist", "load_mnist", "MeanSquareError", "Network",
+    "Parameter", "ReLU", "Sigmoid", "SoftMax",
     "SoftmaxCrossEntropy", "Tanh", "available_backends", "get_backend", "get_dtype", "gradcheck",
     "predict", "register_backend", "seed", "set_backend", "sigmoid_derivative", "sigmoid_function",
     "train", "train_epoch", "use_backend", "validate", "validate_epoch", "vectorize",

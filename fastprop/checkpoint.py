@@ -302,7 +302,8 @@ def _node(node, arrays, used, where):
     arguments = _check(node["arguments"], dict, f"{where} arguments")
     if set(arguments) != set(cls.checkpoint_arguments):
         raise _Invalid(
-            f"its {where} ({kind}) has arguments {sorted(arguments)}, expected {sorted(cls.checkpoint_arguments)}"
+            f"its {where} ({kind}) has arguments {sorted(arguments)}, "
+            f"expected {sorted(cls.checkpoint_arguments)}"
         )
     try:
         shapes = cls.parameter_shapes(**arguments)

@@ -35,8 +35,8 @@ def _add_train(commands):
         description="Train a model; per-epoch lines as in the notebook, then the test accuracy.",
     )
     parser.add_argument("--backend", default=None,
-                        help="backend name, or 'auto' (the default unless FASTPROP_BACKEND is set): the fastest "
-                             "one available here, cupy on a GPU, else numba, else numpy")
+                        help="backend name, or 'auto' (the default unless FASTPROP_BACKEND is set): "
+                             "the fastest one available here, cupy on a GPU, else numba, else numpy")
     parser.add_argument("--model", choices=sorted(MODELS), default="seed",
                         help="; ".join(f"{name}: {spec.description}" for name, spec in MODELS.items()))
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
@@ -72,9 +72,13 @@ def _train(args, parser) -> int:
     except (_backends.BackendError, _backends.BackendUnavailableError) as error:
         if not from_environment and not os.environ.get("FASTPROP_DTYPE"):
             raise
-        raise type(error)(f"{error} (FASTPROP_BACKEND={os.environ.get('FASTPROP_BACKEND')!r}, FASTPROP_DTYPE="
-                          f"{os.environ.get('FASTPROP_DTYPE')!r} in the environment; change or unset them)") from None
-    for option, path in (("--checkpoint", args.checkpoint), ("--history", args.history), ("--plot", args.plot)):
+        raise type(error)(
+            f"{error} (FASTPROP_BACKEND={os.environ.get('FASTPROP_BACKEND')!r}, FASTPROP_DTYPE="
+            f"{os.environ.get('FASTPROP_DTYPE')!r} in the environment; change or unset them)"
+        ) from None
+    for option, path in (
+        ("--checkpoint", args.checkpoint), ("--history", args.history), ("--plot", args.plot)
+    ):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and not os.path.isdir(folder):
             raise ValueError(f"{option} {path}: the folder {folder} does not exist; create it first.")

@@ -44,7 +44,11 @@ class Cost:
         raise NotImplementedError(f"{type(self).__name__} does not implement gradient")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()" if self.reduction == "sum" else f"{type(self).__name__}(reduction='mean')"
+        return (
+            f"{type(self).__name__}()"
+            if self.reduction == "sum"
+            else f"{type(self).__name__}(reduction='mean')"
+        )
 
     def _reduced(self, values):
         """``values`` (a fresh array) divided by the batch size when ``reduction="mean"``."""

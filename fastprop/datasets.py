@@ -362,7 +362,9 @@ def _variants_note(file: str) -> str:
 
 def _files_in(folder: Path) -> list:
     """For each of FILES, its path in ``folder`` under any of its :func:`_names`, or None."""
-    return [next((folder / name for name in _names(file) if (folder / name).is_file()), None) for file in FILES]
+    return [
+        next((folder / name for name in _names(file) if (folder / name).is_file()), None) for file in FILES
+    ]
 
 
 def _read_dataset(spec: DatasetSpec, files: list) -> RawDataset:

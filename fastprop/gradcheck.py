@@ -53,8 +53,12 @@ def gradcheck(net_or_layer, cost, x, target, *, epsilon=1e-6, max_entries=64, se
         for index, parameter in enumerate(model.parameters()):
             name = f"{index} {parameter.layer!r}.{parameter.name}"
             analytic = backend.to_numpy(parameter.gradient).copy()
-            errors[name] = _compare(parameter.value, analytic, lambda: loss(x), backend, rng, epsilon, max_entries)
-        errors["input"] = _compare(x, backend.to_numpy(dx).copy(), lambda: loss(x), backend, rng, epsilon, max_entries)
+            errors[name] = _compare(
+                parameter.value, analytic, lambda: loss(x), backend, rng, epsilon, max_entries
+            )
+        errors["input"] = _compare(
+            x, backend.to_numpy(dx).copy(), lambda: loss(x), backend, rng, epsilon, max_entries
+        )
     return GradcheckResult(errors)
 
 

@@ -38,7 +38,8 @@ class History:
         return text
 
     def to_csv(self, path=None) -> str:
-        """One row per epoch (``epoch,cost,accuracy,seconds,samples_per_second``); written to ``path`` if given."""
+        """One row per epoch (``epoch,cost,accuracy,seconds,samples_per_second``); written to
+        ``path`` if given."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         names = [column.name for column in fields(self)]
@@ -50,5 +51,5 @@ class History:
         return buffer.getvalue()
 
     @classmethod
-    def from_dict(cls, data: dict) -> "History":
+    def from_dict(cls, data: dict) -> History:
         return cls(**{column.name: list(map(float, data.get(column.name, []))) for column in fields(cls)})

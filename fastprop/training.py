@@ -119,7 +119,8 @@ def train(
             cost = loop.epoch(order, rate, e, quiet)
             seconds = time.perf_counter() - started
             accuracy = validate_epoch(e, net, validation_images, validation_labels, batch_size, quiet=quiet)
-            history.append(cost=cost, accuracy=accuracy, seconds=seconds, samples_per_second=len(images) / seconds)
+            history.append(cost=cost, accuracy=accuracy, seconds=seconds,
+                           samples_per_second=len(images) / seconds)
             if verbose:
                 print("cost=%5.6f, accuracy=%2.6f" % (cost, accuracy), flush=True)
             last, stop = epoch, stopper.update(net, epoch, accuracy)
@@ -139,7 +140,8 @@ def train(
     return history
 
 
-def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate, *, quiet=False, optimizer=None):
+def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate, *, quiet=False,
+                optimizer=None):
     """One epoch of the notebook's step loop over ``images`` in order, with a ``training, e=<e>`` bar.
 
     Returns the epoch's cost: the mean over batches of ``np.mean(cost)``. ``labels`` are the targets
@@ -151,7 +153,9 @@ def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate
     backend, dtype = _backend_of(net)
     with computing_on(backend, dtype):
         images, targets = prepare_training_data(net, images, labels, "training")
-        return EpochRunner(net, cost_function, images, targets, batch_size, optimizer).epoch(None, learning_rate, e, quiet)
+        return EpochRunner(net, cost_function, images, targets, batch_size, optimizer).epoch(
+            None, learning_rate, e, quiet
+        )
 
 
 def validate_epoch(e, net, images, labels, batch_size, *, quiet=False):
@@ -392,7 +396,9 @@ class _EarlyStopping:
                           for array, parameter in zip(loop["arrays"], _parameters(net))]
                 self.best = _Snapshot(net, values)
         elif len(history):
-            self.best_accuracy, self.best_epoch, self.best = history.accuracy[-1], len(history), _Snapshot(net)
+            self.best_accuracy, self.best_epoch, self.best = (
+                history.accuracy[-1], len(history), _Snapshot(net)
+            )
 
 
 def _loop_state(net, seed, stopper):
@@ -462,8 +468,10 @@ def computing_on(backend, dtype):
 
 def _foreign_arrays(net):
     """``[(layer, {attribute: copy})]`` for the NumPy arrays held by each foreign layer of ``net``."""
-    return [(layer, {key: value.copy() for key, value in vars(layer).items() if isinstance(value, numpy.ndarray)})
-            for layer in _foreign_layers(net)]
+    return [
+        (layer, {key: value.copy() for key, value in vars(layer).items() if isinstance(value, numpy.ndarray)})
+        for layer in _foreign_layers(net)
+    ]
 
 
 def _backend_of(net):

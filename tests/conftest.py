@@ -33,6 +33,16 @@ def _forget_fastprop_seed():
     fastprop.seed(None)
 
 
+def separable_problem(n, seed=0):
+    """``(x, one-hot t)``: a learnable 10-class problem where class k lights up features 4k..4k+3."""
+    rng = numpy.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    x = rng.random((n, 40)) * 0.3
+    for k in range(10):
+        x[labels == k, 4 * k : 4 * k + 4] += 1
+    return x, numpy.eye(10)[labels]
+
+
 def relative_error(actual, expected) -> float:
     """Norm-wise relative error ``max|a - e| / max|e|`` on host copies."""
     actual = numpy.asarray(actual, dtype=numpy.float64)

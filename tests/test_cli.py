@@ -87,7 +87,10 @@ def test_missing_data_is_an_argparse_error_listing_the_places(tmp_path, capsys, 
 
     monkeypatch.setattr(datasets, "_urlopen", offline)
     (tmp_path / "empty").mkdir()
-    for folder, problem in ((tmp_path / "empty", "train-images-idx3-ubyte"), (tmp_path / "absent", "no such folder")):
+    for folder, problem in (
+        (tmp_path / "empty", "train-images-idx3-ubyte"),
+        (tmp_path / "absent", "no such folder"),
+    ):
         assert main(["train", "--data-dir", str(folder), "--epochs", "1", "--quiet"]) == 2
         captured = capsys.readouterr()
         err = captured.err
@@ -98,7 +101,8 @@ def test_missing_data_is_an_argparse_error_listing_the_places(tmp_path, capsys, 
 
 
 def test_python_dash_m_fastprop_runs():
-    result = subprocess.run([sys.executable, "-m", "fastprop", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "fastprop", "--help"], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0
     assert "train" in result.stdout and "backends" in result.stdout and "bench" in result.stdout
 

@@ -110,7 +110,8 @@ def test_targets_are_converted_to_the_prediction_dtype():
 
 def test_target_shape_mismatch_explains_one_hot():
     p = Linear(3, 10).forward(numpy.ones((4, 3)))
-    with pytest.raises(ValueError, match=r"MeanSquareError\(\) got a target of shape \(4,\) for a prediction of shape \(4, 10\);.*vectorize"):
+    with pytest.raises(ValueError, match=r"MeanSquareError\(\) got a target of shape \(4,\) "
+                                         r"for a prediction of shape \(4, 10\);.*vectorize"):
         MeanSquareError().estimate(numpy.arange(4), p)
 
 
@@ -145,7 +146,8 @@ def test_mean_reduction_takes_the_same_steps_in_train(backend_name):
     for reduction, rate in (("sum", 0.01), ("mean", 0.01 * 50)):  # same steps: batch 50
         with fastprop.use_backend(backend_name):
             net = fastprop.Network([Linear(5, 3, rng=0), fastprop.Sigmoid()])
-        runs.append(fastprop.train(net, MeanSquareError(reduction=reduction), 2, 50, rate, data=data, quiet=True, verbose=False))
+        runs.append(fastprop.train(net, MeanSquareError(reduction=reduction), 2, 50, rate, data=data,
+                                   quiet=True, verbose=False))
         nets.append(net)
     assert runs[0].cost == pytest.approx([50 * c for c in runs[1].cost], rel=1e-5)
     assert runs[0].accuracy == runs[1].accuracy

@@ -33,7 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The four files under their canonical names, in RawDataset order (the test's own oracle, not the
 # package's list).
-CANONICAL = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CANONICAL = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+)
 
 
 def variant(index, dotted, gz):
@@ -99,8 +101,9 @@ LOADERS = {
     "load_split": lambda name, folder: datasets.load_split(name, folder),
     "load_test_data": lambda name, folder: datasets.load_test_data(name, folder),
     "load_split_and_test": lambda name, folder: datasets.load_split_and_test(name, folder),
-    "load_mnist": lambda name, folder: (fastprop.load_mnist if name == "mnist" else fastprop.load_fashion_mnist)(
-        folder),
+    "load_mnist": lambda name, folder: (
+        fastprop.load_mnist if name == "mnist" else fastprop.load_fashion_mnist
+    )(folder),
 }
 
 
@@ -129,7 +132,8 @@ def _fill(folder, state):
 @pytest.mark.parametrize("state", ["absent", "empty", "other names", "two missing"])
 @pytest.mark.parametrize("loader", sorted(LOADERS))
 @pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
-def test_a_named_folder_lacking_the_files_is_one_error_never_another_copy(tmp_path, decoys, name, loader, state):
+def test_a_named_folder_lacking_the_files_is_one_error_never_another_copy(tmp_path, decoys, name, loader,
+                                                                          state):
     places, requested = decoys
     folder = tmp_path / "mine"
     missing = _fill(folder, state)
@@ -175,7 +179,8 @@ def test_the_name_variants_people_download_are_recognised(tmp_path, decoys, name
 def test_each_file_may_go_by_its_own_variant(tmp_path, decoys):
     folder = tmp_path / "mixed"
     arrays = make_arrays(seed=5)
-    names = [variant(0, True, False), variant(1, False, False), variant(2, True, True), variant(3, False, True)]
+    names = [variant(0, True, False), variant(1, False, False), variant(2, True, True),
+             variant(3, False, True)]
     write_dataset(folder, names, arrays)
     assert_same(datasets.read_dataset("mnist", folder), arrays)
 
@@ -197,8 +202,9 @@ def test_cli_data_dir_lacking_the_files_is_one_line_and_exit_code_2(tmp_path, de
     places, requested = decoys
     folder = tmp_path / "mine"
     missing = _fill(folder, state)
-    code, out, err = _cli(["train", "--dataset", "mnist", "--data-dir", str(folder), "--epochs", "1", "--quiet"],
-                          capsys)
+    code, out, err = _cli(
+        ["train", "--dataset", "mnist", "--data-dir", str(folder), "--epochs", "1", "--quiet"], capsys
+    )
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("fastprop: error: ") and "Traceback" not in err
     assert str(folder) in err
@@ -310,7 +316,9 @@ except ValueError as error:  # the chosen layer cannot load on this machine
 
 def small_net():
     with fastprop.use_backend("numpy", "float32"):
-        return fastprop.Network([fastprop.Linear(4, 3, rng=0), fastprop.Sigmoid(), fastprop.Linear(3, 2, rng=1)])
+        return fastprop.Network(
+            [fastprop.Linear(4, 3, rng=0), fastprop.Sigmoid(), fastprop.Linear(3, 2, rng=1)]
+        )
 
 
 def small_history():
@@ -353,8 +361,11 @@ def _write_then_fail(failure):
     return write
 
 
-@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt(), Interrupted("x")],
-                         ids=["disk-full", "ctrl-c", "exception"])
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(28, "No space left on device"), KeyboardInterrupt(), Interrupted("x")],
+    ids=["disk-full", "ctrl-c", "exception"],
+)
 def test_a_save_that_fails_part_way_keeps_the_old_checkpoint_and_no_tmp(tmp_path, monkeypatch, failure):
     path = tmp_path / "net.npz"
     net = small_net()
@@ -376,8 +387,11 @@ def test_a_save_that_fails_part_way_keeps_the_old_checkpoint_and_no_tmp(tmp_path
 
 
 @pytest.mark.parametrize("method", ["to_csv", "to_json"])
-@pytest.mark.parametrize("failure", [OSError(5, "Input/output error"), KeyboardInterrupt()], ids=["io-error", "ctrl-c"])
-def test_a_history_write_interrupted_after_the_bytes_keeps_the_old_file(tmp_path, monkeypatch, method, failure):
+@pytest.mark.parametrize(
+    "failure", [OSError(5, "Input/output error"), KeyboardInterrupt()], ids=["io-error", "ctrl-c"]
+)
+def test_a_history_write_interrupted_after_the_bytes_keeps_the_old_file(tmp_path, monkeypatch, method,
+                                                                        failure):
     path = tmp_path / f"history.{method[3:]}"
     getattr(small_history(), method)(path)
     before = path.read_bytes()
@@ -397,8 +411,11 @@ def test_a_history_write_interrupted_after_the_bytes_keeps_the_old_file(tmp_path
     assert path.read_bytes() != before and os.listdir(tmp_path) == [path.name]
 
 
-@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt(), Interrupted("x")],
-                         ids=["disk-full", "ctrl-c", "exception"])
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(28, "No space left on device"), KeyboardInterrupt(), Interrupted("x")],
+    ids=["disk-full", "ctrl-c", "exception"],
+)
 @pytest.mark.parametrize("existing", [True, False], ids=["replacing", "new"])
 def test_write_atomically_leaves_the_old_file_or_none(tmp_path, failure, existing):
     path = tmp_path / "file.bin"
@@ -427,17 +444,19 @@ def no_data_anywhere(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "_urlopen", offline)
     loads = []
-    monkeypatch.setattr(datasets, "_load_raw", lambda *args: loads.append(args) or pytest.fail("data was loaded"))
+    monkeypatch.setattr(datasets, "_load_raw",
+                        lambda *args: loads.append(args) or pytest.fail("data was loaded"))
     return loads
 
 
 @pytest.mark.parametrize("argv, env, message", [
     (["train", "--backend", "tpu9000"], {}, "Unknown backend 'tpu9000'; registered backends are "),
     (["train"], {"FASTPROP_BACKEND": "tpu9000"}, "Unknown backend 'tpu9000'; registered backends are "),
-    (["train", "--data-dir", "/no/such/folder"], {"FASTPROP_DTYPE": "float16"}, "Unsupported dtype 'float16'"),
+    (["train", "--data-dir", "/no/such/folder"], {"FASTPROP_DTYPE": "float16"},
+     "Unsupported dtype 'float16'"),
 ])
-def test_cheap_arguments_are_checked_before_any_data_is_loaded(no_data_anywhere, monkeypatch, capsys, argv, env,
-                                                               message):
+def test_cheap_arguments_are_checked_before_any_data_is_loaded(no_data_anywhere, monkeypatch, capsys, argv,
+                                                               env, message):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     code, out, err = _cli(argv, capsys)
@@ -458,7 +477,8 @@ def _cupy_runs_here():
 @pytest.mark.skipif(_cupy_runs_here(), reason="CuPy runs here; the test is for a machine without a GPU")
 def test_fastprop_backend_cupy_without_a_gpu_is_one_line_in_the_cli_and_fine_on_import(tiny_mnist):
     env = dict(os.environ, FASTPROP_BACKEND="cupy")
-    command = [sys.executable, "-m", "fastprop", "train", "--data-dir", str(tiny_mnist), "--epochs", "1", "--quiet"]
+    command = [sys.executable, "-m", "fastprop", "train", "--data-dir", str(tiny_mnist), "--epochs", "1",
+               "--quiet"]
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stdout == ""  # not trained, not even the backend line
@@ -508,7 +528,8 @@ def test_the_first_line_names_the_backend_the_cli_trains_on(tiny_mnist, monkeypa
         monkeypatch.setenv("FASTPROP_BACKEND", "numpy")
     used = []
     original = training.train
-    monkeypatch.setattr(training, "train", lambda net, *a, **k: used.append(net.backend.name) or original(net, *a, **k))
+    monkeypatch.setattr(training, "train",
+                        lambda net, *a, **k: used.append(net.backend.name) or original(net, *a, **k))
     code, out, err = _cli(argv, capsys)
     assert code == 0, err
     first = out.splitlines()[0]
@@ -524,7 +545,8 @@ def test_the_library_default_stays_numpy_even_after_the_cli_chose_another(tiny_m
 import fastprop
 from fastprop.cli import main
 assert fastprop.get_backend().name == "numpy", fastprop.get_backend().name
-assert main(["train", "--data-dir", {str(tiny_mnist)!r}, "--epochs", "1", "--batch-size", "100", "--quiet"]) == 0
+argv = ["train", "--data-dir", {str(tiny_mnist)!r}, "--epochs", "1", "--batch-size", "100", "--quiet"]
+assert main(argv) == 0
 print("library default:", fastprop.get_backend().name, fastprop.Linear(2, 2).backend.name)
 '''
     code, out, err = run_python(script, {})
@@ -534,15 +556,16 @@ print("library default:", fastprop.get_backend().name, fastprop.Linear(2, 2).bac
 
 
 @pytest.mark.parametrize("option", ["--history", "--checkpoint", "--plot"])
-def test_output_paths_in_missing_folders_are_refused_before_any_data_is_loaded(no_data_anywhere, tmp_path, capsys,
-                                                                               option):
+def test_output_paths_in_missing_folders_are_refused_before_any_data_is_loaded(no_data_anywhere, tmp_path,
+                                                                               capsys, option):
     """Where the CLI will write is a cheap argument too: a missing folder is reported before the data is
     read, not after the training it would have saved (today --history loses a whole run)."""
     if option == "--plot":
         pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     target = tmp_path / "no-such-folder" / ("out.png" if option == "--plot" else "out.csv")
-    code, out, err = _cli(["train", "--data-dir", str(tmp_path), "--epochs", "1", "--quiet", option, str(target)],
-                          capsys)
+    code, out, err = _cli(
+        ["train", "--data-dir", str(tmp_path), "--epochs", "1", "--quiet", option, str(target)], capsys
+    )
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("fastprop: error: ") and str(target.parent) in err
     assert no_data_anywhere == []

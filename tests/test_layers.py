@@ -36,12 +36,18 @@ MODELS = {
     "relu": (lambda: Network([Linear(5, 4), ReLU(), Linear(4, 3)]), MeanSquareError),
     "tanh": (lambda: Network([Linear(5, 4), Tanh(), Linear(4, 3)]), MeanSquareError),
     "softmax+cross-entropy": (lambda: Network([Linear(5, 3), SoftMax()]), CrossEntropy),
-    "softmax-cross-entropy on logits": (lambda: Network([Linear(5, 4), Sigmoid(), Linear(4, 3)]), SoftmaxCrossEntropy),
+    "softmax-cross-entropy on logits": (
+        lambda: Network([Linear(5, 4), Sigmoid(), Linear(4, 3)]),
+        SoftmaxCrossEntropy,
+    ),
     "nested": (
         lambda: Network([Network([Linear(5, 4), Sigmoid()]), Network([Linear(4, 3), Sigmoid()])]),
         MeanSquareError,
     ),
-    "unfused": (lambda: Network([Linear(5, 4), Sigmoid(), Linear(4, 3), Sigmoid()], fuse=False), MeanSquareError),
+    "unfused": (
+        lambda: Network([Linear(5, 4), Sigmoid(), Linear(4, 3), Sigmoid()], fuse=False),
+        MeanSquareError,
+    ),
 }
 
 
@@ -81,8 +87,10 @@ def test_gradcheck_catches_a_wrong_gradient():
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("float64", 1e-12)])
 def test_fused_linear_sigmoid_matches_unfused(backend_name, dtype, tolerance):
     with fastprop.use_backend(backend_name, dtype=dtype):
-        fused = Network([Linear(20, 8, rng=3), Sigmoid(), Linear(8, 4, rng=4), Sigmoid()], input_gradient=True)
-        plain = Network([Linear(20, 8, rng=3), Sigmoid(), Linear(8, 4, rng=4), Sigmoid()], fuse=False, input_gradient=True)
+        fused = Network([Linear(20, 8, rng=3), Sigmoid(), Linear(8, 4, rng=4), Sigmoid()],
+                        input_gradient=True)
+        plain = Network([Linear(20, 8, rng=3), Sigmoid(), Linear(8, 4, rng=4), Sigmoid()],
+                        fuse=False, input_gradient=True)
     x, target = _data(33, 20, 4)
     outputs = []
     for net in (fused, plain):
@@ -95,7 +103,8 @@ def test_fused_linear_sigmoid_matches_unfused(backend_name, dtype, tolerance):
                 net.layers[2].x_in, net.layers[3].x_in, net.layers[3].x_out]
         outputs.append([p, dx] + kept + [parameter.gradient for parameter in net.parameters()])
     backend = fused.backend
-    assert relative_error(backend.to_numpy(outputs[0][3]), backend.to_numpy(outputs[0][4])) > 0.1  # x_in is z, not p
+    # x_in is z, not p
+    assert relative_error(backend.to_numpy(outputs[0][3]), backend.to_numpy(outputs[0][4])) > 0.1
     for a, b in zip(*outputs):
         assert a.shape == b.shape
         assert relative_error(backend.to_numpy(a), backend.to_numpy(b)) <= tolerance
@@ -270,20 +279,25 @@ class _ForeignArray:
 
 def test_foreign_array_fails_naming_the_layer_and_the_fix():
     layer = Linear(4, 3)
-    with pytest.raises(fastprop.BackendError, match=r"Linear\(4, 3\) input .*_ForeignArray.*'numpy' backend.*to_backend"):
+    with pytest.raises(fastprop.BackendError,
+                       match=r"Linear\(4, 3\) input .*_ForeignArray.*'numpy' backend.*to_backend"):
         layer.forward(_ForeignArray())
 
 
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: Linear(4, 3).forward(numpy.ones((2, 5))), r"Linear\(4, 3\) expected input of shape \(batch, 4\), got \(2, 5\)"),
-        (lambda: Linear(4, 3).forward(numpy.ones(5)), r"expected input of shape \(batch, 4\), got \(5,\); give one row per sample"),
+        (lambda: Linear(4, 3).forward(numpy.ones((2, 5))),
+         r"Linear\(4, 3\) expected input of shape \(batch, 4\), got \(2, 5\)"),
+        (lambda: Linear(4, 3).forward(numpy.ones(5)),
+         r"expected input of shape \(batch, 4\), got \(5,\); give one row per sample"),
         (lambda: Linear(4, 3).backward(numpy.ones((2, 3))), r"backward was called before forward"),
         (lambda: Linear(0, 3), r"positive integer n_in, got 0"),
         (lambda: Linear(4, 3, init="magic"), r"init='magic'; choose one of 'normal', 'xavier', 'he'"),
-        (lambda: Network([Linear(4, 3), "sigmoid"]), r"Network layer 1 is a str, which has no forward, backward, zero_gradients and update_parameters"),
-        (lambda: Linear(4, 3).forward(numpy.array([["a"] * 4])), r"dtype <U1, but fastprop needs real numbers"),
+        (lambda: Network([Linear(4, 3), "sigmoid"]),
+         r"Network layer 1 is a str, which has no forward, backward, zero_gradients and update_parameters"),
+        (lambda: Linear(4, 3).forward(numpy.array([["a"] * 4])),
+         r"dtype <U1, but fastprop needs real numbers"),
     ],
 )
 def test_bad_input_gets_one_clear_error(call, message):

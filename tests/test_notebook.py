@@ -88,7 +88,8 @@ def test_a_notebook_style_script_runs_unchanged(tiny_mnist, monkeypatch, capsys)
     assert len(history) == 2 and 0.0 <= history.accuracy[-1] <= 1.0
     # the notebook's lines, one per epoch, showing what History holds
     assert captured.out.strip().splitlines() == [
-        "cost=%5.6f, accuracy=%2.6f" % (cost, accuracy) for cost, accuracy in zip(history.cost, history.accuracy)
+        "cost=%5.6f, accuracy=%2.6f" % (cost, accuracy)
+        for cost, accuracy in zip(history.cost, history.accuracy)
     ]
     # the notebook's bars, counted from e=0
     bars = set(re.findall(r"(training|validation), e=(\d+)", captured.err))

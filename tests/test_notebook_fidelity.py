@@ -373,7 +373,7 @@ def reference_run(model, folder, seed=11):
         build, learning_rate = MODELS[model]
         np.random.seed(seed)
         net, cost = build(REF)
-        initial = [(l.w.copy(), l.b.copy()) for l in linears(net)]
+        initial = [(layer.w.copy(), layer.b.copy()) for layer in linears(net)]
         costs, accuracies = ref_train(net, cost, EPOCHS, BATCH, learning_rate, folder)
         _REFERENCE_RUNS[key] = net, initial, costs, accuracies
     return _REFERENCE_RUNS[key]
@@ -397,7 +397,9 @@ def test_task_2f_linear_sigmoid_mse_step_matches_the_reference(backend_name, dty
     for name, kit in (("ref", REF), ("fastprop", FP)):
         with fastprop.use_backend(backend_name, dtype):
             random_input, random_label = _task_2f_inputs(7)
-            linear_layer, sigmoid_layer, cost_function = kit.Linear(784, 10), kit.Sigmoid(), kit.MeanSquareError()
+            linear_layer, sigmoid_layer, cost_function = (
+                kit.Linear(784, 10), kit.Sigmoid(), kit.MeanSquareError()
+            )
             act = linear_layer.forward(random_input)
             pred = sigmoid_layer.forward(act)
             cost = cost_function.estimate(random_label, pred)
@@ -479,7 +481,8 @@ def test_task_6e_softmax_cross_entropy_cell_matches_the_reference(backend_name, 
 @pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_notebook_training_loop_matches_the_reference(backend_name, dtype, model, mnist):
-    """fastprop.train, and the notebook's own loop driving fastprop's classes, give the reference's numbers."""
+    """fastprop.train, and the notebook's own loop driving fastprop's classes, give the reference's
+    numbers."""
     build, learning_rate = MODELS[model]
     ref_net, initial, ref_costs, ref_accuracies = reference_run(model, mnist)
     n_validation = N_FILE - N_TRAIN
@@ -549,7 +552,9 @@ def test_cost_estimate_takes_the_target_first(f64):
     assert np.allclose(by_keyword, 0.5 * (t - p) ** 2, rtol=1e-12)
     assert np.array_equal(host(mse.target), t) and np.array_equal(host(mse.prediction), p)
     assert np.allclose(host(mse.gradient(by_keyword)), p - t, rtol=1e-12)  # p - t, not t - p
-    assert list(inspect.signature(fastprop.MeanSquareError.estimate).parameters)[1:] == ["target", "prediction"]
+    assert list(inspect.signature(fastprop.MeanSquareError.estimate).parameters)[1:] == [
+        "target", "prediction"
+    ]
 
     t1, p1 = np.array([[1.0, 0.0, 0.0]]), np.array([[0.7, 0.2, 0.1]])
     cross_entropy = fastprop.CrossEntropy()
@@ -570,9 +575,13 @@ def test_softmax_cross_entropy_on_logits(f64):
     z = rng.normal(size=(5, 10))
     t = np.eye(10)[rng.integers(0, 10, 5)]
     cost_function = fastprop.SoftmaxCrossEntropy()
-    log_softmax = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    log_softmax = (
+        z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    )
     assert relative_error(cost_function.estimate(t, z), -t * log_softmax) < 1e-12
-    assert relative_error(cost_function.gradient(None), np.exp(log_softmax) * t.sum(1, keepdims=True) - t) < 1e-12
+    assert relative_error(
+        cost_function.gradient(None), np.exp(log_softmax) * t.sum(1, keepdims=True) - t
+    ) < 1e-12
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -842,11 +851,10 @@ FOREIGN_MODELS = {
 
 @pytest.mark.parametrize("kind", list(FOREIGN_MODELS))
 def test_foreign_layers_train_next_to_fastprop_layers(f64, kind, mnist, tmp_path):
-    rtol = tolerance(f64, "float64")
     learning_rate = 1e-3
     np.random.seed(16)
     ref = RefNetwork([RefLinear(784, 16), RefSigmoid(), RefLinear(16, 10), RefSigmoid()])
-    initial = [(l.w.copy(), l.b.copy()) for l in linears(ref)]
+    initial = [(layer.w.copy(), layer.b.copy()) for layer in linears(ref)]
     ref_costs, ref_accuracies = ref_train(ref, RefMSE(), EPOCHS, BATCH, learning_rate, mnist)
 
     np.random.seed(16)

@@ -45,8 +45,8 @@ def test_draws_the_history_that_train_returns(tmp_path):
     rng = numpy.random.default_rng(0)
     x, t = rng.random((90, 6)), fastprop.vectorize(rng.integers(0, 3, 90), n_classes=3)
     net = fastprop.Network([fastprop.Linear(6, 3, rng=0), fastprop.Sigmoid()])
-    history = fastprop.train(net, fastprop.MeanSquareError(), 3, 20, 0.1, data=(x[:60], t[:60], x[60:], t[60:]),
-                             quiet=True, verbose=False)
+    history = fastprop.train(net, fastprop.MeanSquareError(), 3, 20, 0.1,
+                             data=(x[:60], t[:60], x[60:], t[60:]), quiet=True, verbose=False)
     assert len(history.cost) == len(history.accuracy) == 3
     path = learning_curves(history, tmp_path / "trained.png")
     assert path.read_bytes().startswith(PNG_SIGNATURE)

@@ -10,24 +10,15 @@ import numpy
 import pytest
 
 import fastprop
+from tests.conftest import separable_problem
 from fastprop import (
     Adam, CosineLR, Dropout, Linear, MeanSquareError, Network, ReLU, SGD, Sigmoid, SoftmaxCrossEntropy,
     StepLR, TrainingDiverged, train, train_epoch, validate,
 )
 
 
-def _separable(n, seed=0):
-    """A learnable 10-class problem: class k lights up features 4k..4k+3."""
-    rng = numpy.random.default_rng(seed)
-    labels = rng.integers(0, 10, n)
-    x = rng.random((n, 40)) * 0.3
-    for k in range(10):
-        x[labels == k, 4 * k : 4 * k + 4] += 1
-    return x, numpy.eye(10)[labels]
-
-
 def _data(n_train=300, n_val=100):
-    x, t = _separable(n_train + n_val)
+    x, t = separable_problem(n_train + n_val)
     return x[:n_train].copy(), t[:n_train].copy(), x[n_train:].copy(), t[n_train:].copy()
 
 
@@ -132,13 +123,13 @@ def _compare_resumed(tmp_path, build, number_epochs, stop_after, *, cost=MeanSqu
     make_optimizer = optimizer or (lambda: None)
     state = numpy.random.get_state()
     straight = build()
-    expected = train(straight, cost(), number_epochs, 50, learning_rate, data=data, optimizer=make_optimizer(),
-                     **_quiet(**kwargs))
+    expected = train(straight, cost(), number_epochs, 50, learning_rate, data=data,
+                     optimizer=make_optimizer(), **_quiet(**kwargs))
     numpy.random.set_state(state)  # the interrupted run starts where the straight one did
     path = tmp_path / "run.npz"
     first = build()
-    train(first, cost(), stop_after, 50, learning_rate, data=data, optimizer=make_optimizer(), checkpoint=path,
-          **_quiet(**kwargs))
+    train(first, cost(), stop_after, 50, learning_rate, data=data, optimizer=make_optimizer(),
+          checkpoint=path, **_quiet(**kwargs))
     if before_resume is not None:
         before_resume()
     resumed = build()
@@ -166,7 +157,9 @@ def test_resume_restores_the_optimizer_slots(backend_name, tmp_path, optimizer):
                      optimizer=optimizer, learning_rate=None)
 
 
-@pytest.mark.parametrize("schedule", [StepLR(1, gamma=0.5), CosineLR(4, min_factor=0.1)], ids=["step", "cosine"])
+@pytest.mark.parametrize(
+    "schedule", [StepLR(1, gamma=0.5), CosineLR(4, min_factor=0.1)], ids=["step", "cosine"]
+)
 def test_resume_continues_the_schedule_where_it_stopped(backend_name, tmp_path, schedule):
     _compare_resumed(tmp_path, lambda: _relu_net(backend_name), 4, 2, schedule=schedule)
     # with Adam too: the schedule scales the optimizer's rate
@@ -238,7 +231,8 @@ def test_resume_with_another_shuffle_seed_is_refused(backend_name, tmp_path):
     saved = path.read_bytes()
     net = _relu_net(backend_name)
     with pytest.raises(ValueError, match=r"seed=12.*seed=11"):
-        train(net, MeanSquareError(), 4, 50, 0.05, data=data, shuffle=True, seed=12, checkpoint=path, **_quiet())
+        train(net, MeanSquareError(), 4, 50, 0.05, data=data, shuffle=True, seed=12, checkpoint=path,
+              **_quiet())
     assert path.read_bytes() == saved  # the checkpoint is untouched
     assert fastprop.load_checkpoint(path).epoch == 2
 
@@ -264,7 +258,8 @@ def test_adam_with_an_underflowing_eps_leaves_the_last_finite_parameters(backend
     assert net.dtype == numpy.float32 and numpy.float32(1e-300) == 0  # eps=1e-300 is 0 in float32: 0/0
     before = _values(net)
     path = tmp_path / "run.npz"
-    with pytest.raises(TrainingDiverged, match=r"e=0, batch 0: its update made a parameter infinite or NaN") as error:
+    with pytest.raises(TrainingDiverged,
+                       match=r"e=0, batch 0: its update made a parameter infinite or NaN") as error:
         train(net, MeanSquareError(), 2, 50, None, data=(x, t, xv, tv), optimizer=Adam(1e-3, eps=1e-300),
               checkpoint=path, **_quiet())
     assert "last finite step" in str(error.value)
@@ -278,20 +273,25 @@ def test_adam_with_an_underflowing_eps_leaves_the_last_finite_parameters(backend
 
 
 def _reference(build, data, batches, rate, full_epochs=0, first_rate=None):
-    """The network after ``full_epochs`` epochs at ``first_rate`` and then ``batches`` batches of 50 at ``rate``."""
+    """The network after ``full_epochs`` epochs at ``first_rate`` and then ``batches`` batches of 50 at
+    ``rate``."""
     x, t = data[0], data[1]
     net = build()
     for e in range(full_epochs):
         train_epoch(e, net, x, t, MeanSquareError(), 50, first_rate, quiet=True)
     if batches:
-        train_epoch(full_epochs, net, x[: 50 * batches], t[: 50 * batches], MeanSquareError(), 50, rate, quiet=True)
+        train_epoch(full_epochs, net, x[: 50 * batches], t[: 50 * batches], MeanSquareError(), 50, rate,
+                    quiet=True)
     return _values(net)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize(
     "build, rate, cause",
-    [(_relu_net, 1e3, "the cost became inf"), (_sigmoid_net, 1e38, "its update made a parameter infinite or NaN")],
+    [
+        (_relu_net, 1e3, "the cost became inf"),
+        (_sigmoid_net, 1e38, "its update made a parameter infinite or NaN"),
+    ],
     ids=["relu-cost-overflows", "sigmoid-weights-overflow"],
 )
 def test_a_huge_learning_rate_leaves_the_last_finite_parameters(backend_name, build, rate, cause):
@@ -311,7 +311,8 @@ def test_divergence_in_a_later_epoch_keeps_that_epochs_last_finite_step(backend_
     path = tmp_path / "run.npz"
     net = _relu_net(backend_name)
     schedule = lambda epoch: 1.0 if epoch == 1 else 1e5  # noqa: E731  (0.01, then 1e3)
-    with pytest.raises(TrainingDiverged, match=r"e=1, batch \d+: the cost became inf at learning rate 1000") as error:
+    with pytest.raises(TrainingDiverged,
+                       match=r"e=1, batch \d+: the cost became inf at learning rate 1000") as error:
         train(net, MeanSquareError(), 3, 50, 0.01, data=data, schedule=schedule, checkpoint=path, **_quiet())
     assert _all_finite(net)
     _, batch = _diverged_at(error.value)

@@ -9,21 +9,14 @@ import numpy
 import pytest
 
 import fastprop
-from fastprop import Linear, MeanSquareError, Network, Sigmoid, SoftmaxCrossEntropy, ReLU, train, validate, predict
-
-
-def _separable(n, seed=0):
-    """A learnable 10-class problem: class k lights up features 4k..4k+3."""
-    rng = numpy.random.default_rng(seed)
-    labels = rng.integers(0, 10, n)
-    x = rng.random((n, 40)) * 0.3
-    for k in range(10):
-        x[labels == k, 4 * k : 4 * k + 4] += 1
-    return x, numpy.eye(10)[labels]
+from tests.conftest import separable_problem
+from fastprop import (
+    Linear, MeanSquareError, Network, Sigmoid, SoftmaxCrossEntropy, ReLU, train, validate, predict,
+)
 
 
 def _data(n_train=1000, n_val=300):
-    x, t = _separable(n_train + n_val)
+    x, t = separable_problem(n_train + n_val)
     return x[:n_train], t[:n_train], x[n_train:], t[n_train:]
 
 
@@ -66,7 +59,8 @@ def test_reported_cost_is_the_mean_over_every_batch_not_the_last(shuffle):
     # in order unless shuffle=True, which shuffles epoch e (counted from 1) with (seed, e)
     order = numpy.random.default_rng((4, 1)).permutation(250) if shuffle else numpy.arange(250)
     expected, means = _notebook_epoch(reference, x, t, order, 100, 0.01)
-    assert len(means) == 3 and len(set(means)) == 3  # the three batch means differ: their mean is not the last
+    # the three batch means differ: their mean is not the last
+    assert len(means) == 3 and len(set(means)) == 3
     assert history.cost[0] == pytest.approx(expected, rel=1e-6)
     assert history.cost[0] != pytest.approx(means[-1], rel=1e-3)
     assert numpy.array_equal(net.layers[0].w, reference.layers[0].w)
@@ -87,8 +81,8 @@ def test_seeded_training_is_reproducible_and_seeds_differ(backend_name):
     def run(seed, shuffle=True):
         with fastprop.use_backend(backend_name):
             net = Network([Linear(40, 10, rng=0), ReLU(), Linear(10, 10, rng=1), Sigmoid()])
-        return train(net, MeanSquareError(), 2, 64, 0.05, data=_data(), shuffle=shuffle, seed=seed, quiet=True,
-                     verbose=False)
+        return train(net, MeanSquareError(), 2, 64, 0.05, data=_data(), shuffle=shuffle, seed=seed,
+                     quiet=True, verbose=False)
 
     assert run(1).cost == run(1).cost
     assert run(1).cost != run(2).cost
@@ -185,8 +179,10 @@ def test_divergence_stops_with_the_last_finite_parameters(tmp_path):
     # as the epochs are), before the first epoch ends.
     net = Network([Linear(40, 16, rng=0), ReLU(), Linear(16, 10, rng=1)])
     path = tmp_path / "run.npz"
-    with pytest.raises(fastprop.TrainingDiverged, match=r"e=0, batch 3: the cost became inf at learning rate 10000"):
-        train(net, MeanSquareError(), 3, 100, 1e4, data=_data(400, 50), quiet=True, verbose=False, checkpoint=path)
+    with pytest.raises(fastprop.TrainingDiverged,
+                       match=r"e=0, batch 3: the cost became inf at learning rate 10000"):
+        train(net, MeanSquareError(), 3, 100, 1e4, data=_data(400, 50), quiet=True, verbose=False,
+              checkpoint=path)
     assert all(numpy.isfinite(parameter.value).all() for parameter in net.parameters())
     assert not path.exists()  # no checkpoint was written from a diverged epoch
 
@@ -199,7 +195,8 @@ def test_checkpoint_resume_continues_the_history(tmp_path):
     first = Network([Linear(40, 10, rng=0), Sigmoid()])
     train(first, MeanSquareError(), 2, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
     resumed = Network([Linear(40, 10, rng=9), Sigmoid()])  # other initial values: resume must overwrite them
-    history = train(resumed, MeanSquareError(), 4, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
+    history = train(resumed, MeanSquareError(), 4, 50, 0.05, data=data, quiet=True, verbose=False,
+                    checkpoint=path)
     assert len(history) == 4
     assert history.cost == pytest.approx(expected.cost, rel=1e-6)
     assert numpy.array_equal(resumed.layers[0].w, straight.layers[0].w)
@@ -208,9 +205,12 @@ def test_checkpoint_resume_continues_the_history(tmp_path):
 def test_resume_refuses_a_checkpoint_of_another_network(tmp_path):
     data = _data(100, 20)
     path = tmp_path / "run.npz"
-    train(Network([Linear(40, 10), Sigmoid()]), MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
+    train(Network([Linear(40, 10), Sigmoid()]), MeanSquareError(), 1, 50, 0.05, data=data, quiet=True,
+          verbose=False, checkpoint=path)
     other = Network([Linear(40, 12), ReLU(), Linear(12, 10)])
-    with pytest.raises(fastprop.CheckpointError, match=r"holds 2 layers, but the network being trained holds 3 .*use another checkpoint path"):
+    with pytest.raises(fastprop.CheckpointError,
+                       match=r"holds 2 layers, but the network being trained holds 3 "
+                             r".*use another checkpoint path"):
         train(other, MeanSquareError(), 2, 50, 0.05, data=data, quiet=True, verbose=False, checkpoint=path)
 
 
@@ -237,7 +237,8 @@ def test_schedule_scales_the_rate_and_bad_factors_are_refused():
     train(net, MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False, schedule=lambda e: 0.0)
     assert numpy.array_equal(before, net.layers[0].w)
     with pytest.raises(ValueError, match=r"schedule .* gave -1 for epoch 1"):
-        train(net, MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False, schedule=lambda e: -1)
+        train(net, MeanSquareError(), 1, 50, 0.05, data=data, quiet=True, verbose=False,
+              schedule=lambda e: -1)
 
 
 def test_adam_through_train_uses_its_own_learning_rate():

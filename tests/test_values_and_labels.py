@@ -114,7 +114,8 @@ CONSTRUCTOR_CASES = [
     ("Dropout 1.0", lambda: Dropout(1.0), ["Dropout", "rate", "1.0"]),
     ("Dropout -0.1", lambda: Dropout(-0.1), ["Dropout", "rate", "-0.1"]),
     ("Dropout nan", lambda: Dropout(NAN), ["Dropout", "rate"]),
-    ("MeanSquareError avg", lambda: MeanSquareError(reduction="avg"), ["MeanSquareError", "reduction", "'avg'"]),
+    ("MeanSquareError avg", lambda: MeanSquareError(reduction="avg"),
+     ["MeanSquareError", "reduction", "'avg'"]),
     ("CrossEntropy avg", lambda: CrossEntropy(reduction="avg"), ["CrossEntropy", "reduction", "'avg'"]),
     ("SoftmaxCrossEntropy avg", lambda: SoftmaxCrossEntropy(reduction="avg"),
      ["SoftmaxCrossEntropy", "reduction", "'avg'"]),
@@ -151,7 +152,8 @@ TRAIN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("bad, words", [case[1:] for case in TRAIN_CASES], ids=[case[0] for case in TRAIN_CASES])
+@pytest.mark.parametrize("bad, words", [case[1:] for case in TRAIN_CASES],
+                         ids=[case[0] for case in TRAIN_CASES])
 def test_train_refuses_a_bad_hyper_parameter_before_loading_or_training(bad, words):
     arguments = dict(number_epochs=2, batch_size=7, learning_rate=0.1)
     arguments.update(bad)
@@ -200,7 +202,8 @@ def test_a_schedule_may_return_a_numpy_scalar(backend_name, factor):
 
 def test_numpy_integers_count_epochs_batches_and_patience(backend_name):
     reference = _run(backend_name, epochs=4, batch_size=9, patience=2)
-    numpy_scalars = _run(backend_name, epochs=numpy.int64(4), batch_size=numpy.int32(9), patience=numpy.int64(2))
+    numpy_scalars = _run(backend_name, epochs=numpy.int64(4), batch_size=numpy.int32(9),
+                         patience=numpy.int64(2))
     _same_run(numpy_scalars, reference)
     assert 1 <= len(numpy_scalars[0].cost) <= 4
     history, _ = _run(backend_name, epochs=numpy.int64(2), batch_size=numpy.int32(50))
@@ -217,7 +220,8 @@ def test_optimizers_take_numpy_scalars_as_python_floats(backend_name):
 
     with_numpy = _run(backend_name, learning_rate=None,
                       optimizer=SGD(numpy.float64(0.1), momentum=numpy.float32(0.9)))
-    with_python = _run(backend_name, learning_rate=None, optimizer=SGD(0.1, momentum=float(numpy.float32(0.9))))
+    with_python = _run(backend_name, learning_rate=None,
+                       optimizer=SGD(0.1, momentum=float(numpy.float32(0.9))))
     _same_run(with_numpy, with_python)
     with_numpy = _run(backend_name, learning_rate=None, optimizer=Adam(numpy.float32(0.01)))
     with_python = _run(backend_name, learning_rate=None, optimizer=Adam(float(numpy.float32(0.01))))
@@ -366,8 +370,10 @@ def test_layers_on_zero_and_one_rows_give_what_n_rows_give(backend_name, dtype, 
         dx = layer.backward(d_out[:n])
         assert type(dx) is type(dx5) and dx.dtype == dx5.dtype and dx.shape == (n, n_in)
         if n == 1:  # one row gives the first row of the N-row result
-            numpy.testing.assert_allclose(numpy.asarray(y), numpy.asarray(y5)[:1], rtol=tolerance, atol=tolerance)
-            numpy.testing.assert_allclose(numpy.asarray(dx), numpy.asarray(dx5)[:1], rtol=1e-5, atol=tolerance)
+            numpy.testing.assert_allclose(numpy.asarray(y), numpy.asarray(y5)[:1],
+                                          rtol=tolerance, atol=tolerance)
+            numpy.testing.assert_allclose(numpy.asarray(dx), numpy.asarray(dx5)[:1],
+                                          rtol=1e-5, atol=tolerance)
         for parameter, reference_parameter in zip(layer.parameters(), reference.parameters()):
             gradient = numpy.asarray(parameter.gradient)
             assert gradient.shape == reference_parameter.gradient.shape
@@ -429,7 +435,9 @@ def test_predict_and_validate_on_zero_rows(backend_name, dtype):
     outputs = predict(net, numpy.zeros((0, 784)))
     assert type(outputs) is numpy.ndarray and outputs.shape == (0, 10) and outputs.dtype == numpy.dtype(dtype)
     assert predict(net, numpy.zeros((3, 784))).shape == (3, 10)
-    for labels in (numpy.zeros((0, 10)), numpy.zeros((0,), numpy.int64), numpy.zeros((0, 1), numpy.uint8), []):
+    for labels in (
+        numpy.zeros((0, 10)), numpy.zeros((0,), numpy.int64), numpy.zeros((0, 1), numpy.uint8), []
+    ):
         accuracy = validate(net, numpy.zeros((0, 784)), labels)
         assert type(accuracy) is float and accuracy == 0.0
     assert validate_epoch(0, net, numpy.zeros((0, 784)), numpy.zeros((0, 10)), 600, quiet=True) == 0.0
@@ -593,7 +601,8 @@ def test_train_refuses_training_labels_of_the_wrong_width_naming_them(backend_na
     net = _net(backend_name)
     before = _parameters(net)
     with pytest.raises(ValueError) as caught:
-        train(net, MeanSquareError(), 2, 7, 0.5, data=(x, numpy.zeros((40, 5)), vx, vy), quiet=True, verbose=False)
+        train(net, MeanSquareError(), 2, 7, 0.5, data=(x, numpy.zeros((40, 5)), vx, vy), quiet=True,
+              verbose=False)
     _one_sentence(str(caught.value), "training labels", "(40, 5)")
     assert all(numpy.array_equal(a, b) for a, b in zip(before, _parameters(net)))
 
@@ -652,7 +661,8 @@ def test_train_computes_the_cost_on_the_network_backend_outside_any_block(spy):
     assert fastprop.get_backend().name == "numpy"  # outside the block
     x, y, vx, vy = _problem()
     batches = math.ceil(len(x) / 7)
-    train(net, SoftmaxCrossEntropy(), 2, 7, 0.1, data=(x, _one_hot(y), vx, _one_hot(vy)), quiet=True, verbose=False)
+    train(net, SoftmaxCrossEntropy(), 2, 7, 0.1, data=(x, _one_hot(y), vx, _one_hot(vy)), quiet=True,
+          verbose=False)
     assert spy == {"estimate": 2 * batches, "gradient": 2 * batches}
 
     spy.reset()
@@ -661,8 +671,8 @@ def test_train_computes_the_cost_on_the_network_backend_outside_any_block(spy):
 
     spy.reset()
     with fastprop.use_backend("numpy", "float64"):  # another backend current: still the network's
-        train(net, SoftmaxCrossEntropy(reduction="mean"), 1, 1000, 0.1, data=(x, _one_hot(y), vx, _one_hot(vy)),
-              quiet=True, verbose=False)
+        train(net, SoftmaxCrossEntropy(reduction="mean"), 1, 1000, 0.1,
+              data=(x, _one_hot(y), vx, _one_hot(vy)), quiet=True, verbose=False)
     assert spy == {"estimate": 1, "gradient": 1}
     assert fastprop.get_backend().name == "numpy" and fastprop.get_dtype() == numpy.float32
 
@@ -678,7 +688,9 @@ def test_gradcheck_computes_the_cost_on_the_network_backend(spy):
     assert spy == {"estimate": 1 + 2 * perturbed, "gradient": 1}
 
 
-BACKEND_PAIRS = [(net, current) for net in AVAILABLE_BACKENDS for current in AVAILABLE_BACKENDS if net != current]
+BACKEND_PAIRS = [
+    (net, current) for net in AVAILABLE_BACKENDS for current in AVAILABLE_BACKENDS if net != current
+]
 
 
 @pytest.mark.skipif(not BACKEND_PAIRS, reason="needs two available backends")
@@ -703,4 +715,7 @@ def test_only_the_network_backend_kernels_run_whatever_backend_is_current(backen
     with fastprop.use_backend(current):
         train(net, SoftmaxCrossEntropy(), 2, 10, 0.1, data=(x, _one_hot(y), vx, _one_hot(vy)), quiet=True,
               verbose=False)
-    assert counts == {(backend_name, "softmax_cross_entropy"): 8, (backend_name, "softmax_cross_entropy_gradient"): 8}
+    assert counts == {
+        (backend_name, "softmax_cross_entropy"): 8,
+        (backend_name, "softmax_cross_entropy_gradient"): 8,
+    }

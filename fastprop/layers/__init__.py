@@ -6,4 +6,6 @@ from .dropout import Dropout
 from .linear import Linear
 from .network import Network
 
-__all__ = ["Activation", "Dropout", "Layer", "Linear", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax", "Tanh"]
+__all__ = [
+    "Activation", "Dropout", "Layer", "Linear", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax", "Tanh",
+]

@@ -176,11 +176,11 @@ class Layer:
         known = self.__dict__.get("_parameters", {})
         return [known[name] for name in self.parameter_names if name in known]
 
-    def leaves(self) -> list["Layer"]:
+    def leaves(self) -> list[Layer]:
         """The plain layers inside this one, in order (a plain layer is its only leaf)."""
         return [self]
 
-    def to_backend(self, name: str | None = None, dtype=None) -> "Layer":
+    def to_backend(self, name: str | None = None, dtype=None) -> Layer:
         """Move parameters and gradients to backend ``name`` and/or ``dtype``, in place; returns self."""
         backend = load_backend(name) if name is not None else self.backend
         dtype = resolve_dtype(dtype) if dtype is not None else self.dtype
@@ -197,12 +197,12 @@ class Layer:
         self._forget_batch()
         return self
 
-    def train(self, mode: bool = True) -> "Layer":
+    def train(self, mode: bool = True) -> Layer:
         """Switch training mode on (dropout active) or off; returns self."""
         self.training = mode
         return self
 
-    def eval(self) -> "Layer":
+    def eval(self) -> Layer:
         """Switch to evaluation mode (same as ``train(False)``); returns self."""
         return self.train(False)
 
