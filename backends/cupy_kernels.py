@@ -209,7 +209,7 @@ class EpochProgram:
         self.mode = None  # "graph" or "eager" once built
 
     def __call__(self, order, learning_rate):
-        parameters = self._parameter_pointers()
+        parameters = self._parameter_versions()
         if parameters != self._parameters:  # first call, or parameter arrays were replaced
             self._build()
             self._parameters = parameters
@@ -232,12 +232,9 @@ class EpochProgram:
 
     # -- building -------------------------------------------------------------------------------
 
-    def _parameter_pointers(self):
-        return tuple(
-            array.data.ptr if isinstance(array, cupy.ndarray) else id(array)
-            for step, _ in self.layers
-            for array in (step.weight.value, step.bias.value, step.weight.gradient, step.bias.gradient)
-        )
+    def _parameter_versions(self):
+        """What the captured graphs depend on: each parameter's version (bumped when an array is replaced)."""
+        return tuple(parameter.version for step, _ in self.layers for parameter in (step.weight, step.bias))
 
     def _build(self):
         for step, _ in self.layers:

@@ -31,8 +31,9 @@ class DenseStep:
     """``x_out = activation(x_in @ weight.value.T + bias.value)``.
 
     ``weight`` and ``bias`` are parameter objects with ``value`` and ``gradient`` arrays
-    (``(n_out, n_in)`` and ``(1, n_out)``), read afresh on every call: a layer whose arrays were
-    replaced is seen as it is now.
+    (``(n_out, n_in)`` and ``(1, n_out)``) and a ``version`` that changes whenever either array is
+    replaced. The arrays are read afresh on every call: a layer whose arrays were replaced is seen
+    as it is now (a program that captured them rebuilds when a version changed).
     """
 
     weight: object
