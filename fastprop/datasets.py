@@ -40,7 +40,7 @@ from tqdm import tqdm
 __all__ = [
     "DATASETS", "SYSTEM_PATHS", "DatasetError", "DatasetNotFoundError", "DatasetSpec", "RawDataset",
     "cache_dir", "load_data", "load_fashion_mnist", "load_mnist", "load_split", "load_split_and_test",
-    "load_test_data", "one_hot", "read_dataset", "read_idx", "write_idx",
+    "load_test_data", "load_training_rows", "one_hot", "read_dataset", "read_idx", "split_rows", "write_idx",
 ]
 
 
@@ -216,6 +216,12 @@ def load_mnist(path=None, *, dtype=numpy.float64, download=True):
 def load_fashion_mnist(path=None, *, dtype=numpy.float64, download=True):
     """:func:`load_mnist` for Fashion-MNIST, the drop-in replacement with the same shapes."""
     raw = _load_raw("fashion-mnist", path, download)
+    return _prepare(raw.train_images, raw.train_labels, dtype)
+
+
+def load_training_rows(dataset="mnist", path=None, *, dtype=numpy.float64, download=True):
+    """:func:`load_mnist` for either dataset by name: its training rows in file order."""
+    raw = _load_raw(_dataset_name(dataset), path, download)
     return _prepare(raw.train_images, raw.train_labels, dtype)
 
 

@@ -131,6 +131,12 @@ class Optimizer:
         self._state = dict(zip(parameters, self._pending))
         self._pending = []
 
+    def state_arrays(self) -> list:
+        """Every state array this optimizer holds (live or loaded), in order: data-parallel training
+        broadcasts them from rank 0."""
+        slots = list(self._state.values()) + self._pending
+        return [slot.arrays[key] for slot in slots for key in sorted(slot.arrays)]
+
     def snapshot(self):
         """A copy of the per-parameter state, kept on its backend, for :meth:`restore`."""
         return ({parameter: copy.deepcopy(slot) for parameter, slot in self._state.items()},

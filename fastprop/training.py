@@ -13,6 +13,7 @@ import numpy
 
 from fastprop.backends import get_backend, get_dtype, load_backend, use_backend
 from .checks import is_real, is_whole, positive_integer, whole_number
+from .distributed import Communicator, abort_on_error, shard, warn_about_threads
 from .history import History
 from fastprop.backends.arrays import accept_array
 
@@ -42,6 +43,7 @@ def train(
     schedule=None,
     checkpoint=None,
     patience=None,
+    communicator=None,
 ):
     """Train ``net`` with mini-batch gradient descent on ``cost_function``; return a :class:`History`.
 
@@ -70,8 +72,23 @@ def train(
     early stopping, shuffle and dropout generators); ``patience`` stops after that many epochs
     without a better validation accuracy. With ``patience`` the network ends with the parameters
     of its best epoch, whether or not training stopped early. A non-finite cost or parameter raises
-    :class:`TrainingDiverged` with the network left at its last finite step.
+    :class:`TrainingDiverged` with the network left at its last finite step. ``communicator`` (see
+    :mod:`fastprop.distributed`) trains data-parallel over several processes.
     """
+    communicator = communicator if communicator is not None else Communicator()
+    try:
+        return _train(net, cost_function, number_epochs, batch_size, learning_rate, data, dataset, data_dir,
+                      shuffle, seed, quiet, verbose, optimizer, schedule, checkpoint, patience, communicator)
+    except BaseException:
+        abort_on_error(communicator)
+        raise
+
+
+def _train(net, cost_function, number_epochs, batch_size, learning_rate, data, dataset, data_dir, shuffle,
+           seed, quiet, verbose, optimizer, schedule, checkpoint, patience, communicator):
+    root = communicator.is_root
+    quiet, verbose = quiet or not root, verbose and root
+    warn_about_threads(communicator)
     if learning_rate is None:
         learning_rate = getattr(optimizer, "learning_rate", None) or 1e-4
     number_epochs, batch_size, learning_rate, patience = _check_arguments(
@@ -80,10 +97,13 @@ def train(
         seed = whole_number(seed, "seed", "train")
     _check_optimizer(net, optimizer)
     if data is None:
-        from .datasets import load_data, split_rows
+        from .datasets import load_training_rows, split_rows
 
-        images, labels, _, _ = load_data(dataset, data_dir)
-        data = split_rows(images, labels)
+        # The notebook's load_data: the rows shuffled with NumPy's global generator (rank 0's order).
+        images, labels = load_training_rows(dataset, data_dir)
+        order = numpy.random.permutation(len(images)) if root else numpy.zeros(len(images), numpy.int64)
+        data = split_rows(*(array[communicator.broadcast(order)] for array in (images, labels)))
+        del images, labels
     if not (isinstance(data, (tuple, list)) and len(data) == 4):
         raise ValueError(
             "train needs data=(train_images, train_labels, validation_images, validation_labels), "
@@ -101,6 +121,10 @@ def train(
         if checkpoint is not None and os.path.exists(checkpoint):
             history, first_epoch, state = _resume(checkpoint, net, optimizer)
         seed = _shuffle_seed(shuffle, seed, state, checkpoint)
+        if communicator.size > 1:  # every rank starts from rank 0's parameters, state and shuffle
+            _start_together(net, optimizer, communicator)
+            seed = int(communicator.broadcast(numpy.array([-1 if seed is None else seed]))[0])
+            seed = None if seed == -1 else seed
         stopper = _EarlyStopping(patience)
         if checkpoint is not None and len(history):
             stopper.load(net, state, history)
@@ -108,7 +132,8 @@ def train(
                 _set_generators(net, state["state"].get("generators"))
             if stopper.exhausted(first_epoch - 1):  # the saved run had already stopped early
                 first_epoch = number_epochs + 1
-        loop = EpochRunner(net, cost_function, images, targets, batch_size, optimizer)
+        loop = EpochRunner(net, cost_function, images, targets, batch_size, optimizer,
+                           communicator=communicator)
 
         last = first_epoch - 1
         for epoch in range(first_epoch, number_epochs + 1):
@@ -118,13 +143,15 @@ def train(
             started = time.perf_counter()
             cost = loop.epoch(order, rate, e, quiet)
             seconds = time.perf_counter() - started
-            accuracy = validate_epoch(e, net, validation_images, validation_labels, batch_size, quiet=quiet)
+            sharded = {"communicator": communicator} if communicator.size > 1 else {}
+            accuracy = validate_epoch(e, net, validation_images, validation_labels, batch_size, quiet=quiet,
+                                      **sharded)
             history.append(cost=cost, accuracy=accuracy, seconds=seconds,
                            samples_per_second=len(images) / seconds)
             if verbose:
                 print("cost=%5.6f, accuracy=%2.6f" % (cost, accuracy), flush=True)
             last, stop = epoch, stopper.update(net, epoch, accuracy)
-            if checkpoint is not None:
+            if checkpoint is not None and root:
                 from .checkpoint import save
 
                 save(net, checkpoint, optimizer=optimizer, history=history, epoch=epoch,
@@ -158,9 +185,10 @@ def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate
         )
 
 
-def validate_epoch(e, net, images, labels, batch_size, *, quiet=False):
+def validate_epoch(e, net, images, labels, batch_size, *, quiet=False, communicator=None):
     """The notebook's ``validate_epoch``: the accuracy on ``images``, with a ``validation, e=<e>`` bar."""
-    return validate(net, images, labels, batch_size, quiet=quiet, desc=f"validation, e={e}")
+    return validate(net, images, labels, batch_size, quiet=quiet, desc=f"validation, e={e}",
+                    communicator=communicator)
 
 
 def epoch_generator(seed, epoch) -> numpy.random.Generator:
@@ -197,8 +225,13 @@ class EpochRunner:
     """Runs one epoch of the notebook's step loop, or the backend's whole-epoch program when it has one
     (``fast=False`` keeps the step loop)."""
 
-    def __init__(self, net, cost_function, images, targets, batch_size, optimizer, *, fast=True):
+    def __init__(self, net, cost_function, images, targets, batch_size, optimizer, *, fast=True,
+                 communicator=None):
         self.net, self.cost, self.optimizer = net, cost_function, optimizer
+        self.communicator = communicator if communicator is not None else Communicator()
+        self.gradients = None  # one flat buffer holding every gradient, all-reduced once per step
+        if self.communicator.size > 1:
+            fast, self.gradients = False, _flatten_gradients(net)
         self.images, self.targets = images, targets
         self.backend = backend = _backend_of(net)[0]
         n = images.shape[0]
@@ -285,8 +318,11 @@ class EpochRunner:
         With ``check`` (a :class:`_Snapshot` to reuse), yield ``(cost as a float, parameters finite)``
         instead and stop at the first non-finite step, with the parameters as before that step.
         """
-        net, backend, cost_function = self.net, self.backend, self.cost
+        net, backend, cost_function, communicator = self.net, self.backend, self.cost, self.communicator
         for start, stop in self.batches:
+            rows = stop - start
+            if communicator.size > 1:
+                start, stop = shard(start, stop, communicator)
             if order is None:
                 x, t = self.images[start:stop], self.targets[start:stop]
             else:
@@ -299,7 +335,13 @@ class EpochRunner:
             net.zero_gradients()
             prediction = net.forward(x)
             cost = cost_function.estimate(t, prediction)
-            mean = backend.xp.mean(backend.xp.asarray(cost), dtype=numpy.float64)
+            if communicator.size == 1:
+                mean = backend.xp.mean(backend.xp.asarray(cost), dtype=numpy.float64)
+            else:  # the mean over the global batch; every rank sees the same value
+                xp = backend.xp
+                total = numpy.array([float(xp.sum(xp.asarray(cost), dtype=numpy.float64)), float(cost.size)])
+                communicator.allreduce(total)
+                mean = total[0] / total[1]
             if check is not None and not math.isfinite(float(mean)):
                 yield float(mean), True
                 return
@@ -308,6 +350,10 @@ class EpochRunner:
                 net.backward(gradient, input_gradient=False)
             else:
                 net.backward(gradient)
+            if self.gradients is not None:
+                if getattr(cost_function, "reduction", "sum") == "mean":  # this rank divided by its rows
+                    self.gradients *= (stop - start) / rows
+                communicator.allreduce(self.gradients)
             if self.optimizer is None:
                 net.update_parameters(rate)
             else:
@@ -472,6 +518,42 @@ def _foreign_arrays(net):
         (layer, {key: value.copy() for key, value in vars(layer).items() if isinstance(value, numpy.ndarray)})
         for layer in _foreign_layers(net)
     ]
+
+
+def _start_together(net, optimizer, communicator):
+    """Give every rank rank 0's parameters and optimizer state."""
+    _refuse_foreign(net)
+    for parameter in _parameters(net):
+        communicator.broadcast(parameter.value)
+    if optimizer is not None:
+        for array in optimizer.state_arrays():
+            communicator.broadcast(array)
+
+
+def _refuse_foreign(net):
+    foreign = _foreign_layers(net)
+    if foreign:
+        raise ValueError(
+            f"Data-parallel training cannot share the arrays of {foreign[0]!r}, which is not a fastprop "
+            "Layer; build the network from fastprop layers."
+        )
+
+
+def _flatten_gradients(net):
+    """One flat buffer holding every parameter gradient of ``net`` (each gradient becomes a view of
+    it), so that data-parallel training sums all gradients in one collective call."""
+    _refuse_foreign(net)
+    parameters = _parameters(net)
+    backend, dtype = _backend_of(net)
+    flat = backend.zeros(sum(int(parameter.gradient.size) for parameter in parameters), dtype)
+    offset = 0
+    for parameter in parameters:
+        size = int(parameter.gradient.size)
+        view = flat[offset:offset + size].reshape(parameter.gradient.shape)
+        view[...] = parameter.gradient
+        parameter.gradient, offset = view, offset + size
+        parameter.version += 1
+    return flat
 
 
 def _backend_of(net):
@@ -659,7 +741,7 @@ def predict(net, images, batch_size=10000):
     return numpy.concatenate(outputs)
 
 
-def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validation"):
+def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validation", communicator=None):
     """Fraction of ``images`` whose largest output is at the label's class (0.0 for no rows).
 
     ``labels`` are one-hot rows ``(N, C)`` or class ids ``(N,)`` / ``(N, 1)`` in ``[0, C)`` for a
@@ -673,6 +755,11 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
         )
     backend = _backend_of(net)[0]
     xp, classes, correct, start = backend.xp, None, 0, 0
+    total = len(images)
+    if communicator is not None and communicator.size > 1:  # each rank counts its share of the rows
+        first, last = shard(0, total, communicator)
+        images, labels = images[first:last], labels[first:last]
+        quiet = quiet or not communicator.is_root
     for inputs, outputs in forward_batches(net, images, batch_size, quiet, desc, with_inputs=True):
         outputs = outputs if backend.is_native(outputs) else backend.asarray(outputs)
         if classes is None:
@@ -682,7 +769,10 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
             _report_non_finite(backend, inputs, outputs, start)
         correct += xp.count_nonzero(outputs.argmax(axis=1) == classes[start:stop])
         start = stop
-    return int(correct) / max(len(images), 1)
+    correct = int(correct)
+    if communicator is not None and communicator.size > 1:
+        correct = int(communicator.allreduce(numpy.array([correct], numpy.int64))[0])
+    return correct / max(total, 1)
 
 
 def _report_non_finite(backend, inputs, outputs, start):
