@@ -52,6 +52,9 @@ def _add_train(commands):
     parser.add_argument("--plot", default=None, help="draw the learning curves to this PNG (plot extra)")
     parser.add_argument("--history", default=None, help="write the per-epoch history to this .csv or .json")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--distributed", action="store_true",
+                        help="train data-parallel over the MPI ranks this was started with "
+                             "(mpiexec -n 4 fastprop train --distributed ...; needs the mpi extra)")
     parser.set_defaults(handler=_train)
 
 
@@ -60,6 +63,10 @@ def _train(args, parser) -> int:
     from .training import train, validate
 
     spec = MODELS[args.model]
+    from .distributed import Communicator, init
+
+    communicator = init("mpi") if args.distributed else Communicator()
+    say = print if communicator.is_root else (lambda *args, **kwargs: None)
     # The cheap choices first: an unknown or unavailable backend is reported before any data is read.
     from_environment = not args.backend and bool(os.environ.get("FASTPROP_BACKEND"))
     backend_name = args.backend or os.environ.get("FASTPROP_BACKEND") or "auto"
@@ -82,8 +89,9 @@ def _train(args, parser) -> int:
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and not os.path.isdir(folder):
             raise ValueError(f"{option} {path}: the folder {folder} does not exist; create it first.")
-    print(f"backend: {backend_name}, {numpy.dtype(dtype).name}"
-          + (" (auto: the fastest available here; choose with --backend)" if automatic else ""), flush=True)
+    say(f"backend: {backend_name}, {numpy.dtype(dtype).name}"
+        + (" (auto: the fastest available here; choose with --backend)" if automatic else "")
+        + (f", {communicator.size} ranks" if communicator.size > 1 else ""), flush=True)
     if args.plot:
         from .plot import require_matplotlib
 
@@ -98,13 +106,15 @@ def _train(args, parser) -> int:
             data=data, shuffle=spec.shuffle, seed=args.seed, quiet=args.quiet,
             optimizer=spec.optimizer(learning_rate) if spec.optimizer else None,
             schedule=spec.schedule(epochs) if spec.schedule else None,
-            checkpoint=args.checkpoint, patience=args.patience,
+            checkpoint=args.checkpoint, patience=args.patience, communicator=communicator,
         )
-        accuracy = validate(net, test_images, test_labels, 10000)
-    print(
+        accuracy = validate(net, test_images, test_labels, 10000, communicator=communicator)
+    say(
         "training throughput=%.0f samples/s (median over %d epochs, %s backend, %s)"
         % (statistics.median(history.samples_per_second), len(history), backend_name, numpy.dtype(dtype).name)
     )
+    if not communicator.is_root:
+        return 0
     if args.history:
         (history.to_json if args.history.endswith(".json") else history.to_csv)(args.history)
     if args.plot:
