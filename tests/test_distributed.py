@@ -107,3 +107,61 @@ def test_a_rank_that_fails_ends_the_job_within_seconds(tmp_path):
     assert time.perf_counter() - started < 60
     assert "rank 1 fails on purpose" in done.stderr
     assert not (tmp_path / "run.0.npz").exists()  # rank 0 did not finish as if nothing happened
+
+
+@needs_mpi
+def test_the_distributed_benchmark_runs(capsys):
+    from benchmarks import bench_distributed
+
+    bench_distributed.main(["--epochs", "1", "--rows", "1200", "--backend", BACKENDS[-1]])
+    out = capsys.readouterr().out
+    assert "1 process" in out and "2 ranks" in out and "ratio: 2 ranks reach" in out
+
+
+class _FakeNccl:
+    """What NCCLCommunicator uses of cupy.cuda.nccl, recording the calls (no GPU needed)."""
+
+    NCCL_UNIQUE_ID_BYTES, NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = 128, 7, 8, 0
+    calls = []
+
+    @staticmethod
+    def get_unique_id():
+        return tuple(range(128))
+
+    class NcclCommunicator:
+        def __init__(self, size, unique_id, rank):
+            _FakeNccl.calls.append(("init", size, unique_id, rank))
+
+        def allReduce(self, send, receive, count, dtype, op, stream):  # noqa: N802 (NCCL's name)
+            _FakeNccl.calls.append(("allReduce", send, receive, count, dtype, op, stream))
+
+        def bcast(self, buffer, count, dtype, root, stream):
+            _FakeNccl.calls.append(("bcast", buffer, count, dtype, root, stream))
+
+
+@pytest.mark.skipif(mpi4py is None, reason="mpi4py is missing; pip install 'fastprop[mpi]'")
+def test_nccl_plumbing_against_a_stand_in(monkeypatch):
+    import types
+
+    class Buffer:
+        def __init__(self, size, dtype):
+            self.size, self.dtype = size, numpy.dtype(dtype)
+            self.data = types.SimpleNamespace(ptr=4096)
+
+    cuda = types.SimpleNamespace(
+        Device=lambda index: types.SimpleNamespace(use=lambda: None),
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+        get_current_stream=lambda: types.SimpleNamespace(ptr=77),
+        nccl=_FakeNccl,
+    )
+    fake = types.SimpleNamespace(cuda=cuda)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", _FakeNccl)
+    _FakeNccl.calls.clear()
+    communicator = distributed.NCCLCommunicator()
+    assert _FakeNccl.calls[0] == ("init", 1, tuple(range(128)), 0)  # the id rank 0 made, handed out over MPI
+    communicator.allreduce(Buffer(12, "float32"))
+    communicator.broadcast(Buffer(5, "float64"))
+    assert _FakeNccl.calls[1] == ("allReduce", 4096, 4096, 12, _FakeNccl.NCCL_FLOAT32, _FakeNccl.NCCL_SUM, 77)
+    assert _FakeNccl.calls[2] == ("bcast", 4096, 5, _FakeNccl.NCCL_FLOAT64, 0, 77)
