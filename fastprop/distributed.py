@@ -132,8 +132,9 @@ class NCCLCommunicator(MPICommunicator):
 def init(kind="auto"):
     """The communicator for this process: ``"mpi"``, ``"nccl"``, ``"single"``, or ``"auto"``.
 
-    ``auto`` gives MPI when this process was started by an MPI launcher with more than one rank
-    (mpi4py installed), and :class:`Communicator` (one process, no-ops) otherwise.
+    ``auto`` gives NCCL (when the current backend is CuPy) or MPI when this process was started by
+    an MPI launcher with more than one rank (mpi4py installed), and :class:`Communicator` (one
+    process, no-ops) otherwise.
     """
     if kind == "single":
         return Communicator()
@@ -150,8 +151,13 @@ def init(kind="auto"):
             "fastprop.distributed needs mpi4py for MPI and NCCL; install it with pip install 'fastprop[mpi]'."
         ) from None
     communicator = NCCLCommunicator() if kind == "nccl" else MPICommunicator()
-    if kind == "auto" and communicator.size == 1:
-        return Communicator()
+    if kind == "auto":
+        if communicator.size == 1:
+            return Communicator()
+        from fastprop.backends import get_backend
+
+        if get_backend().name == "cupy":  # gradients live on the GPUs: sum them there
+            return NCCLCommunicator(communicator.comm)
     return communicator
 
 
