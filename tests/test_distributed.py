@@ -165,3 +165,30 @@ def test_nccl_plumbing_against_a_stand_in(monkeypatch):
     communicator.broadcast(Buffer(5, "float64"))
     assert _FakeNccl.calls[1] == ("allReduce", 4096, 4096, 12, _FakeNccl.NCCL_FLOAT32, _FakeNccl.NCCL_SUM, 77)
     assert _FakeNccl.calls[2] == ("bcast", 4096, 5, _FakeNccl.NCCL_FLOAT64, 0, 77)
+
+
+def _gpu_skip_reason():
+    try:
+        import cupy
+        from cupy.cuda import nccl  # noqa: F401
+    except Exception as error:
+        return f"CuPy with NCCL is not importable ({error}); this runs on a machine with an NVIDIA GPU"
+    try:
+        return None if cupy.cuda.runtime.getDeviceCount() else "CuPy sees no CUDA device"
+    except Exception as error:
+        return f"CuPy sees no CUDA device ({error})"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(mpi4py is None or _gpu_skip_reason() is not None,
+                    reason=_gpu_skip_reason() or "mpi4py is missing; pip install 'fastprop[mpi]'")
+def test_nccl_sums_device_buffers_in_place():
+    import cupy
+
+    communicator = distributed.NCCLCommunicator()  # one rank: the sum over ranks is the buffer itself
+    buffer = cupy.arange(6, dtype=cupy.float32)
+    assert communicator.allreduce(buffer) is buffer
+    cupy.cuda.get_current_stream().synchronize()
+    assert cupy.asnumpy(buffer).tolist() == [0, 1, 2, 3, 4, 5]
+    communicator.broadcast(buffer)
+    assert communicator.allreduce_seconds >= 0
