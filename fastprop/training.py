@@ -12,11 +12,11 @@ import time
 import numpy
 
 from fastprop.backends import get_backend, get_dtype, load_backend, use_backend
+from fastprop.backends.arrays import accept_array
+
 from .checks import is_real, is_whole, positive_integer, whole_number
 from .distributed import Communicator, abort_on_error, shard, warn_about_threads
 from .history import History
-from fastprop.backends.arrays import accept_array
-
 from .layers.base import Layer, is_native, leaves_of, takes_input_gradient
 from .lowering import lower
 
@@ -115,7 +115,7 @@ def _train(net, cost_function, number_epochs, batch_size, learning_rate, data, d
         validation_images = _checked_images(backend, dtype, data[2], "validation images", allow_empty=True)
         _check_lengths("validation", validation_images, data[3])
         # Checked and turned into class ids once, before any step.
-        validation_labels = class_ids(backend, data[3], _output_width(net, images), "validation labels")
+        validation_labels = class_ids(backend, data[3], targets.shape[1], "validation labels")
 
         history, first_epoch, state = History(), 1, None
         if checkpoint is not None and os.path.exists(checkpoint):
@@ -143,9 +143,8 @@ def _train(net, cost_function, number_epochs, batch_size, learning_rate, data, d
             started = time.perf_counter()
             cost = loop.epoch(order, rate, e, quiet)
             seconds = time.perf_counter() - started
-            sharded = {"communicator": communicator} if communicator.size > 1 else {}
             accuracy = validate_epoch(e, net, validation_images, validation_labels, batch_size, quiet=quiet,
-                                      **sharded)
+                                      communicator=communicator)
             history.append(cost=cost, accuracy=accuracy, seconds=seconds,
                            samples_per_second=len(images) / seconds)
             if verbose:
@@ -458,7 +457,7 @@ def _loop_state(net, seed, stopper):
 def _generators(net):
     """The distinct random generators the network's layers draw from (dropout masks)."""
     found = {}
-    for leaf in _leaves(net):
+    for leaf in leaves_of(net):
         rng = getattr(leaf, "rng", None)
         if isinstance(rng, numpy.random.Generator):
             found.setdefault(id(rng), rng)
@@ -567,16 +566,12 @@ def _parameters(net):
     return net.parameters() if isinstance(net, Layer) else []
 
 
-def _leaves(net):
-    return leaves_of(net)
-
-
 def _foreign_layers(net):
-    return [leaf for leaf in _leaves(net) if not is_native(leaf)]
+    return [leaf for leaf in leaves_of(net) if not is_native(leaf)]
 
 
 def _set_mode(net, training):
-    if callable(getattr(net, "train", None)) and isinstance(net, Layer):
+    if isinstance(net, Layer):  # a foreign model has no training mode to set
         net.train(training)
 
 
@@ -639,8 +634,7 @@ def prepare_training_data(net, images, labels, what):
     backend, dtype = _backend_of(net)
     images = _checked_images(backend, dtype, images, f"{what} images")
     _check_lengths(what, images, labels)
-    host = labels if not backend.is_native(labels) else None
-    labels = backend.asarray(numpy.asarray(host)) if host is not None else labels
+    labels = labels if backend.is_native(labels) else backend.asarray(numpy.asarray(labels))
     n_classes = _output_width(net, images)
     if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1 and n_classes != 1):
         ids = class_ids(backend, labels, n_classes, f"{what} labels")
@@ -754,37 +748,45 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
             f"validate got {len(images)} images but {len(labels)} labels; give one label per image."
         )
     backend = _backend_of(net)[0]
-    xp, classes, correct, start = backend.xp, None, 0, 0
-    total = len(images)
+    xp, classes, correct, start, finite = backend.xp, None, 0, 0, True
+    total, offset = len(images), 0
     if communicator is not None and communicator.size > 1:  # each rank counts its share of the rows
-        first, last = shard(0, total, communicator)
-        images, labels = images[first:last], labels[first:last]
+        offset, last = shard(0, total, communicator)
+        images, labels = images[offset:last], labels[offset:last]
         quiet = quiet or not communicator.is_root
-    for inputs, outputs in forward_batches(net, images, batch_size, quiet, desc, with_inputs=True):
+    for outputs in forward_batches(net, images, batch_size, quiet, desc):
         outputs = outputs if backend.is_native(outputs) else backend.asarray(outputs)
         if classes is None:
             classes = class_ids(backend, labels, int(outputs.shape[1]), "validation labels")
         stop = start + outputs.shape[0]
-        if outputs.size and not bool(xp.isfinite(outputs).all()):
-            _report_non_finite(backend, inputs, outputs, start)
+        finite = finite & xp.isfinite(outputs).all()  # looked at once, after the loop: no sync per batch
         correct += xp.count_nonzero(outputs.argmax(axis=1) == classes[start:stop])
         start = stop
+    if not bool(finite):
+        _report_non_finite(net, images, batch_size, backend, offset)
     correct = int(correct)
     if communicator is not None and communicator.size > 1:
         correct = int(communicator.allreduce(numpy.array([correct], numpy.int64))[0])
     return correct / max(total, 1)
 
 
-def _report_non_finite(backend, inputs, outputs, start):
-    xp = backend.xp
-    row = int(xp.argmin(xp.isfinite(outputs).all(axis=1)))
-    inputs = inputs if backend.is_native(inputs) else backend.asarray(inputs)
-    if not bool(xp.isfinite(inputs[row]).all()):
-        cause = f"validation images hold a non-finite value in row {start + row}; repair or drop that row"
-    else:
-        cause = ("its input is finite, so the network's parameters are not: retrain with a lower learning "
-                 "rate or load a checkpoint")
-    raise ValueError(f"validate got a non-finite output for row {start + row}: {cause}.")
+def _report_non_finite(net, images, batch_size, backend, offset):
+    """Raise the error for the first row whose output is not finite (``offset``: the row of ``images[0]``)."""
+    xp, start = backend.xp, 0
+    for inputs, outputs in forward_batches(net, images, batch_size, True, None, with_inputs=True):
+        outputs = outputs if backend.is_native(outputs) else backend.asarray(outputs)
+        rows = xp.isfinite(outputs).all(axis=1)
+        if not bool(rows.all()):
+            row = int(xp.argmin(rows))
+            inputs = inputs if backend.is_native(inputs) else backend.asarray(inputs)
+            where = offset + start + row
+            if not bool(xp.isfinite(inputs[row]).all()):
+                cause = f"validation images hold a non-finite value in row {where}; repair or drop that row"
+            else:
+                cause = ("its input is finite, so the network's parameters are not: retrain with a lower "
+                         "learning rate or load a checkpoint")
+            raise ValueError(f"validate got a non-finite output for row {where}: {cause}.")
+        start += outputs.shape[0]
 
 
 def forward_batches(net, images, batch_size, quiet, desc, with_inputs=False):

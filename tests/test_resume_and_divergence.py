@@ -57,7 +57,7 @@ def scripted_accuracy(monkeypatch):
     """Make train's validation return ``script[e]`` for epoch e (from 0): deterministic accuracies."""
 
     def install(script):
-        def validate_epoch(e, net, images, labels, batch_size, *, quiet=False):
+        def validate_epoch(e, net, images, labels, batch_size, *, quiet=False, communicator=None):
             return script[e]
 
         monkeypatch.setattr(fastprop.training, "validate_epoch", validate_epoch)
