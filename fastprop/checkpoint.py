@@ -112,7 +112,7 @@ def _describe(layer, key, arrays, path):
         },
     }
     children = layer.children()
-    if children or kind == "Network":
+    if children:
         node["layers"] = [_describe(child, f"{key}.{i}", arrays, path) for i, child in enumerate(children)]
     return node
 

@@ -529,13 +529,12 @@ def _start_together(net, optimizer, communicator):
             communicator.broadcast(array)
 
 
-def _refuse_foreign(net):
+def _refuse_foreign(net, what="Data-parallel training cannot share the arrays of",
+                    remedy="; build the network from fastprop layers."):
+    """One error naming the first layer of ``net`` that is not a fastprop Layer, if there is one."""
     foreign = _foreign_layers(net)
     if foreign:
-        raise ValueError(
-            f"Data-parallel training cannot share the arrays of {foreign[0]!r}, which is not a fastprop "
-            "Layer; build the network from fastprop layers."
-        )
+        raise ValueError(f"{what} {foreign[0]!r}, which is not a fastprop Layer{remedy}")
 
 
 def _flatten_gradients(net):
@@ -576,13 +575,10 @@ def _set_mode(net, training):
 
 
 def _check_optimizer(net, optimizer):
-    foreign = _foreign_layers(net) if optimizer is not None else []
-    if foreign:
-        raise ValueError(
-            f"train cannot use {optimizer!r} on {foreign[0]!r}, which is not a fastprop Layer (an "
-            "optimizer updates fastprop parameters only); train with plain SGD (optimizer=None), "
-            "which calls its update_parameters, or build that layer from fastprop layers."
-        )
+    if optimizer is not None:
+        _refuse_foreign(net, f"train cannot use {optimizer!r} on", " (an optimizer updates fastprop "
+                        "parameters only); train with plain SGD (optimizer=None), which calls its "
+                        "update_parameters, or build that layer from fastprop layers.")
 
 
 def _resume(path, net, optimizer):

@@ -100,7 +100,8 @@ class Layer:
     ``__init__`` without ``super().__init__()``, ``backward(self, d_out)``) works too.
     """
 
-    #: Names of the trainable arrays; the gradient of ``name`` is the attribute ``"d" + name``.
+    #: Names of the trainable arrays, in order; each has one :class:`Parameter` (value and gradient),
+    #: shown as attributes by :class:`BackendArray` descriptors (``w`` and ``dw`` for Linear).
     parameter_names: tuple[str, ...] = ()
     #: Attributes that hold the last batch (``x_in``, ``x_out``), cleared when the layer moves.
     batch_attributes: tuple[str, ...] = ()
