@@ -213,6 +213,111 @@ class Backend:
         """
         return self.softmax(z) * t.sum(axis=1, keepdims=True) - t
 
+    # ------------------------------------------------------------------ convolution and pooling
+    #
+    # Images are channels-last, ``(batch, height, width, channels)``, in the kernels: a convolution
+    # is then one matrix product over rows of ``kh * kw * channels`` contiguous values, and its output
+    # rows are already the next layer's input. The layers show them as ``(batch, channels, height,
+    # width)`` views of the same memory. Convolution weights are ``(out_channels, in_channels, kh,
+    # kw)``, biases ``(1, out_channels)``. ``stride`` and ``padding`` are ``(rows, columns)`` pairs;
+    # padding adds zeros; an output has ``(H + 2 * padding - kh) // stride + 1`` rows.
+
+    def conv2d_forward(self, x, W, b, stride, padding, *, relu=False):
+        """Cross-correlation of ``x`` ``(n, H, W, C)`` with ``W`` ``(K, C, kh, kw)`` plus ``b``:
+        ``y[i, r, c, k] = b[0, k] + sum_{p, q, j} xpad[i, r * sh + p, c * sw + q, j] * W[k, j, p, q]``,
+        ``(n, Ho, Wo, K)``; with ``relu`` the result is ``max(y, 0)`` (the convolution's epilogue)."""
+        n, K = x.shape[0], W.shape[0]
+        columns, (ho, wo) = self._im2col(x, W.shape[2:], stride, padding)
+        y = columns @ self._weight_matrix(W).T
+        y += b
+        if relu:
+            self.xp.maximum(y, 0, out=y)
+        return y.reshape(n, ho, wo, K)
+
+    def conv2d_backward(self, x, W, y, dy, dW, db, stride, padding, *, relu=False,
+                        accumulate=True, need_dx=True):
+        """Gradients of :meth:`conv2d_forward` given ``dy = dL/dy`` ``(n, Ho, Wo, K)``.
+
+        With ``relu``, ``y`` is the forward's output and ``dy`` is first masked where ``y <= 0``
+        (``y`` is not read otherwise). Adds (or with ``accumulate=False`` writes) the weight gradient
+        into ``dW`` ``(K, C, kh, kw)`` and the bias gradient into ``db`` ``(1, K)``; returns ``dx``
+        ``(n, H, W, C)`` when ``need_dx``, else ``None``.
+        """
+        xp, K, C, kh, kw = self.xp, *W.shape
+        dz = dy * (y > 0) if relu else dy
+        dz = dz.reshape(-1, K)
+        columns, _ = self._im2col(x, (kh, kw), stride, padding)
+        weight_gradient = (dz.T @ columns).reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
+        bias_gradient = dz.sum(axis=0, keepdims=True)
+        if accumulate:
+            dW += weight_gradient
+            db += bias_gradient
+        else:
+            dW[...] = weight_gradient
+            db[...] = bias_gradient
+        if not need_dx:
+            return None
+        d_columns = (dz @ self._weight_matrix(W)).reshape(*dy.shape[:3], kh, kw, C)
+        (sh, sw), (ph, pw) = stride, padding
+        n, H, Wd = x.shape[:3]
+        dx = xp.zeros((n, H + 2 * ph, Wd + 2 * pw, C), dtype=dy.dtype)
+        ho, wo = dy.shape[1:3]
+        for p in range(kh):
+            for q in range(kw):
+                dx[:, p:p + sh * (ho - 1) + 1:sh, q:q + sw * (wo - 1) + 1:sw] += d_columns[:, :, :, p, q]
+        return dx[:, ph:ph + H, pw:pw + Wd]
+
+    def _im2col(self, x, kernel, stride, padding):
+        """Rows of ``kh * kw * C`` input values, one per output position: ``(n * Ho * Wo, kh * kw * C)``,
+        ordered ``(p, q, channel)``, and ``(Ho, Wo)``."""
+        xp, (kh, kw), (sh, sw), (ph, pw) = self.xp, kernel, stride, padding
+        n, H, Wd, C = x.shape
+        ho, wo = (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1
+        if ph or pw:
+            padded = xp.zeros((n, H + 2 * ph, Wd + 2 * pw, C), dtype=x.dtype)
+            padded[:, ph:ph + H, pw:pw + Wd] = x
+            x = padded
+        columns = xp.empty((n, ho, wo, kh, kw, C), dtype=x.dtype)
+        for p in range(kh):
+            for q in range(kw):
+                columns[:, :, :, p, q] = x[:, p:p + sh * (ho - 1) + 1:sh, q:q + sw * (wo - 1) + 1:sw]
+        return columns.reshape(n * ho * wo, kh * kw * C), (ho, wo)
+
+    def _weight_matrix(self, W):
+        """``W`` ``(K, C, kh, kw)`` as ``(K, kh * kw * C)``, matching :meth:`_im2col`'s columns."""
+        return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+
+    def maxpool2d_forward(self, x, size, stride):
+        """Maximum over ``size`` windows (``(rows, columns)``) moved by ``stride`` of ``x`` ``(n, H, W,
+        C)``: returns ``(y, argmax)``, ``y`` ``(n, Ho, Wo, C)`` with ``Ho = (H - kh) // sh + 1``, and
+        ``argmax`` the same shape, an integer array holding each maximum's place in its window
+        (``p * kw + q``; the first of equal values; a NaN wins, so NaNs propagate)."""
+        xp, (kh, kw), (sh, sw) = self.xp, size, stride
+        n, H, Wd, C = x.shape
+        ho, wo = (H - kh) // sh + 1, (Wd - kw) // sw + 1
+        y = argmax = None
+        for p in range(kh):
+            for q in range(kw):
+                window = x[:, p:p + sh * (ho - 1) + 1:sh, q:q + sw * (wo - 1) + 1:sw]
+                if y is None:
+                    y, argmax = window.copy(), xp.zeros(window.shape, dtype=xp.int32)
+                    continue
+                better = (window > y) | (xp.isnan(window) & ~xp.isnan(y))
+                y[better] = window[better]
+                argmax[better] = p * kw + q
+        return y, argmax
+
+    def maxpool2d_backward(self, argmax, dy, size, stride, input_shape):
+        """Route ``dy`` ``(n, Ho, Wo, C)`` back to each window's maximum (``argmax`` from
+        :meth:`maxpool2d_forward`), summing where windows overlap: returns ``dx`` of ``input_shape``."""
+        xp, (kh, kw), (sh, sw) = self.xp, size, stride
+        dx = xp.zeros(tuple(input_shape), dtype=dy.dtype)
+        ho, wo = dy.shape[1:3]
+        for p in range(kh):
+            for q in range(kw):
+                dx[:, p:p + sh * (ho - 1) + 1:sh, q:q + sw * (wo - 1) + 1:sw] += dy * (argmax == p * kw + q)
+        return dx
+
     # ------------------------------------------------------------------ parameter updates
 
     def sgd_update(self, param, grad, learning_rate: float) -> None:

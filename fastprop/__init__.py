@@ -27,7 +27,9 @@ from .datasets import load_data, load_fashion_mnist, load_mnist
 from .functions import sigmoid_derivative, sigmoid_function, vectorize
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
-from .layers import Dropout, Layer, Linear, Network, Parameter, ReLU, Sigmoid, SoftMax, Tanh
+from .layers import (
+    Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, Network, Parameter, ReLU, Reshape, Sigmoid, SoftMax, Tanh,
+)
 from .optimizers import SGD, Adam, CosineLR, Optimizer, StepLR
 from .plot import learning_curves
 from .seeding import seed
@@ -36,7 +38,7 @@ from .training import TrainingDiverged, predict, train, train_epoch, validate, v
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "CheckpointError", "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR",
+    "Adam", "CheckpointError", "Conv2D", "Flatten", "MaxPool2D", "Reshape", "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR",
     "learning_curves", "load", "load_checkpoint", "save",
     "BackendError", "BackendUnavailableError", "Cost", "CrossEntropy", "GradcheckResult", "History",
     "Layer", "Linear", "load_data", "load_fashion_mnist", "load_mnist", "MeanSquareError", "Network",

@@ -2,10 +2,13 @@
 
 from .activations import Activation, ReLU, Sigmoid, SoftMax, Tanh
 from .base import Layer, Parameter
+from .conv import Conv2D, MaxPool2D
 from .dropout import Dropout
 from .linear import Linear
 from .network import Network
+from .shape import Flatten, Reshape
 
 __all__ = [
-    "Activation", "Dropout", "Layer", "Linear", "Network", "Parameter", "ReLU", "Sigmoid", "SoftMax", "Tanh",
+    "Activation", "Conv2D", "Dropout", "Flatten", "Layer", "Linear", "MaxPool2D", "Network", "Parameter", "ReLU",
+    "Reshape", "Sigmoid", "SoftMax", "Tanh",
 ]

@@ -165,6 +165,15 @@ class Layer:
 
     # -- beyond the notebook --------------------------------------------------------------------
 
+    def gradients_fresh(self) -> bool:
+        """True right after ``zero_gradients``: the next backward may overwrite the parameter gradients."""
+        return all(parameter.fresh for parameter in self.parameters())
+
+    def gradients_written(self):
+        """Record that the parameter gradients hold sums: the next backward adds to them."""
+        for parameter in self.parameters():
+            parameter.fresh = False
+
     def __call__(self, x_in):
         return self.forward(x_in)
 

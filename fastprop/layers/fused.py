@@ -1,4 +1,4 @@
-"""``LinearSigmoid``: a ``Linear`` followed by a ``Sigmoid``, computed by the backend's fused kernels."""
+"""Fused steps of a ``Network``: ``LinearSigmoid`` and ``Conv2DReLU``, computed by the backend's fused kernels."""
 
 from __future__ import annotations
 
@@ -39,3 +39,31 @@ class LinearSigmoid:
         )
         linear.gradients_written()
         return d_in
+
+
+class Conv2DReLU:
+    """One step of a :class:`~fastprop.Network` that runs a ``Conv2D`` and the ``ReLU`` after it as one
+    kernel call: the ReLU is the convolution's epilogue, and its slope masks the gradient inside the
+    convolution's backward.
+
+    After each ``forward`` the ``ReLU`` shows its output as ``x_out``; its ``x_in`` (the
+    pre-activation, which never exists in memory here) is ``None``.
+    """
+
+    def __init__(self, conv, relu):
+        self.conv, self.relu = conv, relu
+        self.output = None  # the last channels-last output
+
+    def forward(self, x_in):
+        self.output = y = self.conv.convolve(x_in, relu=True)
+        self.relu.x_in, self.relu.x_out = None, y.transpose(0, 3, 1, 2)
+        return self.relu.x_out
+
+    def backward(self, d_out, input_gradient=True):
+        if self.output is None:
+            raise RuntimeError(
+                f"{self.conv!r} + {self.relu!r}: backward was called before forward; call forward on the "
+                "batch first."
+            )
+        dx = self.conv.convolve_backward(d_out, input_gradient, self.output)
+        return None if dx is None else dx.transpose(0, 3, 1, 2)

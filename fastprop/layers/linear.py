@@ -87,15 +87,6 @@ class Linear(Layer):
         self.gradients_written()
         return d_in
 
-    def gradients_fresh(self) -> bool:
-        """True right after ``zero_gradients``: the next backward may overwrite ``dw`` and ``db``."""
-        return all(parameter.fresh for parameter in self.parameters())
-
-    def gradients_written(self):
-        """Record that ``dw`` and ``db`` hold sums: the next backward adds to them."""
-        for parameter in self.parameters():
-            parameter.fresh = False
-
     # -- boundary checks, shared with the fused Linear+Sigmoid step -------------------------------
 
     def checked_input(self, x_in):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from fastprop.backends import current
-from .activations import Sigmoid
+from .activations import ReLU, Sigmoid
 from .base import Layer, is_layer, is_native, leaves_of, same_device, takes_input_gradient
-from .fused import LinearSigmoid
+from .conv import Conv2D
+from .fused import Conv2DReLU, LinearSigmoid
 from .linear import Linear
+
+#: Pairs of layer classes that run as one fused step, and the step that runs them.
+FUSED_STEPS = {(Linear, Sigmoid): LinearSigmoid, (Conv2D, ReLU): Conv2DReLU}
 
 
 class _NotebookLayer:
@@ -28,8 +32,9 @@ class Network(Layer):
     ``layers`` is kept as given (``net.layers is layers``), and may hold any object with the
     notebook's Layer methods (``forward``, ``backward``, ``zero_gradients``,
     ``update_parameters``): a student's own layer sits next to fastprop's. With ``fuse=True`` (the
-    default) each ``Linear`` directly followed by a ``Sigmoid`` on the same backend runs through
-    the backend's fused kernels; the numbers match the unfused path within float rounding.
+    default) each ``Linear`` directly followed by a ``Sigmoid``, and each ``Conv2D`` directly
+    followed by a ``ReLU``, on the same backend runs through the backend's fused kernels; the
+    numbers match the unfused path within float rounding.
     ``backward(d_out, input_gradient=False)`` skips the first layer's input gradient, which
     training never uses and which costs as much as a weight gradient.
     """
@@ -76,9 +81,9 @@ class Network(Layer):
             steps, layers, i = [], self.layers, 0
             while i < len(layers):
                 pair = layers[i : i + 2]
-                if (self.fuse and len(pair) == 2 and type(pair[0]) is Linear and type(pair[1]) is Sigmoid
-                        and same_device(*pair)):
-                    steps.append(LinearSigmoid(*pair))
+                fused = FUSED_STEPS.get(tuple(map(type, pair))) if self.fuse and len(pair) == 2 else None
+                if fused is not None and same_device(*pair):
+                    steps.append(fused(*pair))
                     i += 2
                     continue
                 layer = layers[i]
