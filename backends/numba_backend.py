@@ -35,6 +35,12 @@ from .registry import BackendUnavailableError
 
 #: Layers with at most this many outputs use the fused Numba kernels instead of BLAS.
 SMALL_LAYER = 32
+#: Convolutions with at most this many inputs per output (``C * kh * kw``) run directly; wider ones
+#: are a column matrix and a BLAS product.
+DIRECT_CONVOLUTION = 32
+#: Bytes of column matrix made at a time: a few images, so that the matrix stays in cache between
+#: ``im2col`` and the BLAS product that reads it (half the time of one matrix for the whole batch).
+COLUMN_BYTES = 2 * 2**20
 #: How long after a BLAS product kernels stay on one thread (OpenBLAS spins ~0.1 s; with margin).
 BLAS_SPIN_SECONDS = 0.2
 #: Training images that are all exactly ``k / PIXEL_LEVELS`` (k = 0..255) are kept as uint8 codes.
@@ -201,6 +207,102 @@ class NumbaBackend(Backend):
             self._k.sgd_update(param, grad, learning_rate)
         else:
             super().sgd_update(param, grad, learning_rate)
+
+    # -- convolution and pooling (channels-last images; see backends/base.py) -------------------
+
+    def conv2d_forward(self, x, W, b, stride, padding, *, relu=False):
+        if not (x.ndim == 4 and x.shape[0] and _fits(x, W, b)):
+            return super().conv2d_forward(x, W, b, stride, padding, relu=relu)
+        (sh, sw), (ph, pw), (K, C, kh, kw) = stride, padding, W.shape
+        n, H, Wd, _ = x.shape
+        ho, wo = (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1
+        y = numpy.empty((n, ho, wo, K), x.dtype)
+        if C * kh * kw <= DIRECT_CONVOLUTION:
+            Wt = numpy.ascontiguousarray(W.transpose(2, 3, 1, 0))
+            self._parallel(self._k.conv_forward_direct, x, Wt, b, sh, sw, ph, pw, relu, y)
+            return y
+        rows, weights = y.reshape(-1, K), self._weight_matrix(W).T
+        for start, stop, columns in self._column_chunks(x, (kh, kw), stride, padding):
+            self._blas(numpy.matmul, columns, weights, out=rows[start * ho * wo:stop * ho * wo])
+        self._parallel(self._k.bias_epilogue, rows, b, relu)
+        return y
+
+    def conv2d_backward(self, x, W, y, dy, dW, db, stride, padding, *, relu=False,
+                        accumulate=True, need_dx=True):
+        masks = (y,) if relu else ()
+        if not (x.ndim == 4 and x.shape[0] and _fits(x, W, dy, dW, db, *masks)
+                and (not relu or y.shape == dy.shape)):
+            return super().conv2d_backward(x, W, y, dy, dW, db, stride, padding, relu=relu,
+                                           accumulate=accumulate, need_dx=need_dx)
+        (sh, sw), (ph, pw), (K, C, kh, kw) = stride, padding, W.shape
+        k, direct = self._k, C * kh * kw <= DIRECT_CONVOLUTION
+        rows = dy.reshape(-1, K)
+        dz = numpy.empty_like(rows)
+        partial = numpy.empty(((rows.shape[0] + k.ROWS_PER_CHUNK - 1) // k.ROWS_PER_CHUNK, 1, K), dy.dtype)
+        self._parallel(k.masked_gradient, y.reshape(-1, K) if relu else rows, rows, relu, dz, partial)
+        bias_gradient = numpy.empty((1, K), dy.dtype)
+        self._parallel(k.sum_chunks, partial, bias_gradient)
+        by_tap = numpy.zeros((kh * kw * C, K), dy.dtype)  # the weight gradient as (p, q, j) x K
+        if direct:
+            chunks = (x.shape[0] + k.IMAGES_PER_CHUNK - 1) // k.IMAGES_PER_CHUNK
+            partial = numpy.empty((chunks, kh * kw * C, K), dy.dtype)
+            self._parallel(k.conv_weight_gradient_direct, x, dz.reshape(dy.shape), kh, kw, sh, sw, ph, pw,
+                           partial)
+            self._parallel(k.sum_chunks, partial, by_tap)
+        dx = numpy.empty(x.shape, dy.dtype) if need_dx else None
+        if need_dx or not direct:
+            weights, per_image, d_columns = self._weight_matrix(W), rows.shape[0] // x.shape[0], None
+            for start, stop, columns in self._column_chunks(x, (kh, kw), stride, padding, skip=direct):
+                block = dz[start * per_image:stop * per_image]
+                if columns is not None:
+                    by_tap += self._blas(numpy.matmul, columns.T, block)
+                if need_dx:
+                    if d_columns is None:  # one buffer for every chunk
+                        d_columns = numpy.empty((block.shape[0], weights.shape[1]), dy.dtype)
+                    d_block = d_columns[:block.shape[0]]
+                    self._blas(numpy.matmul, block, weights, out=d_block)
+                    self._parallel(k.col2im, d_block, kh, kw, sh, sw, ph, pw, dx[start:stop])
+        weight_gradient = by_tap.T.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
+        if accumulate:
+            dW += weight_gradient
+            db += bias_gradient
+        else:
+            dW[...] = weight_gradient
+            db[...] = bias_gradient
+        return dx
+
+    def _column_chunks(self, x, kernel, stride, padding, *, skip=False):
+        """``(start, stop, columns)`` for chunks of the images ``x``: the column matrix of
+        ``x[start:stop]`` (``None`` with ``skip``), in one buffer of about ``COLUMN_BYTES``."""
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        n, H, Wd, C = x.shape
+        per_image = ((H + 2 * ph - kh) // sh + 1) * ((Wd + 2 * pw - kw) // sw + 1)
+        chunk = max(1, COLUMN_BYTES // (per_image * kh * kw * C * x.itemsize))
+        buffer = None if skip else numpy.empty((min(chunk, n) * per_image, kh * kw * C), x.dtype)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            columns = None
+            if not skip:
+                columns = buffer[:(stop - start) * per_image]
+                self._parallel(self._k.im2col, x[start:stop], kh, kw, sh, sw, ph, pw, columns)
+            yield start, stop, columns
+
+    def maxpool2d_forward(self, x, size, stride):
+        if not (x.ndim == 4 and x.shape[0] and _fits(x)):
+            return super().maxpool2d_forward(x, size, stride)
+        (kh, kw), (sh, sw), (n, H, Wd, C) = size, stride, x.shape
+        shape = (n, (H - kh) // sh + 1, (Wd - kw) // sw + 1, C)
+        y, argmax = numpy.empty(shape, x.dtype), numpy.empty(shape, numpy.int32)
+        self._parallel(self._k.maxpool_forward, x, kh, kw, sh, sw, y, argmax)
+        return y, argmax
+
+    def maxpool2d_backward(self, argmax, dy, size, stride, input_shape):
+        if not (dy.ndim == 4 and dy.shape[0] and _fits(dy) and argmax.dtype == numpy.int32
+                and argmax.flags.c_contiguous and argmax.shape == dy.shape):
+            return super().maxpool2d_backward(argmax, dy, size, stride, input_shape)
+        dx = numpy.empty(tuple(input_shape), dy.dtype)
+        self._parallel(self._k.maxpool_backward, argmax, dy, size[1], stride[0], stride[1], dx)
+        return dx
 
 
 def create() -> NumbaBackend:

@@ -1,9 +1,10 @@
 """Numba kernels behind :mod:`fastprop.backends.numba_backend`.
 
-Three modules: :mod:`.intrinsics` (compile options, a prefetch hint, ``2**n`` from its bits, a
+Four modules: :mod:`.intrinsics` (compile options, a prefetch hint, ``2**n`` from its bits, a
 sigmoid LLVM can vectorize), :mod:`.step` (the kernels of the contract methods: row gather, dense
-forward and backward, ReLU, softmax cross-entropy, SGD) and :mod:`.epoch` (the whole-epoch kernel
-for Linear + Sigmoid + summed squared error, and the pixel encoding it reads). The backend uses
+forward and backward, ReLU, softmax cross-entropy, SGD), :mod:`.conv` (convolution and max pooling
+on channels-last images) and :mod:`.epoch` (the whole-epoch kernel for Linear + Sigmoid + summed
+squared error, and the pixel encoding it reads). The backend uses
 them through this package's names only.
 
 Every kernel is type-generic: Numba compiles one specialization per dtype, and constants are made
@@ -31,6 +32,19 @@ nothing stale is loaded.
 
 from __future__ import annotations
 
+from .conv import (
+    IMAGES_PER_CHUNK,
+    ROWS_PER_CHUNK,
+    bias_epilogue,
+    col2im,
+    conv_forward_direct,
+    conv_weight_gradient_direct,
+    im2col,
+    masked_gradient,
+    maxpool_backward,
+    maxpool_forward,
+    sum_chunks,
+)
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .intrinsics import _sigmoid as _sigmoid  # for jitted code outside: the tests check its accuracy
 from .step import (
@@ -45,6 +59,17 @@ from .step import (
 )
 
 __all__ = [
+    "IMAGES_PER_CHUNK",
+    "ROWS_PER_CHUNK",
+    "bias_epilogue",
+    "col2im",
+    "conv_forward_direct",
+    "conv_weight_gradient_direct",
+    "im2col",
+    "masked_gradient",
+    "maxpool_backward",
+    "maxpool_forward",
+    "sum_chunks",
     "dense_backward",
     "dense_forward",
     "encode_pixels",
