@@ -237,7 +237,7 @@ class NumbaBackend(Backend):
         (sh, sw), (ph, pw), (K, C, kh, kw) = stride, padding, W.shape
         k, direct = self._k, C * kh * kw <= DIRECT_CONVOLUTION
         rows = dy.reshape(-1, K)
-        dz = numpy.empty_like(rows)
+        dz = numpy.empty_like(rows) if relu else rows
         partial = numpy.empty(((rows.shape[0] + k.ROWS_PER_CHUNK - 1) // k.ROWS_PER_CHUNK, 1, K), dy.dtype)
         self._parallel(k.masked_gradient, y.reshape(-1, K) if relu else rows, rows, relu, dz, partial)
         bias_gradient = numpy.empty((1, K), dy.dtype)

@@ -152,18 +152,23 @@ def bias_epilogue(y, b, relu):
 
 @numba.njit(parallel=True, **JIT)
 def masked_gradient(y, dy, relu, dz, partial):
-    """``dz = dy`` where ``y > 0`` (everywhere without ``relu``) on rows ``(m, K)``; the column sums
-    of ``dz`` per chunk of ``ROWS_PER_CHUNK`` rows in ``partial[chunk, 0]``."""
-    m, K = dz.shape
-    zero = dz.dtype.type(0)
+    """With ``relu``, ``dz = dy`` where ``y > 0`` and 0 elsewhere, on rows ``(m, K)``; the column sums
+    of ``dz`` (of ``dy`` without ``relu``, and ``dz`` is not written) per chunk of ``ROWS_PER_CHUNK``
+    rows in ``partial[chunk, 0]``."""
+    m, K = dy.shape
+    zero = dy.dtype.type(0)
     for chunk in prange(partial.shape[0]):
         acc = partial[chunk, 0]
         acc[:] = 0
         for i in range(chunk * ROWS_PER_CHUNK, min(m, (chunk + 1) * ROWS_PER_CHUNK)):
-            for k in range(K):
-                d = dy[i, k] if (not relu or y[i, k] > zero) else zero
-                dz[i, k] = d
-                acc[k] += d
+            if relu:
+                for k in range(K):
+                    d = dy[i, k] if y[i, k] > zero else zero
+                    dz[i, k] = d
+                    acc[k] += d
+            else:
+                for k in range(K):
+                    acc[k] += dy[i, k]
 
 
 @numba.njit(parallel=True, **JIT)

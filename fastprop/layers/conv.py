@@ -165,7 +165,7 @@ class Conv2D(ImageLayer):
         return self.convolve(x_in).transpose(0, 3, 1, 2)
 
     def backward(self, d_out, input_gradient=True):
-        dx = self.convolve_backward(d_out, input_gradient)
+        dx = self.convolve_backward(self.gradient_in(d_out), input_gradient)
         return None if dx is None else dx.transpose(0, 3, 1, 2)
 
     def convolve(self, x_in, relu=False):
@@ -174,10 +174,10 @@ class Conv2D(ImageLayer):
         self.x_in, self._images = self.images_in(x_in)
         return self.backend.conv2d_forward(self._images, self.w, self.b, self.stride, self.padding, relu=relu)
 
-    def convolve_backward(self, d_out, input_gradient, output=None):
-        """The channels-last input gradient (or ``None``) for ``d_out``; ``output`` is the fused
-        ``ReLU``'s last channels-last output, whose zeros mask ``d_out``."""
-        dy = self.gradient_in(d_out)
+    def convolve_backward(self, dy, input_gradient, output=None):
+        """The channels-last input gradient (or ``None``) for the checked channels-last gradient ``dy``
+        (:meth:`gradient_in`); ``output`` is the fused ``ReLU``'s last channels-last output, whose
+        zeros mask ``dy``."""
         dx = self.backend.conv2d_backward(
             self._images, self.w, output, dy, self.dw, self.db, self.stride, self.padding,
             relu=output is not None, accumulate=not self.gradients_fresh(), need_dx=input_gradient,
@@ -214,13 +214,18 @@ class MaxPool2D(ImageLayer):
         return self.size, self.stride, (0, 0)
 
     def forward(self, x_in):
-        self.x_in, self._images = self.images_in(x_in)
-        y, self._argmax = self.backend.maxpool2d_forward(self._images, self.size, self.stride)
-        return y.transpose(0, 3, 1, 2)
+        return self.pool(x_in).transpose(0, 3, 1, 2)
 
     def backward(self, d_out, input_gradient=True):
         dy = self.gradient_in(d_out)
-        if not input_gradient:
-            return None
-        dx = self.backend.maxpool2d_backward(self._argmax, dy, self.size, self.stride, self._images.shape)
-        return dx.transpose(0, 3, 1, 2)
+        return self.unpool(dy).transpose(0, 3, 1, 2) if input_gradient else None
+
+    def pool(self, x_in):
+        """The channels-last pooled output for ``x_in`` (the places of the maxima are kept)."""
+        self.x_in, self._images = self.images_in(x_in)
+        y, self._argmax = self.backend.maxpool2d_forward(self._images, self.size, self.stride)
+        return y
+
+    def unpool(self, dy):
+        """The channels-last input gradient for the checked channels-last gradient ``dy``."""
+        return self.backend.maxpool2d_backward(self._argmax, dy, self.size, self.stride, self._images.shape)

@@ -1,4 +1,4 @@
-"""Fused steps of a ``Network``: ``LinearSigmoid`` and ``Conv2DReLU``, computed by the backend's fused kernels."""
+"""Fused steps of a ``Network``: ``LinearSigmoid``, ``Conv2DReLU`` and ``Conv2DReLUMaxPool``."""
 
 from __future__ import annotations
 
@@ -65,5 +65,40 @@ class Conv2DReLU:
                 f"{self.conv!r} + {self.relu!r}: backward was called before forward; call forward on the "
                 "batch first."
             )
-        dx = self.conv.convolve_backward(d_out, input_gradient, self.output)
+        dx = self.conv.convolve_backward(self.conv.gradient_in(d_out), input_gradient, self.output)
+        return None if dx is None else dx.transpose(0, 3, 1, 2)
+
+
+class Conv2DReLUMaxPool:
+    """One step of a :class:`~fastprop.Network` for a ``Conv2D``, a ``ReLU`` and a ``MaxPool2D``.
+
+    Max pooling commutes with the ReLU (``max(relu(a), relu(b)) = relu(max(a, b))``), so the ReLU
+    runs on the pooled values, a quarter of the convolution's output for 2 x 2 windows, and masks
+    the pooled gradient before it is routed back: the convolution's output is never masked or
+    copied. Outputs and gradients are those of the three layers (where every value of a window is
+    negative the maximum's place may differ, but its gradient is zero either way). After each
+    ``forward`` the ``ReLU`` shows the step's output as ``x_out``; its ``x_in`` is ``None``.
+    """
+
+    def __init__(self, conv, relu, pool):
+        self.conv, self.relu, self.pool = conv, relu, pool
+        self.output = None  # the last channels-last output
+
+    def forward(self, x_in):
+        pooled = self.pool.pool(self.conv.convolve(x_in).transpose(0, 3, 1, 2))
+        rows = self.conv.backend.relu(pooled.reshape(-1, pooled.shape[-1]))
+        self.output = rows.reshape(pooled.shape)
+        self.relu.x_in, self.relu.x_out = None, self.output.transpose(0, 3, 1, 2)
+        return self.relu.x_out
+
+    def backward(self, d_out, input_gradient=True):
+        if self.output is None:
+            raise RuntimeError(
+                f"{self.conv!r} + {self.relu!r} + {self.pool!r}: backward was called before forward; call "
+                "forward on the batch first."
+            )
+        backend, output = self.conv.backend, self.output
+        dy = self.pool.gradient_in(d_out)
+        dy = backend.relu_backward(output.reshape(-1, output.shape[-1]), dy.reshape(-1, output.shape[-1]))
+        dx = self.conv.convolve_backward(self.pool.unpool(dy.reshape(output.shape)), input_gradient)
         return None if dx is None else dx.transpose(0, 3, 1, 2)

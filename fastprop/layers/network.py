@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastprop.backends import current
 from .activations import ReLU, Sigmoid
 from .base import Layer, is_layer, is_native, leaves_of, same_device, takes_input_gradient
-from .conv import Conv2D
-from .fused import Conv2DReLU, LinearSigmoid
+from .conv import Conv2D, MaxPool2D
+from .fused import Conv2DReLU, Conv2DReLUMaxPool, LinearSigmoid
 from .linear import Linear
 
-#: Pairs of layer classes that run as one fused step, and the step that runs them.
-FUSED_STEPS = {(Linear, Sigmoid): LinearSigmoid, (Conv2D, ReLU): Conv2DReLU}
+#: Runs of layer classes that run as one fused step (the longest match wins), and the step class.
+FUSED_STEPS = {
+    (Conv2D, ReLU, MaxPool2D): Conv2DReLUMaxPool, (Linear, Sigmoid): LinearSigmoid, (Conv2D, ReLU): Conv2DReLU,
+}
 
 
 class _NotebookLayer:
@@ -33,7 +35,7 @@ class Network(Layer):
     notebook's Layer methods (``forward``, ``backward``, ``zero_gradients``,
     ``update_parameters``): a student's own layer sits next to fastprop's. With ``fuse=True`` (the
     default) each ``Linear`` directly followed by a ``Sigmoid``, and each ``Conv2D`` directly
-    followed by a ``ReLU``, on the same backend runs through the backend's fused kernels; the
+    followed by a ``ReLU`` (and a ``MaxPool2D``), on the same backend runs as one fused step; the
     numbers match the unfused path within float rounding.
     ``backward(d_out, input_gradient=False)`` skips the first layer's input gradient, which
     training never uses and which costs as much as a weight gradient.
@@ -80,17 +82,26 @@ class Network(Layer):
         if key != self._plan_key:
             steps, layers, i = [], self.layers, 0
             while i < len(layers):
-                pair = layers[i : i + 2]
-                fused = FUSED_STEPS.get(tuple(map(type, pair))) if self.fuse and len(pair) == 2 else None
-                if fused is not None and same_device(*pair):
-                    steps.append(fused(*pair))
-                    i += 2
+                run = self._fused_run(layers[i:]) if self.fuse else None
+                if run is not None:
+                    steps.append(FUSED_STEPS[tuple(map(type, run))](*run))
+                    i += len(run)
                     continue
                 layer = layers[i]
                 steps.append(layer if takes_input_gradient(layer) else _NotebookLayer(layer))
                 i += 1
             self._steps, self._plan_key = steps, key
         return self._steps
+
+    @staticmethod
+    def _fused_run(layers):
+        """The longest run at the start of ``layers`` that :data:`FUSED_STEPS` fuses, or ``None``."""
+        for size in (3, 2):
+            run = layers[:size]
+            if (len(run) == size and tuple(map(type, run)) in FUSED_STEPS
+                    and all(same_device(run[0], layer) for layer in run[1:])):
+                return run
+        return None
 
     def forward(self, x_in):
         x = x_in
