@@ -1,11 +1,12 @@
 """The CuPy backend: fastprop's layers on an NVIDIA GPU.
 
-Matrix products go to cuBLAS; the elementwise and row-wise parts run as fused kernels from
-:mod:`.cupy_kernels`, compiled on first use and memoized per dtype. Training data stays on the
-device: each epoch is shuffled there and batches are gathered there. For an epoch plan of dense
-steps (each with no activation, a sigmoid or a ReLU) trained with plain SGD on the summed squared
-error or softmax cross-entropy, :meth:`CupyBackend.compile_epoch` replays whole epochs from CUDA
-graphs of fastprop's own kernels, with no Python per batch.
+Matrix products go to cuBLAS, convolutions as products of im2col column matrices; the elementwise,
+row-wise and pooling parts run as fused kernels from :mod:`.cupy_kernels`, compiled on first use and
+memoized per dtype. Training data stays on the device: each epoch is shuffled there and batches are
+gathered there. For an epoch plan of dense steps (each with no activation, a sigmoid or a ReLU)
+trained with plain SGD on the summed squared error or softmax cross-entropy,
+:meth:`CupyBackend.compile_epoch` replays whole epochs from CUDA graphs of fastprop's own kernels,
+with no Python per batch.
 """
 
 from __future__ import annotations
@@ -29,10 +30,23 @@ else:
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
-def _fits(*arrays) -> bool:
-    """True when the arrays are C-contiguous 2-D arrays of one float dtype (what the kernels take)."""
+def _fits(*arrays, ndim=2) -> bool:
+    """True when the arrays are C-contiguous ``ndim``-D arrays of one float dtype (what the kernels take)."""
     dtype = arrays[0].dtype
-    return dtype in _FLOATS and all(a.ndim == 2 and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+    return dtype in _FLOATS and all(
+        a.ndim == ndim and a.dtype == dtype and a.flags.c_contiguous for a in arrays
+    )
+
+
+def _window_output(image_shape, kernel, stride, padding=(0, 0)):
+    """``(Ho, Wo)`` of a window on images of ``image_shape`` ``(n, H, W, C)``, or ``None`` when the conv
+    kernels do not take it: no output, or sizes beyond their int indices."""
+    (n, H, W, C), (kh, kw), (sh, sw), (ph, pw) = image_shape, kernel, stride, padding
+    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
+        return None
+    ho, wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    fits = max(n * H * W * C, H + 2 * ph, W + 2 * pw, kh * kw * C, sh, sw) < kernels.INT_LIMIT
+    return (ho, wo) if fits and min(n, C, ho, wo) > 0 else None
 
 
 class CupyBackend(Backend):
@@ -60,6 +74,7 @@ class CupyBackend(Backend):
         started = time.perf_counter()
         kernels.step_kernels(dtype)
         kernels.epoch_kernels(dtype)
+        kernels.conv_kernels(dtype)
         x = cupy.ones((3, 4), dtype)
         W, b = cupy.ones((2, 4), dtype), cupy.ones((1, 2), dtype)
         _, p = self.linear_sigmoid_forward(x, W, b)
@@ -69,6 +84,11 @@ class CupyBackend(Backend):
         self.softmax_cross_entropy_gradient(x, self.softmax_cross_entropy(x, x))
         self.sgd_update(x, x, 0.5)
         self.take_rows(x, self.permutation(numpy.random.default_rng(0), 3))
+        images, kernel = cupy.ones((1, 3, 4, 2), dtype), cupy.ones((2, 2, 2, 2), dtype)
+        y = self.conv2d_forward(images, kernel, b, (1, 1), (1, 1), relu=True)
+        self.conv2d_backward(images, kernel, y, y, kernel.copy(), b.copy(), (1, 1), (1, 1), relu=True)
+        pooled, argmax = self.maxpool2d_forward(images, (2, 2), (1, 1))
+        self.maxpool2d_backward(argmax, pooled, (2, 2), (1, 1), images.shape)
         self.synchronize()
         return time.perf_counter() - started
 
@@ -195,6 +215,62 @@ class CupyBackend(Backend):
             return super().sgd_update(param, grad, learning_rate)
         kernels.elementwise("sgd")(grad, param.dtype.type(learning_rate), param)
 
+    # -- convolution and pooling ----------------------------------------------------------------
+
+    def conv2d_forward(self, x, W, b, stride, padding, *, relu=False):
+        out = self._conv_output(x, W, stride, padding)
+        if out is None or not (_fits(b) and b.dtype == x.dtype and b.shape == (1, W.shape[0])):
+            return super().conv2d_forward(x, W, b, stride, padding, relu=relu)
+        columns = kernels.im2col(x, (W.shape[2:], stride, padding), out)
+        y = cupy.matmul(columns, self._weight_matrix(W).T)
+        kernels.add_bias(y, b, relu)
+        return y.reshape(x.shape[0], *out, W.shape[0])
+
+    def conv2d_backward(self, x, W, y, dy, dW, db, stride, padding, *, relu=False,
+                        accumulate=True, need_dx=True):
+        out = self._conv_output(x, W, stride, padding)
+        K, C, kh, kw = W.shape
+        if (
+            out is None or tuple(dy.shape) != (x.shape[0], *out, K) or not _fits(x, dy, ndim=4)
+            or not (_fits(db) and db.dtype == x.dtype and db.shape == (1, K))
+            or dW.shape != W.shape or dW.dtype != x.dtype
+            or (relu and (y.shape != dy.shape or y.dtype != dy.dtype))
+        ):
+            return super().conv2d_backward(x, W, y, dy, dW, db, stride, padding, relu=relu,
+                                           accumulate=accumulate, need_dx=need_dx)
+        dz = dy
+        if relu:
+            dz = cupy.empty(dy.shape, dy.dtype)
+            kernels.elementwise("relu_backward")(y, dy, dz)
+        dz = dz.reshape(-1, K)
+        window = ((kh, kw), stride, padding)
+        gradient = cupy.matmul(dz.T, kernels.im2col(x, window, out)).reshape(K, kh, kw, C)
+        gradient = gradient.transpose(0, 3, 1, 2)  # (K, C, kh, kw), as dW
+        if accumulate:
+            dW += gradient
+        else:
+            dW[...] = gradient
+        kernels.column_sums(dz, db, accumulate)
+        if not need_dx:
+            return None
+        return kernels.col2im(cupy.matmul(dz, self._weight_matrix(W)), x.shape, window, out)
+
+    def maxpool2d_forward(self, x, size, stride):
+        out = _window_output(x.shape, size, stride) if _fits(x, ndim=4) else None
+        if out is None:
+            return super().maxpool2d_forward(x, size, stride)
+        return kernels.maxpool_forward(x, (size, stride), out)
+
+    def maxpool2d_backward(self, argmax, dy, size, stride, input_shape):
+        input_shape = tuple(input_shape)
+        out = _window_output(input_shape, size, stride) if len(input_shape) == 4 else None
+        if (
+            out is None or not _fits(dy, ndim=4) or tuple(dy.shape) != (input_shape[0], *out, input_shape[3])
+            or argmax.dtype != numpy.int32 or argmax.shape != dy.shape or not argmax.flags.c_contiguous
+        ):
+            return super().maxpool2d_backward(argmax, dy, size, stride, input_shape)
+        return kernels.maxpool_backward(argmax, dy, (size, stride), input_shape)
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _elementwise(self, name, fallback, *arrays):
@@ -207,6 +283,17 @@ class CupyBackend(Backend):
         if not z.size or not _fits(*arrays) or any(a.shape != z.shape for a in arrays):
             return fallback(*arrays)
         return kernels.softmax_rows(z, arrays[-1], mode)
+
+    @staticmethod
+    def _conv_output(x, W, stride, padding):
+        """``(Ho, Wo)`` when the conv kernels take ``x`` and ``W``, else ``None``."""
+        if not (_fits(x, ndim=4) and W.ndim == 4 and W.dtype == x.dtype and W.shape[1] == x.shape[3]):
+            return None
+        out = _window_output(x.shape, W.shape[2:], stride, padding)
+        if out is None:
+            return None
+        positions, (K, C, kh, kw) = x.shape[0] * out[0] * out[1], W.shape
+        return out if max(positions * kh * kw * C, positions * K) < kernels.INT_LIMIT and K > 0 else None
 
     def _buffer(self, shape, dtype):
         """A scratch array reused for every call with this shape and dtype on this stream."""

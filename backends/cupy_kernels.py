@@ -1,14 +1,17 @@
 """CUDA kernels of the CuPy backend, and the launch-free training epoch built from them.
 
-Two families, both templated on the element type (``float`` or ``double``), compiled by NVRTC on
+Three families, all templated on the element type (``float`` or ``double``), compiled by NVRTC on
 first use and memoized per dtype (CuPy also keeps the binaries in its on-disk kernel cache). Their
 CUDA source lives beside this module in ``cuda/`` (shipped as package data): ``common.cuh`` with the
-device helpers both use, then one file per family, each compiled after the activation and loss
+device helpers they share, then one file per family, each compiled after the activation and loss
 codes of :mod:`.plan` as ``#define`` lines, so that Python and CUDA share one definition of them.
 
 * *step kernels* (``cuda/step_kernels.cu``) that the contract methods use around cuBLAS products: a
   row gather, column sums and a warp-per-row softmax family; and fused elementwise kernels, whose
   one-line bodies are CuPy ``ElementwiseKernel`` operations below;
+* *conv kernels* (``cuda/conv_kernels.cu``) around the convolution's cuBLAS products: im2col and its
+  adjoint, the bias (and ReLU) epilogue, and max pooling forward and backward, each thread writing
+  one element (no atomics, so results are deterministic);
 * *epoch kernels* (``cuda/epoch_kernels.cu``): tiled matrix products with fused epilogues (bias and
   activation; the previous activation's slope; the SGD step on weights and bias) and warp-per-row
   kernels for layers with few outputs, the last of them fused with the cost. :class:`EpochProgram`
@@ -42,7 +45,7 @@ class SoftmaxRows(enum.IntEnum):
 
 
 def cuda_source(family: str) -> str:
-    """The CUDA source of ``family`` (``"step_kernels"`` or ``"epoch_kernels"``) as NVRTC compiles it.
+    """The CUDA source of ``family`` (``"step_kernels"``, ``"epoch_kernels"``, ``"conv_kernels"``) for NVRTC.
 
     The codes of :mod:`.plan` and :class:`SoftmaxRows` as ``#define`` lines, then ``cuda/common.cuh``,
     then ``cuda/<family>.cu``, read from the installed package. One string, so that CuPy's kernel
@@ -94,6 +97,14 @@ def epoch_kernels(dtype) -> dict:
     names += [f"narrow_forward<{t}, {n}>" for n in NARROW_FORWARD]
     names += [f"narrow_update<{t}, {n}>" for n in NARROW_UPDATE]
     return _compiled("epoch_kernels", tuple(names) + (f"batch_loss<{t}>",), ("advance_cursor",))
+
+
+CONV_KERNELS = ("im2col", "col2im", "add_bias", "maxpool_forward", "maxpool_backward")
+
+
+def conv_kernels(dtype) -> dict:
+    t = _ctype(dtype)
+    return _compiled("conv_kernels", tuple(f"{name}<{t}>" for name in CONV_KERNELS))
 
 
 # ---------------------------------------------------------------------------------- step kernels
@@ -162,6 +173,64 @@ def weight_gradient(dz, x, dW, accumulate: bool) -> None:
         dW += dz.T @ x
     else:
         cupy.matmul(dz.T, x, out=dW)
+
+
+# ---------------------------------------------------------------------------------- conv kernels
+#
+# Images are channels-last (n, H, W, C) and C-contiguous. ``window`` is ``(kernel, stride)`` or
+# ``(kernel, stride, padding)``, each a ``(rows, columns)`` pair, and ``out_size`` the ``(Ho, Wo)`` it
+# gives. The kernels index with int: the caller keeps every array below INT_LIMIT elements.
+
+#: The conv kernels take arrays of fewer elements than this.
+INT_LIMIT = 2**31
+
+
+def _image_kernel(name, dtype, arrays, image_shape, out_size, window) -> None:
+    """Run ``name<dtype>`` on ``arrays``, one thread per element of the last (what it writes)."""
+    kernel = conv_kernels(dtype)[f"{name}<{_ctype(dtype)}>"]
+    sizes = (*image_shape[1:], *out_size, *(v for pair in window for v in pair))  # H, W, C, Ho, Wo, kh, ...
+    size = arrays[-1].size
+    kernel((min(_blocks(size, 256), 65535),), (256,), (*arrays, *map(_I32, sizes), _I64(size)))
+
+
+def im2col(x, window, out_size):
+    """A new ``(n * Ho * Wo, kh * kw * C)`` array: the input values each output position reads, ordered
+    ``(p, q, channel)``, zeros in the padding."""
+    (kh, kw), (ho, wo) = window[0], out_size
+    columns = cupy.empty((x.shape[0] * ho * wo, kh * kw * x.shape[3]), x.dtype)
+    _image_kernel("im2col", x.dtype, (x, columns), x.shape, out_size, window)
+    return columns
+
+
+def col2im(columns, image_shape, window, out_size):
+    """The adjoint of :func:`im2col`: a new ``image_shape`` array, each element the sum of the entries of
+    ``columns`` that :func:`im2col` copies from it."""
+    dx = cupy.empty(image_shape, columns.dtype)
+    _image_kernel("col2im", dx.dtype, (columns, dx), image_shape, out_size, window)
+    return dx
+
+
+def add_bias(y, b, relu: bool) -> None:
+    """In place on a contiguous ``(rows, K)`` ``y``: ``y += b`` (``b`` has K elements), then ``max(y, 0)``
+    when ``relu``."""
+    kernel = conv_kernels(y.dtype)[f"add_bias<{_ctype(y.dtype)}>"]
+    kernel((min(_blocks(y.size, 256), 65535),), (256,), (y, b, _I32(y.shape[1]), _I32(relu), _I64(y.size)))
+
+
+def maxpool_forward(x, window, out_size):
+    """New ``(n, Ho, Wo, C)`` arrays ``(y, argmax)``: each window's maximum and its place ``p * kw + q``
+    (int32; the first of equal values; the first NaN wins)."""
+    y = cupy.empty((x.shape[0], *out_size, x.shape[3]), x.dtype)
+    argmax = cupy.empty(y.shape, numpy.int32)
+    _image_kernel("maxpool_forward", x.dtype, (x, y, argmax), x.shape, out_size, window)
+    return y, argmax
+
+
+def maxpool_backward(argmax, dy, window, image_shape):
+    """A new ``image_shape`` array: each element the sum of ``dy`` over the windows whose ``argmax`` is it."""
+    dx = cupy.empty(image_shape, dy.dtype)
+    _image_kernel("maxpool_backward", dy.dtype, (argmax, dy, dx), image_shape, dy.shape[1:3], window)
+    return dx
 
 
 # --------------------------------------------------------------------------------- epoch program

@@ -2,14 +2,19 @@
 
 These run without CuPy or a GPU: ``cupy_kernels`` is loaded against a stand-in ``cupy`` that records
 what would be compiled (a fresh module object, never registered in ``sys.modules``). Compiling the
-assembled sources needs ``nvcc`` and skips without it.
+assembled sources needs ``nvcc`` and skips without it. The conv kernels, which neither share memory
+nor synchronize, also run on the CPU (built with ``g++``, skipped without it) under the CuPy backend's
+own methods, against the NumPy reference.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fnmatch
+import functools
 import importlib.resources
 import importlib.util
+import itertools
 import re
 import shutil
 import subprocess
@@ -20,9 +25,12 @@ from pathlib import Path
 import numpy
 import pytest
 
+from fastprop import backends as backends_package
+from fastprop.backends import Backend
 from fastprop.backends.plan import Activation, Loss, cuda_defines
+from tests.conftest import relative_error
 
-FAMILIES = ("step_kernels", "epoch_kernels")
+FAMILIES = ("step_kernels", "epoch_kernels", "conv_kernels")
 CUDA = importlib.resources.files("fastprop.backends").joinpath("cuda")
 
 
@@ -102,3 +110,167 @@ def test_each_family_compiles_with_every_kernel_it_asks_for(kernels, family, tmp
     assert done.returncode == 0, done.stderr
     plain = 1 if family == "epoch_kernels" else 0  # advance_cursor, an extern "C" kernel
     assert len(re.findall(r"^\.visible \.entry ", ptx.read_text(), re.M)) == len(names) + plain
+
+
+# ------------------------------------------------------------------ the conv kernels, run on the CPU
+
+HOST_PRELUDE = """#include <cmath>
+using std::isnan;
+struct Index { unsigned x = 0, y = 0, z = 0; };
+static Index threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+"""
+#: Blocks a host launch runs, however many it asks for, so that every grid-stride loop goes round.
+HOST_BLOCKS = 3
+
+
+class HostModule:
+    """A stand-in ``cupy.RawModule`` for the conv kernels, which neither share memory nor synchronize:
+    g++ builds ``conv_kernels.cu`` for the CPU, and each function checks a launch's arguments against
+    the kernel's CUDA signature (CuPy passes whatever it is given), then runs its threads one by one."""
+
+    def __init__(self, code, name_expressions=(), *, folder, launched):
+        family = CUDA.joinpath("conv_kernels.cu").read_text(encoding="utf-8")
+        assert family in code, "HostModule builds only the conv kernels"
+        pattern = r"template <typename T>\s*__global__ void (\w+)\(([^)]*)\)"
+        signatures = dict(re.findall(pattern, family))
+        self.kernels, self.launched, wrappers = {}, launched, []
+        for expression in name_expressions:
+            name, ctype = re.fullmatch(r"(\w+)<(\w+)>", expression).groups()
+            parameters = [" ".join(p.split()) for p in re.sub(r"\bT\b", ctype, signatures[name]).split(",")]
+            symbol, names = f"host_{name}_{ctype}", ", ".join(p.split()[-1] for p in parameters)
+            self.kernels[expression] = symbol, parameters
+            wrappers.append(
+                f'extern "C" void {symbol}(unsigned grid, {", ".join(parameters)}) {{\n'
+                "    gridDim.x = grid; blockDim.x = 256;\n"
+                "    for (blockIdx.x = 0; blockIdx.x < grid; ++blockIdx.x)\n"
+                "        for (threadIdx.x = 0; threadIdx.x < blockDim.x; ++threadIdx.x)\n"
+                f"            {name}<{ctype}>({names});\n}}\n"
+            )
+        source = folder / f"host_{len(list(folder.iterdir()))}.cpp"
+        source.write_text(HOST_PRELUDE + family + "".join(wrappers), encoding="utf-8")
+        library = source.with_suffix(".so")
+        done = subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-o", str(library), str(source)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        self.library = ctypes.CDLL(str(library))
+
+    def get_function(self, expression):
+        symbol, parameters = self.kernels[expression]
+        pointers = {"float": numpy.float32, "double": numpy.float64, "int": numpy.int32}
+        scalars = {"int": (numpy.int32, ctypes.c_int), "long long": (numpy.int64, ctypes.c_longlong)}
+
+        def launch(grid, block, args):
+            assert len(grid) == 1 and 1 <= grid[0] <= 65535 and block == (256,), (expression, grid, block)
+            assert len(args) == len(parameters), expression
+            values = []
+            for parameter, arg in zip(parameters, args):
+                what = f"{expression}: {parameter} got {type(arg).__name__}"
+                pointer = re.fullmatch(r"(?:const )?(\w+)\* __restrict__ \w+", parameter)
+                if pointer:
+                    assert isinstance(arg, numpy.ndarray) and arg.dtype == pointers[pointer[1]], what
+                    assert arg.flags.c_contiguous, f"{what}, not contiguous"
+                    values.append(ctypes.c_void_p(arg.ctypes.data))
+                else:
+                    scalar, c_type = scalars[parameter.rsplit(" ", 1)[0]]
+                    assert type(arg) is scalar, what
+                    values.append(c_type(int(arg)))
+            self.launched.append(expression.split("<")[0])
+            getattr(self.library, symbol)(ctypes.c_uint(min(grid[0], HOST_BLOCKS)), *values)
+
+        return launch
+
+
+@pytest.fixture
+def host_backend(monkeypatch, tmp_path):
+    """A ``CupyBackend`` on a stand-in ``cupy`` made of NumPy whose conv kernels run on the CPU
+    (:class:`HostModule`); the step kernels' column sums and the ReLU mask are NumPy code here.
+    ``host_backend.launched`` lists the conv kernels run."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on PATH")
+    launched = []
+    stand_in = types.ModuleType("cupy")
+    stand_in.__dict__.update({k: v for k, v in vars(numpy).items() if not k.startswith("__")})
+    stand_in.RawModule = functools.partial(HostModule, folder=tmp_path, launched=launched)
+    stand_in.ElementwiseKernel = lambda *definition: {
+        "fastprop_relu_backward": lambda y, dy, out: numpy.multiply(dy, y > 0, out=out)}[definition[-1]]
+    monkeypatch.setitem(sys.modules, "cupy", stand_in)
+    modules = {}
+    for name in ("cupy_kernels", "cupy_backend"):  # fresh modules, seen by each other only
+        spec = importlib.util.find_spec(f"fastprop.backends.{name}")
+        modules[name] = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, modules[name])
+        monkeypatch.setattr(backends_package, name, modules[name], raising=False)
+        spec.loader.exec_module(modules[name])
+
+    def column_sums(g, out, accumulate):
+        out[...] = out + g.sum(0) if accumulate else g.sum(0)
+
+    monkeypatch.setattr(modules["cupy_kernels"], "column_sums", column_sums)
+    backend = modules["cupy_backend"].CupyBackend()
+    backend.launched = launched
+    return backend
+
+
+HOST_CONV = [  # n, (H, W, C), K, kernel, stride, padding
+    (1, (7, 6, 3), 4, (5, 5), (2, 2), (1, 1)),
+    (2, (9, 8, 5), 3, (3, 2), (1, 2), (1, 0)),
+    (3, (6, 11, 7), 6, (3, 2), (2, 1), (0, 1)),
+    (2, (3, 3, 2), 2, (5, 4), (1, 1), (1, 1)),  # a kernel larger than the image, padded
+]
+HOST_POOL = [  # n, (H, W, C), size, stride
+    (2, (9, 8, 5), (3, 3), (2, 2)),  # overlapping windows
+    (1, (6, 11, 7), (3, 2), (2, 1)),
+    (3, (8, 7, 3), (2, 2), (3, 3)),  # gaps between windows
+]
+
+
+def _fast(backend, kernel, method, *args, **keywords):
+    """``backend.method(*args, **keywords)``, which must have launched ``kernel`` (not fallen back)."""
+    backend.launched.clear()
+    result = getattr(backend, method)(*args, **keywords)
+    assert kernel in backend.launched, f"{method} fell back to the reference"
+    return result
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(numpy.float32, 1e-6), (numpy.float64, 1e-12)])
+def test_the_convolution_kernels_run_on_the_cpu_match_the_reference(host_backend, dtype, tolerance):
+    reference, rng = Backend(), numpy.random.default_rng(0)
+    for n, image, K, kernel, stride, padding in HOST_CONV:
+        x, W, b = (rng.normal(size=s).astype(dtype) for s in ((n, *image), (K, image[2], *kernel), (1, K)))
+        for relu, accumulate, need_dx in itertools.product((False, True), repeat=3):
+            case = f"{image}, kernel {kernel}, relu={relu}, accumulate={accumulate}, need_dx={need_dx}"
+            y = _fast(host_backend, "add_bias", "conv2d_forward", x, W, b, stride, padding, relu=relu)
+            expected = reference.conv2d_forward(x, W, b, stride, padding, relu=relu)
+            assert y.dtype == dtype and relative_error(y, expected) <= tolerance, case
+            dy = rng.normal(size=y.shape).astype(dtype)
+            dW, db = rng.normal(size=W.shape).astype(dtype), rng.normal(size=b.shape).astype(dtype)
+            mine, theirs = (dW, db), (dW.copy(), db.copy())
+            flags = {"relu": relu, "accumulate": accumulate, "need_dx": need_dx}
+            window = (stride, padding)
+            dx = _fast(host_backend, "im2col", "conv2d_backward", x, W, y, dy, *mine, *window, **flags)
+            dx_expected = reference.conv2d_backward(x, W, y, dy, *theirs, *window, **flags)
+            assert all(relative_error(a, e) <= tolerance for a, e in zip(mine, theirs)), case
+            if need_dx:
+                assert dx.dtype == dtype and relative_error(dx, dx_expected) <= tolerance, case
+            else:
+                assert dx is None, case
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_the_pooling_kernels_run_on_the_cpu_match_the_reference_exactly(host_backend, dtype):
+    reference, rng = Backend(), numpy.random.default_rng(0)
+    for (n, image, size, stride), values in itertools.product(HOST_POOL, ("distinct", "ties", "NaNs")):
+        case = f"{image}, size {size}, stride {stride}, {values}"
+        x = rng.normal(size=(n, *image)) if values == "distinct" else rng.integers(0, 3, (n, *image)) * 1.0
+        if values == "NaNs":
+            x[rng.random(x.shape) < 0.1] = numpy.nan
+        x = x.astype(dtype)
+        y, argmax = _fast(host_backend, "maxpool_forward", "maxpool2d_forward", x, size, stride)
+        expected, expected_argmax = reference.maxpool2d_forward(x, size, stride)
+        assert y.dtype == dtype and numpy.array_equal(y, expected, equal_nan=True), case
+        assert argmax.dtype == numpy.int32 and numpy.array_equal(argmax, expected_argmax), case
+        dy = rng.normal(size=y.shape).astype(dtype)
+        dx = _fast(host_backend, "maxpool_backward", "maxpool2d_backward", argmax, dy, size, stride, x.shape)
+        expected = reference.maxpool2d_backward(argmax, dy, size, stride, x.shape)
+        assert dx.dtype == dtype and numpy.array_equal(dx, expected), case

@@ -1,5 +1,6 @@
-"""The CuPy backend: gradients, the graph-replayed epoch, memory (its kernels against the NumPy
-reference are in ``test_backend_contract.py``, with every other backend's).
+"""The CuPy backend: gradients, the graph-replayed epoch, memory, and its convolution and pooling
+kernels on odd shapes, ties and NaNs (all its kernels against the NumPy reference are also in
+``test_backend_contract.py``, with every other backend's).
 
 The first test runs everywhere: it checks what fastprop reports where CuPy cannot be imported. Every
 other test is marked ``gpu`` and skips, with the reason, where CuPy or a CUDA device is missing.
@@ -8,6 +9,7 @@ other test is marked ``gpu`` and skips, with the reason, where CuPy or a CUDA de
 from __future__ import annotations
 
 import importlib
+import itertools
 import sys
 
 import numpy
@@ -17,9 +19,11 @@ from fastprop.lowering import lower
 
 import fastprop
 from fastprop import (
-    CrossEntropy, Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftMax, SoftmaxCrossEntropy, Tanh, train,
+    Conv2D, CrossEntropy, Flatten, Linear, MaxPool2D, MeanSquareError, Network, ReLU, Reshape, Sigmoid,
+    SoftMax, SoftmaxCrossEntropy, Tanh, train,
 )
 from fastprop import backends as backends_package
+from fastprop.backends import Backend
 from fastprop.backends import registry
 from tests.conftest import relative_error
 
@@ -110,6 +114,121 @@ def test_gradients_match_finite_differences_in_float64(model):
     target = numpy.eye(n_out)[rng.integers(0, n_out, 9)] if one_hot else rng.random((9, n_out))
     result = fastprop.gradcheck(net, cost(), x, target, max_entries=40)
     assert result.passed(1e-6), f"{model}:\n{result}"
+
+
+@gpu
+def test_a_small_cnn_passes_gradcheck_in_float64():
+    with fastprop.use_backend("cupy", dtype="float64"):  # the first Conv2D and its ReLU run fused
+        net = Network([Reshape((3, 9, 8)), Conv2D(3, 4, (3, 2), padding=1), ReLU(), MaxPool2D(3, stride=2),
+                       Conv2D(4, 5, 3, stride=2, padding=1), Flatten(), Linear(20, 3)])
+    rng = numpy.random.default_rng(3)
+    x, target = rng.normal(size=(2, 3 * 9 * 8)), rng.random((2, 3))
+    result = fastprop.gradcheck(net, MeanSquareError(), x, target, max_entries=40)
+    assert result.passed(1e-6), str(result)
+
+
+# ------------------------------------------------------------------------------------ convolution and pooling
+
+IMAGE_METHODS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward")
+
+
+def _refuse_fallbacks(monkeypatch):
+    """From now on the reference's image methods raise, so a CuPy method that falls back to them fails."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the CuPy backend fell back to the reference: its kernels did not take the case")
+
+    for name in IMAGE_METHODS:
+        monkeypatch.setattr(Backend, name, refuse)
+
+
+CONV_CASES = {  # n, (H, W, C), K, kernel, stride, padding
+    "batch 1, kernel 5, stride 2, padding 1": (1, (7, 6, 3), 4, (5, 5), (2, 2), (1, 1)),
+    "kernel 3x2, stride 1x2, padding 1x0": (2, (9, 8, 5), 3, (3, 2), (1, 2), (1, 0)),
+    "kernel 3x2, stride 2x1, padding 0x1": (3, (6, 11, 7), 6, (3, 2), (2, 1), (0, 1)),
+    "kernel 5x4 over a padded 3x3 image": (2, (3, 3, 2), 2, (5, 4), (1, 1), (1, 1)),
+}
+
+
+def _convolve(backend, arrays, stride, padding, relu, accumulate, need_dx):
+    """``[y, dW, db, dx]`` on host from ``backend``'s conv2d_forward and conv2d_backward; ``arrays``
+    are host ``x, W, b, y, dy, dW, db`` (``y`` is the reference's ReLU output, so both mask alike)."""
+    x, W, b, y, dy, dW, db = (backend.asarray(a.copy()) for a in arrays)
+    out = backend.conv2d_forward(x, W, b, stride, padding, relu=relu)
+    dx = backend.conv2d_backward(x, W, y if relu else None, dy, dW, db, stride, padding, relu=relu,
+                                 accumulate=accumulate, need_dx=need_dx)
+    return [backend.to_numpy(a) for a in (out, dW, db)] + [None if dx is None else backend.to_numpy(dx)]
+
+
+@gpu
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_convolution_kernels_match_the_reference(monkeypatch, case, dtype, tolerance):
+    n, image, K, kernel, stride, padding = CONV_CASES[case]
+    rng, reference, backend = numpy.random.default_rng(5), Backend(), _cupy_backend()
+    shapes = ((n, *image), (K, image[2], *kernel), (1, K))
+    x, W, b = (rng.normal(size=shape).astype(dtype) for shape in shapes)
+    y = reference.conv2d_forward(x, W, b, stride, padding, relu=True)
+    arrays = (x, W, b, y, *(rng.normal(size=a.shape).astype(dtype) for a in (y, W, b)))
+    flags = list(itertools.product((False, True), repeat=3))  # relu, accumulate, need_dx
+    expected = [_convolve(reference, arrays, stride, padding, *f) for f in flags]
+    _refuse_fallbacks(monkeypatch)
+    for f, wanted in zip(flags, expected):
+        actual = _convolve(backend, arrays, stride, padding, *f)
+        for name, a, e in zip(("y", "dW", "db", "dx"), actual, wanted):
+            if e is None:
+                assert a is None, f"{name} with need_dx=False"
+                continue
+            assert a.dtype == dtype and a.shape == e.shape, name
+            assert relative_error(a, e) <= tolerance, f"{name} with relu, accumulate, need_dx = {f}"
+
+
+POOL_CASES = {  # n, (H, W, C), size, stride
+    "overlapping 3x3, stride 2": (2, (9, 8, 5), (3, 3), (2, 2)),
+    "batch 1, 3x2, stride 2x1": (1, (6, 11, 7), (3, 2), (2, 1)),
+    "2x2 with gaps, stride 3": (3, (8, 7, 3), (2, 2), (3, 3)),
+}
+
+
+@gpu
+@pytest.mark.parametrize("values", ["distinct", "ties", "NaNs"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pooling_kernels_match_the_reference_exactly(monkeypatch, case, dtype, values):
+    n, image, size, stride = POOL_CASES[case]
+    rng, reference, backend = numpy.random.default_rng(6), Backend(), _cupy_backend()
+    x = rng.normal(size=(n, *image))
+    if values != "distinct":  # many equal values in a window: the first wins
+        x = rng.integers(0, 3, x.shape).astype(float)
+    if values == "NaNs":  # a NaN wins over any number
+        x[rng.random(x.shape) < 0.1] = numpy.nan
+    x = x.astype(dtype)
+    y, argmax = reference.maxpool2d_forward(x, size, stride)
+    dy = rng.normal(size=y.shape).astype(dtype)
+    dx = reference.maxpool2d_backward(argmax, dy, size, stride, x.shape)
+    _refuse_fallbacks(monkeypatch)
+    y_gpu, argmax_gpu = backend.maxpool2d_forward(backend.asarray(x), size, stride)
+    assert y_gpu.dtype == dtype and argmax_gpu.dtype == numpy.int32
+    assert numpy.array_equal(backend.to_numpy(y_gpu), y, equal_nan=True)
+    assert numpy.array_equal(backend.to_numpy(argmax_gpu), argmax)
+    dx_gpu = backend.maxpool2d_backward(argmax_gpu, backend.asarray(dy), size, stride, x.shape)
+    assert dx_gpu.dtype == dtype
+    assert numpy.array_equal(backend.to_numpy(dx_gpu), dx)  # the same sums in the same order
+
+
+@gpu
+def test_image_methods_fall_back_to_the_reference_for_views_and_other_dtypes():
+    rng, reference, backend = numpy.random.default_rng(7), Backend(), _cupy_backend()
+    images = rng.normal(size=(2, 5, 6, 3))
+    x, view = images.transpose(0, 2, 1, 3), backend.asarray(images).transpose(0, 2, 1, 3)  # not contiguous
+    W, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=(1, 4))
+    y = backend.conv2d_forward(view, backend.asarray(W), backend.asarray(b), (1, 1), (1, 1))
+    assert relative_error(backend.to_numpy(y), reference.conv2d_forward(x, W, b, (1, 1), (1, 1))) <= 1e-12
+    half = images.astype(numpy.float16)
+    for data, host in ((view, x), (backend.asarray(half), half)):
+        pooled, argmax = backend.maxpool2d_forward(data, (2, 2), (2, 2))
+        expected, expected_argmax = reference.maxpool2d_forward(host, (2, 2), (2, 2))
+        assert numpy.array_equal(backend.to_numpy(pooled), expected)
+        assert numpy.array_equal(backend.to_numpy(argmax), expected_argmax)
 
 
 # ------------------------------------------------------------------------------------ epochs

@@ -1,4 +1,4 @@
-// Device helpers shared by step_kernels.cu and epoch_kernels.cu.
+// Device helpers shared by the kernel families: step_kernels.cu, epoch_kernels.cu, conv_kernels.cu.
 //
 // cupy_kernels.cuda_source() compiles each of those files as one source: first the named codes as
 // #defines (ACTIVATION_* and LOSS_* from backends/plan.py, SOFTMAX_ROWS_* from cupy_kernels.py),
