@@ -8,13 +8,15 @@ backend :func:`fastprop.available_backends` reports here (those off the CPU are 
 float32 and float64, against the NumPy reference :class:`Backend` computed in float64 on the same
 rounded inputs. What a method writes in place is compared after the call; every other argument, and
 the parent of a view outside the view, must come back bit for bit. Returned arrays are the backend's
-own, of the working dtype, and share no memory with the arguments. Methods that are not arithmetic
+own, of the working dtype (index arrays, such as max pooling's argmax, of the reference's integer dtype
+and equal to its indices exactly), and share no memory with the arguments. Methods that are not arithmetic
 (transfers, random draws, ``compile_epoch``) have a check of their own in the table.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,8 +36,9 @@ TOLERANCE = {numpy.float32: 1e-5, numpy.float64: 1e-12}  # norm-wise relative er
 
 @dataclass(frozen=True)
 class View:
-    """An argument passed as a non-contiguous view: ``"strided"`` takes every other column of a
-    NaN-padded parent (a kernel that reads the padding sees NaN), ``"fortran"`` is a transpose."""
+    """An argument passed as a non-contiguous view: ``"strided"`` takes every other entry along the
+    last axis of a NaN-padded parent (a kernel that reads the padding sees NaN), ``"fortran"`` is a
+    transpose (all axes reversed)."""
 
     value: numpy.ndarray
     layout: str
@@ -223,6 +226,121 @@ def _take_rows_cases():
                            updates=(2,), returns=2, exact=True)
 
 
+def _image_label(n, image, **window):
+    """``"3x7x9x5, kernel 3x2, stride 2x1"``: a batch of images, then the window's ``(rows, columns)``
+    settings."""
+    pairs = "".join(f", {name} {a}x{b}" for name, (a, b) in window.items())
+    return f"{n}x{'x'.join(map(str, image))}{pairs}"
+
+
+# Convolutions on channels-last images ``(n, H, W, C)``: MNIST's layers (28 x 28 x 1 -> 32 and
+# 14 x 14 x 32 -> 64, 3 x 3, padding 1) the Numba kernels take, with batches of one, of several chunks
+# (8 images at a time for small windows, 2 MiB of columns for large ones) and a part-filled last
+# chunk; odd windows, strides and paddings; then the fallbacks: a strided x and dy with a
+# Fortran-ordered W, and an empty batch.
+CONV_SHAPES = [  # n, (H, W, C), K, kernel, stride, padding
+    *((n, (28, 28, 1), 32, (3, 3), (1, 1), (1, 1)) for n in (1, 3, 8, 17)),
+    *((n, (14, 14, 32), 64, (3, 3), (1, 1), (1, 1)) for n in (1, 10)),
+    (3, (7, 9, 5), 7, (5, 5), (1, 1), (2, 2)),
+    (3, (9, 8, 3), 5, (3, 3), (2, 2), (1, 1)),
+    (3, (8, 7, 3), 5, (3, 2), (2, 1), (0, 1)),
+    (2, (5, 5, 2), 3, (5, 5), (1, 1), (0, 0)),  # one window: a 1 x 1 output
+    (2, (6, 7, 4), 1, (1, 1), (1, 1), (0, 0)),  # a 1 x 1 kernel into one channel
+]
+
+
+def _conv(shape, head, relu=False, layout=None):
+    """Arguments of a convolution method: ``head`` names the arrays (x, W, b, y, dy, dW, db), then
+    ``stride`` and ``padding``. ``y`` is the ReLU forward's output with ``relu``, else ``None`` (the
+    layer passes none: a backend must not read it). ``layout="views"`` passes ``x`` and ``dy``
+    strided and ``W`` in Fortran order (gradient buffers are a layer's own contiguous arrays)."""
+    n, (H, Wd, C), K, kernel, stride, padding = shape
+
+    def make(rng):
+        x, W = rng.normal(size=(n, H, Wd, C)), rng.normal(0, (C * math.prod(kernel)) ** -0.5, (K, C, *kernel))
+        b = rng.normal(0, 0.1, (1, K))
+        out = REFERENCE.conv2d_forward(x, W, b, stride, padding, relu=True)
+        arrays = {"x": x, "W": W, "b": b, "y": out if relu else None, "dy": rng.normal(size=out.shape),
+                  "dW": rng.normal(size=W.shape), "db": rng.normal(size=b.shape)}
+        if layout == "views":
+            arrays["x"], arrays["dy"] = View(x, "strided"), View(arrays["dy"], "strided")
+            arrays["W"] = View(W, "fortran")
+        return tuple(arrays[name] for name in head) + (stride, padding)
+
+    return make
+
+
+def _conv_cases():
+    shapes = [((n, image, K, kernel, stride, padding), None,
+               _image_label(n, image, kernel=kernel, stride=stride, padding=padding) + f" -> {K}")
+              for n, image, K, kernel, stride, padding in CONV_SHAPES]
+    shapes += [((3, (7, 6, 5), 4, (3, 3), (1, 1), (1, 1)), "views", "strided x and dy, Fortran W"),
+               ((0, (6, 6, 3), 4, (3, 3), (1, 1), (1, 1)), None, "empty batch")]
+    for shape, layout, label in shapes:
+        for relu in (False, True):
+            activation = ", relu" if relu else ""
+            yield Case("conv2d_forward", label + activation, _conv(shape, ("x", "W", "b"), layout=layout),
+                       {"relu": relu})
+            make = _conv(shape, ("x", "W", "y", "dy", "dW", "db"), relu, layout)
+            for accumulate in (True, False):
+                for need_dx in (True, False):
+                    flags = f"{'accumulate' if accumulate else 'overwrite'}{'' if need_dx else ', no dx'}"
+                    keywords = {"relu": relu, "accumulate": accumulate, "need_dx": need_dx}
+                    yield Case("conv2d_backward", f"{label}{activation}, {flags}", make, keywords,
+                               updates=(4, 5))  # dW and db
+
+
+# Max pooling: the layers of the MNIST network, odd sides (rows and columns that fit no window),
+# overlapping windows (3, stride 2), gaps between windows, one window; values distinct unless ties
+# are the point (the first of equal values wins), NaNs that must win; strided views, an empty batch.
+POOL_SHAPES = [  # n, (H, W, C), size, stride
+    (1, (28, 28, 32), (2, 2), (2, 2)),
+    (8, (28, 28, 32), (2, 2), (2, 2)),
+    (3, (14, 14, 64), (2, 2), (2, 2)),
+    (3, (7, 9, 5), (2, 2), (2, 2)),
+    (3, (7, 9, 5), (3, 3), (2, 2)),
+    (3, (8, 7, 3), (3, 2), (2, 1)),
+    (2, (6, 7, 3), (2, 2), (3, 3)),
+    (2, (5, 5, 1), (5, 5), (1, 1)),
+]
+
+
+def _pool_values(rng, shape, values):
+    if values == "ties":
+        return rng.integers(0, 3, shape).astype(numpy.float64)
+    x = rng.permutation(numpy.prod(shape)).reshape(shape) - numpy.prod(shape) / 2  # exact in float32
+    if values == "NaNs":
+        x[rng.random(shape) < 0.05] = numpy.nan
+    return x
+
+
+def _pool(shape, method, values="distinct", layout=None):
+    n, image, size, stride = shape
+
+    def make(rng):
+        x = _pool_values(rng, (n, *image), values)
+        if method == "maxpool2d_forward":
+            return (View(x, layout) if layout else x), size, stride
+        y, argmax = REFERENCE.maxpool2d_forward(x, size, stride)
+        dy = rng.normal(size=y.shape)
+        return argmax, (View(dy, layout) if layout else dy), size, stride, x.shape
+
+    return make
+
+
+def _pool_cases():
+    shapes = [(shape, "distinct", None, "") for shape in POOL_SHAPES]
+    shapes += [(POOL_SHAPES[4], "ties", None, "ties"), (POOL_SHAPES[3], "NaNs", None, "NaNs"),
+               ((3, (7, 6, 5), (2, 2), (2, 2)), "distinct", "strided", "strided"),
+               ((0, (6, 6, 3), (2, 2), (2, 2)), "distinct", None, "empty batch")]
+    for shape, values, layout, kind in shapes:
+        n, image, size, stride = shape
+        label = ", ".join(filter(None, (_image_label(n, image, size=size, stride=stride), kind)))
+        yield Case("maxpool2d_forward", label, _pool(shape, "maxpool2d_forward", values, layout), exact=True)
+        if values != "NaNs":  # argmax is the input here, and a NaN's place is an index like any other
+            yield Case("maxpool2d_backward", label, _pool(shape, "maxpool2d_backward", values, layout))
+
+
 # ------------------------------------------------------------------------------------ own checks
 
 
@@ -354,6 +472,8 @@ CASES = [
     Case("linear_sigmoid_forward", "z is linear_forward's", check=_check_fused_z),
     *_elementwise_cases(),
     *_update_cases(),
+    *_conv_cases(),
+    *_pool_cases(),
 ]
 
 
@@ -365,10 +485,10 @@ def _on_backend(backend, value, dtype):
     if isinstance(value, View):
         data = value.value.astype(dtype)
         if value.layout == "strided":
-            padded = numpy.full((data.shape[0], 2 * data.shape[1]), numpy.nan, dtype)
-            padded[:, ::2] = data
+            padded = numpy.full(data.shape[:-1] + (2 * data.shape[-1],), numpy.nan, dtype)
+            padded[..., ::2] = data
             parent = backend.asarray(padded)
-            return parent[:, ::2], parent
+            return parent[..., ::2], parent
         parent = backend.asarray(numpy.ascontiguousarray(data.T))
         return parent.T, parent
     if isinstance(value, numpy.ndarray):
@@ -388,11 +508,15 @@ def _reference_argument(value, dtype):
 
 def _assert_matches(backend, dtype, case, actual, expected, what):
     assert backend.is_native(actual), f"{what} is a {type(actual).__name__}, not a {backend.name} array"
-    assert actual.dtype == dtype, f"{what} is {actual.dtype}, not {numpy.dtype(dtype)}"
+    integers = expected.dtype.kind in "iu"  # indices (max pooling's argmax): the reference's dtype, exactly
+    wanted = expected.dtype if integers else numpy.dtype(dtype)
+    assert actual.dtype == wanted, f"{what} is {actual.dtype}, not {wanted}"
     assert actual.shape == expected.shape, f"{what} has shape {actual.shape}, not {expected.shape}"
     host = backend.to_numpy(actual)
-    if case.exact:
-        assert numpy.array_equal(host, expected.astype(dtype)), what
+    if integers:
+        assert numpy.array_equal(host, expected), f"{what}: {numpy.sum(host != expected)} indices differ"
+    elif case.exact:
+        assert numpy.array_equal(host, expected.astype(dtype), equal_nan=True), what
     elif host.size:
         error = relative_error(host, expected)
         assert error <= TOLERANCE[dtype], f"{what}: relative error {error:.3g} > {TOLERANCE[dtype]:g}"
@@ -434,7 +558,8 @@ def _run(backend, dtype, case):
         if i in case.updates:
             _assert_matches(backend, dtype, case, argument, reference[i], f"argument {i} (written in place)")
             if isinstance(values[i], View) and values[i].layout == "strided":  # the padding stays as it was
-                assert numpy.array_equal(now[:, 1::2], old[:, 1::2], equal_nan=True), f"argument {i}'s parent"
+                padding = now[..., 1::2], old[..., 1::2]
+                assert numpy.array_equal(*padding, equal_nan=True), f"argument {i}'s parent"
         else:
             assert numpy.array_equal(now, old, equal_nan=True), f"argument {i} was changed"
 

@@ -207,7 +207,8 @@ class MaxPool2D(ImageLayer):
 
     def __repr__(self) -> str:
         size = self.size[0] if self.size[0] == self.size[1] else self.size
-        stride = "" if self.stride == self.size else f", stride={self.stride}"
+        stride = "" if self.stride == self.size else (
+            f", stride={self.stride[0] if self.stride[0] == self.stride[1] else self.stride}")
         return f"MaxPool2D({size}{stride})"
 
     def _window(self):

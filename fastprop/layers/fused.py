@@ -77,7 +77,8 @@ class Conv2DReLUMaxPool:
     the pooled gradient before it is routed back: the convolution's output is never masked or
     copied. Outputs and gradients are those of the three layers (where every value of a window is
     negative the maximum's place may differ, but its gradient is zero either way). After each
-    ``forward`` the ``ReLU`` shows the step's output as ``x_out``; its ``x_in`` is ``None``.
+    ``forward`` the ``ReLU`` shows the step's output as ``x_out``; its ``x_in`` is ``None``, and the
+    ``MaxPool2D``'s ``x_in`` is the convolution's output before the ReLU.
     """
 
     def __init__(self, conv, relu, pool):
