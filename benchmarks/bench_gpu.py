@@ -80,7 +80,7 @@ def time_backend(bench, name, on_gpu, key, images, targets, args):
         seconds = time_runner(bench, runner, "train", epochs, settle)
         row = bench.result_row(label, DTYPE, key, "train", rows, seconds, path=path,
                                epoch_mode=runner.epoch_mode, note=runner.epoch_mode)
-        if on_gpu and path == "graph":
+        if on_gpu and path == "graph" and key in TARGETS_MS:
             row["target_ms"] = TARGETS_MS[key]
             if rows == FULL_ROWS:
                 row["target_met"] = row["ms_per_epoch"] <= TARGETS_MS[key]
@@ -120,6 +120,10 @@ def run(args, bench):
             continue
         on_gpu = status is not None and not str(status.device).lower().startswith("cpu")
         for key in _names(args.workloads):
+            peer_reason = bench.cannot_run(name, bench.WORKLOADS[key])
+            if peer_reason:  # e.g. the notebook has no convolutions
+                skipped.append({"backend": f"{name} {DTYPE} {key}", "reason": peer_reason})
+                continue
             try:
                 if status is not None:
                     results += time_backend(bench, name, on_gpu, key, images, targets, args)

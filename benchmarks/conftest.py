@@ -1,12 +1,15 @@
 """The throughput suite: every registered backend, the notebook baseline and PyTorch, under pytest-benchmark.
 
-Full run (about 50,000 rows per epoch, 5 timed rounds after 1 warm-up round)::
+Full run (each workload's own rows per epoch: 50,000 for W1 and W2, 20 batches of 128 for the CNN;
+5 timed rounds after 1 warm-up round)::
 
     pytest benchmarks/ --benchmark-only --benchmark-json=bench.json
 
-Smoke run for CI, which checks that the suite runs without judging speed::
+Smoke run for CI, which checks that the suite runs without judging speed (1,200 rows for every workload)::
 
     FASTPROP_BENCH_ROWS=1200 FASTPROP_BENCH_ROUNDS=1 pytest benchmarks/ --benchmark-disable
+
+A peer that does not apply to a workload (the notebook to the CNN) is skipped with the reason.
 
 The workloads, rows and runners live in :mod:`fastprop.bench` (``workloads``, ``data``, ``runners``), shared
 with ``fastprop bench`` and ``benchmarks/bench_gpu.py``.
@@ -29,8 +32,11 @@ _results: list = []
 
 def pytest_addoption(parser):
     group = parser.getgroup("fastprop benchmarks")
-    group.addoption("--bench-rows", type=int, default=int(os.environ.get("FASTPROP_BENCH_ROWS", 50_000)),
-                    help="training rows per epoch (env FASTPROP_BENCH_ROWS; default 50000)")
+    rows, own = os.environ.get("FASTPROP_BENCH_ROWS"), ", ".join(
+        f"{key} {workload.rows}" for key, workload in bench.WORKLOADS.items())
+    group.addoption("--bench-rows", type=int, default=int(rows) if rows else None,
+                    help=f"training rows per epoch of every workload (env FASTPROP_BENCH_ROWS; default: "
+                         f"each workload's own, {own})")
     group.addoption("--bench-rounds", type=int, default=int(os.environ.get("FASTPROP_BENCH_ROUNDS", 5)),
                     help="timed epochs per benchmark after one warm-up "
                          "(env FASTPROP_BENCH_ROUNDS; default 5)")
@@ -72,6 +78,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def bench_rows(request):
+    """The rows per epoch asked for, or None: each workload's own."""
     return request.config.getoption("--bench-rows")
 
 
@@ -80,10 +87,11 @@ def bench_rounds(request):
     return request.config.getoption("--bench-rounds")
 
 
-@pytest.fixture(scope="session")
-def bench_data(bench_rows):
-    """``(images, targets, source)`` shared by every benchmark in the session."""
-    return bench.load_rows(bench_rows, "auto")  # the same cache key as run_bench and cold_start use
+@pytest.fixture
+def bench_data(bench_rows, workload):
+    """``(images, targets, source)`` of ``workload``, shared by its benchmarks in the session."""
+    rows = bench.WORKLOADS[workload].epoch_rows(bench_rows)
+    return bench.load_rows(rows, "auto")  # the same cache key as run_bench and cold_start use
 
 
 class Record:

@@ -156,7 +156,7 @@ def _list_backends(args, parser) -> int:
 def _add_bench(commands):
     from . import bench
 
-    parser = commands.add_parser("bench", help="throughput of every backend on the MNIST batch-600 workloads")
+    parser = commands.add_parser("bench", help="throughput of every backend on the W1, W2 and CNN workloads")
     bench.add_arguments(parser)
     parser.set_defaults(handler=lambda args, parser: bench.command(args))
 

@@ -7,6 +7,7 @@ same training as fastprop, so that the ratios compare like with like.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 
@@ -16,17 +17,23 @@ import pytest
 import fastprop
 from fastprop import bench
 from fastprop.backends import Backend, BackendUnavailableError, registry
-from fastprop.models import mlp_network, seed_network
+from fastprop.models import MODELS, cnn_network, mlp_network, seed_network
 
 ROWS = 1200
+#: Rows of the tiny CNN run: two batches of 128.
+CNN_ROWS = 256
 AVAILABLE = [name for name, status in fastprop.available_backends().items() if status.available]
-
+#: The workloads the notebook peer runs (dense layers and plain SGD).
+NOTEBOOK_WORKLOADS = [key for key in sorted(bench.WORKLOADS)
+                      if bench.cannot_run(bench.BASELINE, bench.WORKLOADS[key]) is None]
+TORCH = bench.torch_devices()["torch-cpu"] is None
 
 
 @pytest.fixture(autouse=True)
 def _no_settle_pause(monkeypatch):
     """The pause between timed epochs only matters for real figures."""
     monkeypatch.setattr(bench.timing, "SETTLE_SECONDS", 0.0)
+
 
 def _unavailable():
     raise BackendUnavailableError("it needs hardware this machine lacks; install nothing, it is a test")
@@ -49,21 +56,36 @@ def bench_run(tmp_path_factory):
         patch.setattr(registry, "_factories", factories)
         patch.setattr(registry, "_failures", dict(registry._failures))
         patch.setattr(registry, "_instances", dict(registry._instances))
-        report = bench.run_bench(epochs=1, json_path=path, rows=ROWS, out=out, data="synthetic",
-                                 fresh_process=False)
+        report = bench.run_bench(workloads=("W1", "W2"), epochs=1, json_path=path, rows=ROWS, out=out,
+                                 data="synthetic", fresh_process=False)
     return report, out.getvalue(), path
 
 
+@pytest.fixture(scope="module")
+def cnn_run():
+    """The CNN on every available backend and the torch peers, at its own default row count (made
+    tiny here): the run a plain ``fastprop bench --workloads CNN`` makes."""
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(bench.WORKLOADS, "CNN", dataclasses.replace(bench.WORKLOADS["CNN"], rows=CNN_ROWS))
+        report = bench.run_bench(workloads=("CNN",), epochs=1, out=out, data="synthetic", fresh_process=False)
+    return report, out.getvalue()
+
+
+def _tiny_rows(workload):
+    """Two full batches of ``workload``: the peers' summed costs compare exactly only on full batches."""
+    return 2 * bench.WORKLOADS[workload].batch_size
+
+
 def _parameters(trained):
-    """Host ``[(W, b), ...]`` of a runner or a fastprop network."""
+    """Host values of every parameter of a runner or a fastprop network, in ``net.parameters()`` order
+    (PyTorch's biases are flat where fastprop's are rows: compare them reshaped)."""
     if isinstance(trained, bench.NotebookRunner):
-        return trained.params
+        return [array for pair in trained.params for array in pair]
     if isinstance(trained, bench.TorchRunner):
-        return [(m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy().reshape(1, -1))
-                for m in trained.model if isinstance(m, trained.torch.nn.Linear)]
+        return [parameter.detach().cpu().numpy() for parameter in trained.model.parameters()]
     net = getattr(trained, "net", trained)
-    return [(net.backend.to_numpy(layer.w), net.backend.to_numpy(layer.b))
-            for layer in net.leaves() if isinstance(layer, fastprop.Linear)]
+    return [net.backend.to_numpy(parameter.value) for parameter in net.parameters()]
 
 
 def _epoch_cost(runner, total):
@@ -73,16 +95,18 @@ def _epoch_cost(runner, total):
     if isinstance(runner, bench.FastpropRunner):
         return float(total)
     assert runner.rows % runner.workload.batch_size == 0, "only exact with full batches"
-    return float(total) / (runner.rows * runner.workload.sizes[-1])
+    return float(total) / (runner.rows * runner.targets.shape[1])
 
 
 def _assert_same_training(trained, reference, workload, rtol):
     moved = False
     initial = bench.initial_parameters(bench.WORKLOADS[workload], "float64")
-    for (W, b), (W_ref, b_ref), (W0, _) in zip(_parameters(trained), _parameters(reference), initial):
-        numpy.testing.assert_allclose(W, W_ref, rtol=rtol, atol=rtol * numpy.abs(W_ref).max())
-        numpy.testing.assert_allclose(b, b_ref, rtol=rtol, atol=rtol * numpy.abs(b_ref).max())
-        moved |= numpy.abs(W_ref - W0).max() > 1e-4
+    mine, theirs = _parameters(trained), _parameters(reference)
+    assert len(mine) == len(theirs) == len(initial)
+    for value, expected, start in zip(mine, theirs, initial):
+        value = value.reshape(expected.shape)
+        numpy.testing.assert_allclose(value, expected, rtol=rtol, atol=rtol * numpy.abs(expected).max())
+        moved |= numpy.abs(expected - start).max() > 1e-4
     assert moved, "one epoch should have moved the weights, or this comparison proves nothing"
 
 
@@ -130,7 +154,8 @@ def test_table_names_every_backend_and_the_machine(bench_run):
     for name in AVAILABLE + [bench.BASELINE]:
         assert f"\n{name} " in table
     assert "\nskipped unrunnable: " in table
-    assert table.startswith("machine: ") and "x baseline" in table and "x numpy" in table
+    assert table.startswith("machine: ")
+    assert "x baseline" in table and "x numpy" in table and "x torch" in table
 
 
 def test_json_is_written_with_the_machine(bench_run):
@@ -139,7 +164,7 @@ def test_json_is_written_with_the_machine(bench_run):
     machine = written["machine"]
     assert machine["cores"] >= 1 and machine["cpu"] and machine["numpy"] == numpy.__version__
     assert machine["date"] and isinstance(machine["blas"], list)
-    assert written["config"]["rows"] == ROWS and written["config"]["data"] == "synthetic"
+    assert written["config"]["rows"] == {"W1": ROWS, "W2": ROWS} and written["config"]["data"] == "synthetic"
     assert len(written["results"]) == len(report["results"])
 
 
@@ -160,7 +185,7 @@ def test_plot_without_matplotlib_fails_first_with_one_clear_sentence(monkeypatch
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-12)])
-@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+@pytest.mark.parametrize("workload", NOTEBOOK_WORKLOADS)
 def test_notebook_baseline_trains_exactly_like_the_numpy_backend(workload, dtype, rtol):
     images, targets, _ = bench.load_rows(ROWS, "synthetic")
     runners = [bench.make_runner(name, bench.WORKLOADS[workload], dtype, images, targets)
@@ -171,10 +196,20 @@ def test_notebook_baseline_trains_exactly_like_the_numpy_backend(workload, dtype
     _assert_same_training(*runners, workload, rtol=rtol)
 
 
+def test_notebook_peer_declines_the_cnn_with_its_reason():
+    cnn = bench.WORKLOADS["CNN"]
+    reason = bench.cannot_run(bench.BASELINE, cnn)
+    assert reason.startswith("not applicable to CNN: ") and "Conv2D" in reason and "Adam" in reason
+    images, targets, _ = bench.load_rows(CNN_ROWS, "synthetic")
+    with pytest.raises(ValueError, match="NotebookRunner is not applicable to CNN: .*Conv2D"):
+        bench.make_runner(bench.BASELINE, cnn, "float32", images, targets)
+    assert bench.cannot_run("numpy", cnn) is None
+
+
 @pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_timed_epoch_is_what_train_runs(name, workload):
-    images, targets, _ = bench.load_rows(ROWS, "synthetic")
+    images, targets, _ = bench.load_rows(_tiny_rows(workload), "synthetic")
     spec = bench.WORKLOADS[workload]
     runner = bench.make_runner(name, spec, "float32", images, targets)
     costs = [runner.train_epoch(), runner.train_epoch()]  # a second epoch: the shuffle is drawn as train()'s
@@ -182,7 +217,7 @@ def test_timed_epoch_is_what_train_runs(name, workload):
         net = spec.build()
         history = fastprop.train(net, spec.cost_function(), 2, spec.batch_size, spec.learning_rate,
                                  shuffle=True, seed=0, data=(images, targets, images[:2], targets[:2]),
-                                 quiet=True, verbose=False)
+                                 quiet=True, verbose=False, optimizer=spec.make_optimizer())
     _assert_same_training(runner, net, workload, rtol=1e-5)
     assert costs == pytest.approx(history.cost, rel=1e-5)  # the runner reports train()'s epoch figure
 
@@ -190,13 +225,65 @@ def test_timed_epoch_is_what_train_runs(name, workload):
 @pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
 def test_torch_peer_trains_like_fastprop(workload):
     pytest.importorskip("torch")
-    images, targets, _ = bench.load_rows(ROWS, "synthetic")
+    images, targets, _ = bench.load_rows(_tiny_rows(workload), "synthetic")
     runners = [bench.make_runner(name, bench.WORKLOADS[workload], "float64", images, targets)
                for name in ("torch-cpu", "numpy")]
     costs = [_epoch_cost(runner, runner.train_epoch()) for runner in runners]
     assert costs[0] > 0
     assert costs[0] == pytest.approx(costs[1], rel=1e-6)
     _assert_same_training(*runners, workload, rtol=1e-6)
+
+
+@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+def test_torch_peer_starts_from_fastprops_weights_and_takes_its_first_step(workload):
+    """In float32: the same initial weights bit for bit, the same outputs and summed loss on the first
+    batch, and the same parameters after one step of the workload's optimizer."""
+    torch = pytest.importorskip("torch")
+    spec = bench.WORKLOADS[workload]
+    images, targets, _ = bench.load_rows(spec.batch_size, "synthetic")  # one batch: one step per epoch
+    peer, ours = (bench.make_runner(name, spec, "float32", images, targets)
+                  for name in ("torch-cpu", "numpy"))
+    for value, initial in zip(_parameters(peer), bench.initial_parameters(spec, "float32"), strict=True):
+        assert value.dtype == numpy.float32 and numpy.array_equal(value.reshape(initial.shape), initial)
+
+    with torch.no_grad():
+        outputs = peer.model(peer.images).numpy()
+        loss = float(peer.loss(peer.model(peer.images), torch.arange(spec.batch_size)))
+    with fastprop.use_backend("numpy", "float32"):
+        expected = ours.net.forward(images)
+        expected_loss = float(spec.cost_function().estimate(targets, expected).sum(dtype=numpy.float64))
+    numpy.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5 * numpy.abs(expected).max())
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+
+    assert float(peer.train_epoch()) == pytest.approx(expected_loss, rel=1e-5)
+    assert _epoch_cost(ours, ours.train_epoch()) == pytest.approx(expected_loss / targets.size, rel=1e-5)
+    _assert_same_training(peer, ours, workload, rtol=1e-4)
+
+
+def test_cnn_runs_on_every_backend_beside_the_torch_peer(cnn_run):
+    report, table = cnn_run
+    assert report["config"]["rows"] == {"CNN": CNN_ROWS}
+    figures = {(r["backend"], r["mode"]): r for r in report["results"]}
+    runners = AVAILABLE + (["torch-cpu"] if TORCH else [])
+    for name in runners:
+        for mode in ("train", "infer"):
+            row = figures[name, mode]
+            assert row["workload"] == "CNN" and row["rows"] == CNN_ROWS and row["samples_per_second"] > 0
+            assert (row["x_torch"] > 0) if TORCH else row["x_torch"] is None
+            assert row["x_baseline"] is None  # the notebook does not run the CNN
+        assert f"\n{name} " in table
+    assert {name for name, mode in figures if mode == "cold"} == set(AVAILABLE)
+    if TORCH:
+        assert figures["torch-cpu", "train"]["x_torch"] == pytest.approx(1.0)
+
+
+def test_cnn_skips_the_notebook_peer_with_its_reason(cnn_run):
+    report, table = cnn_run
+    skipped = {entry["backend"]: entry["reason"] for entry in report["skipped"]}
+    assert "Conv2D" in skipped["notebook float32 CNN"]
+    assert "\nskipped notebook float32 CNN: not applicable to CNN: " in table
+    assert not any(r["backend"] == bench.BASELINE for r in report["results"])
+    assert not any(reason.startswith("failed") for reason in skipped.values())
 
 
 def test_cold_start_in_a_fresh_process():
@@ -241,15 +328,22 @@ def test_command_line_entry(tmp_path, capsys):
 
 def test_workloads_are_the_ready_made_models():
     built = {"W1": seed_network(numpy.random.default_rng(0)),
-             "W2": mlp_network(numpy.random.default_rng(0), hidden=(512, 512), output_init="he")}
+             "W2": mlp_network(numpy.random.default_rng(0), hidden=(512, 512), output_init="he"),
+             "CNN": cnn_network(numpy.random.default_rng(0))}
     for key, net in built.items():
         ours = bench.WORKLOADS[key].build(0)
         assert [repr(leaf) for leaf in ours.leaves()] == [repr(leaf) for leaf in net.leaves()]
-        for mine, theirs in zip(ours.parameters(), net.parameters()):
+        assert [repr(leaf) for leaf in bench.WORKLOADS[key].layers] == [repr(leaf) for leaf in net.leaves()]
+        for mine, theirs in zip(ours.parameters(), net.parameters(), strict=True):
             assert numpy.array_equal(mine.value, theirs.value)
-    assert bench.WORKLOADS["W1"].sizes == (784, 10) and bench.WORKLOADS["W1"].activations == ("sigmoid",)
-    assert bench.WORKLOADS["W2"].sizes == (784, 512, 512, 10)
-    assert bench.WORKLOADS["W2"].activations == ("relu", "relu", None)
+    assert bench.WORKLOADS["W1"].describe().startswith("W1: Linear(784, 10) > Sigmoid(), MeanSquareError")
+    cnn, model = bench.WORKLOADS["CNN"], MODELS["cnn"]
+    assert (cnn.cost, cnn.optimizer, cnn.learning_rate, cnn.batch_size) == (
+        model.cost, fastprop.Adam, 1e-3, 128) == (model.cost, model.optimizer, model.learning_rate,
+                                                  model.batch_size)
+    assert isinstance(cnn.make_optimizer(), fastprop.Adam) and cnn.make_optimizer().learning_rate == 1e-3
+    assert bench.WORKLOADS["W2"].make_optimizer() is None
+    assert "Conv2D(32, 64, 3, padding=1)" in cnn.describe() and "Adam at 0.001, batch 128" in cnn.describe()
 
 
 @pytest.mark.parametrize("name", AVAILABLE)

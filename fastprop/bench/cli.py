@@ -29,11 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="NAMES",
                         help="backends to time, comma-separated or repeated (default: every registered one)")
     parser.add_argument("--workloads", "--workload", type=_workloads, action="extend", dest="workloads",
-                        metavar="W1,W2",
-                        help="W1: 784-10 sigmoid + MSE; W2: 784-512-512-10 ReLU + softmax cross-entropy")
+                        metavar="W1,W2,CNN",
+                        help="W1: 784-10 sigmoid + MSE, SGD; W2: 784-512-512-10 ReLU + softmax "
+                             "cross-entropy, SGD; CNN: two convolutions + 3136-128-10, softmax "
+                             "cross-entropy, Adam (default: all)")
     parser.add_argument("--dtype", action="append", dest="dtypes", choices=("float32", "float64"))
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up (median)")
-    parser.add_argument("--rows", type=int, default=50_000, help="training rows per epoch (default 50000)")
+    own = ", ".join(f"{key} {workload.rows}" for key, workload in WORKLOADS.items())
+    parser.add_argument("--rows", type=int,
+                        help=f"training rows per epoch of every workload (default: each one's own, {own})")
     parser.add_argument("--data", choices=SOURCES, default="auto",
                         help="auto: Fashion-MNIST when installed locally, else seeded synthetic pixels; "
                              "continuous: seeded uniform floats, not 8-bit pixels")

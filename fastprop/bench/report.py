@@ -8,7 +8,7 @@ import numpy
 
 from ..files import write_atomically, write_text_atomically
 from ..plot import require_matplotlib
-from .runners import BASELINE
+from .runners import BASELINE, TORCH_CPU
 from .workloads import REFERENCE
 
 
@@ -20,12 +20,17 @@ def result_row(backend, dtype, workload, mode, rows, seconds, **extra) -> dict:
             "epoch_seconds": list(seconds), **extra}
 
 
+#: The references of the ratios, and the column each ratio goes in.
+RATIOS = ((BASELINE, "x_baseline"), (REFERENCE, "x_numpy"), (TORCH_CPU, "x_torch"))
+
+
 def add_ratios(results) -> None:
-    """Set each row's ``x_baseline`` and ``x_numpy``: its speed over theirs for the same dtype, workload
-    and mode (None for cold rows, and where that reference did not run)."""
+    """Set each row's ``x_baseline``, ``x_numpy`` and ``x_torch``: its speed over the notebook
+    baseline's, the numpy backend's and PyTorch on the CPU's for the same dtype, workload and mode
+    (None for cold rows, and where that reference did not run)."""
     speeds = {(r["backend"], r["dtype"], r["workload"], r["mode"]): r["samples_per_second"] for r in results}
     for r in results:
-        for reference, column in ((BASELINE, "x_baseline"), (REFERENCE, "x_numpy")):
+        for reference, column in RATIOS:
             key = (reference, r["dtype"], r["workload"], r["mode"])
             base = None if r["mode"] == "cold" else speeds.get(key)
             r[column] = r["samples_per_second"] / base if base else None
@@ -35,7 +40,7 @@ def format_results(results) -> str:
     """One aligned line per result row, under a header."""
     ratio = lambda value: "-" if value is None else f"{value:.2f}x"  # noqa: E731
     lines = [f"{'backend':<11} {'dtype':<8} {'workload':<9} {'samples/s':>11} {'ms/epoch':>10} "
-             f"{'x baseline':>10} {'x numpy':>8}  note"]
+             f"{'x baseline':>10} {'x numpy':>8} {'x torch':>8}  note"]
     for r in results:
         note = r.get("note", "")
         if r["mode"] == "cold":
@@ -44,7 +49,8 @@ def format_results(results) -> str:
                     f"setup {r['setup_s']:.2f} s ({where})")
         lines.append(f"{r['backend']:<11} {r['dtype']:<8} {r['workload'] + ' ' + r['mode']:<9} "
                      f"{r['samples_per_second']:>11,.0f} {r['ms_per_epoch']:>10.1f} "
-                     f"{ratio(r.get('x_baseline')):>10} {ratio(r.get('x_numpy')):>8}  {note}".rstrip())
+                     f"{ratio(r.get('x_baseline')):>10} {ratio(r.get('x_numpy')):>8} "
+                     f"{ratio(r.get('x_torch')):>8}  {note}".rstrip())
     return "\n".join(lines)
 
 
@@ -58,7 +64,8 @@ def format_report(report) -> str:
     return "\n".join(
         [f"machine: {m['cpu']}, {m['cores']} cores, BLAS {blas or 'unknown'}, numpy {m['numpy']}, "
          + "".join(extra + ", " for extra in extras) + m["date"],
-         f"data: {c['data']}, {c['rows']} rows; median of {c['epochs']} epoch(s) after 1 warm-up epoch",
+         f"data: {c['data']}, rows per epoch: {', '.join(f'{k} {n}' for k, n in c['rows'].items())}; "
+         f"median of {c['epochs']} epoch(s) after 1 warm-up epoch",
          format_results(report["results"])]
         + [f"skipped {s['backend']}: {s['reason']}" for s in report["skipped"]])
 
@@ -84,7 +91,7 @@ def plot(report, path):
     axes.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], [" ".join(group) for group in groups])
     axes.set_yscale("log")
     axes.set_ylabel("samples / s (higher is better)")
-    axes.set_title(f"fastprop bench on {report['machine']['cpu']}, {report['config']['rows']} rows")
+    axes.set_title(f"fastprop bench on {report['machine']['cpu']}")
     axes.legend(fontsize="small")
     write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=120, bbox_inches="tight"),
                      "benchmark chart")

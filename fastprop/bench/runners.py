@@ -2,8 +2,11 @@
 
 ``FastpropRunner`` runs exactly what :func:`fastprop.train` runs, on data already on the backend.
 The peers start from the same weights and visit the same rows in the same order: ``notebook`` is
-plain NumPy written like the student notebook, ``torch-cpu``/``torch-cuda`` eager PyTorch autograd
-with ``torch.optim.SGD`` on summed losses.
+plain NumPy written like the student notebook (dense layers and plain SGD only), ``torch-cpu``/
+``torch-cuda`` eager PyTorch autograd rebuilding the network with ``torch.nn`` and training it with
+the workload's optimizer (``torch.optim.SGD`` or ``Adam``) on the loss reduced as fastprop's cost
+reduces it (summed over the batch by default). Each runner says which workloads it can run
+(:meth:`Runner.cannot_run`).
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ from __future__ import annotations
 import numpy
 
 from fastprop.backends import resolve_dtype, use_backend
+from ..layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU, Reshape, Sigmoid
+from ..optimizers import Adam
 from ..training import EpochRunner, epoch_generator, forward_batches
-from .workloads import initial_parameters
+from .workloads import ACTIVATIONS, LOSSES, dense_layers, initial_network
 
 #: The notebook-style NumPy runner's name, and the first reference of every ratio.
 BASELINE = "notebook"
+#: The PyTorch peer every fastprop backend is compared with, where it runs.
+TORCH_CPU = "torch-cpu"
 
 #: (backend, dtype) pairs already warmed up in this process: only the first call is a cold one.
 _warmed: set = set()
@@ -25,8 +32,16 @@ class Runner:
     """What every runner shares: workload, dtype, rows, and the epoch's shuffle as train() draws it."""
 
     def __init__(self, workload, dtype, rows, seed):
+        reason = self.cannot_run(workload)
+        if reason:
+            raise ValueError(f"{type(self).__name__} is {reason}.")
         self.workload, self.dtype, self.rows, self.seed = workload, resolve_dtype(dtype), rows, seed
         self.epochs = 0
+
+    @classmethod
+    def cannot_run(cls, workload):
+        """Why this kind of runner cannot train ``workload`` ("not applicable to W: ..."), or None."""
+        return None
 
     def next_shuffle(self) -> numpy.random.Generator:
         """The generator :func:`fastprop.train` shuffles the next epoch with."""
@@ -51,8 +66,9 @@ class FastpropRunner(Runner):
         self.backend, self.cost = backend, workload.cost_function()
         self.images = backend.asarray(images, dtype=dtype)
         self.targets = backend.asarray(targets, dtype=dtype)
-        self.loop = EpochRunner(self.net, self.cost, self.images, self.targets, workload.batch_size, None,
-                                fast=fast)
+        self.optimizer = workload.make_optimizer()
+        self.loop = EpochRunner(self.net, self.cost, self.images, self.targets, workload.batch_size,
+                                self.optimizer, fast=fast)
 
     @property
     def epoch_mode(self) -> str:
@@ -81,8 +97,23 @@ class NotebookRunner(Runner):
         super().__init__(workload, dtype, len(images), seed)
         dtype = self.dtype
         self.images, self.targets = images.astype(dtype, copy=False), targets.astype(dtype, copy=False)
-        self.params = initial_parameters(workload, dtype, seed)
-        self.activations = workload.activations
+        pairs = dense_layers(initial_network(workload, dtype, seed).leaves())
+        self.params = [(linear.w, linear.b) for linear, _ in pairs]  # the fresh network's own host arrays
+        self.activations = [activation for _, activation in pairs]
+
+    @classmethod
+    def cannot_run(cls, workload):
+        name, known = workload.name, (Linear, *ACTIVATIONS)
+        unknown = [type(leaf).__name__ for leaf in workload.layers if type(leaf) not in known]
+        unknown += [] if workload.optimizer is None else [workload.optimizer.__name__]
+        if unknown:
+            return (f"not applicable to {name}: the notebook peer has only Linear, Sigmoid, ReLU and plain "
+                    f"SGD, and {name} uses {', '.join(dict.fromkeys(unknown))}")
+        try:
+            dense_layers(workload.layers)
+        except ValueError as error:
+            return f"not applicable to {name}: {error}"
+        return None
 
     def forward(self, a):
         inputs, outputs = [], []
@@ -131,46 +162,85 @@ class NotebookRunner(Runner):
                 self.forward(self.images[start:start + self.workload.inference_batch])
 
 
+#: How the PyTorch peer rebuilds each kind of fastprop leaf: ``rebuild(torch.nn, leaf) -> module``.
+#: Weights keep their layout: ``Linear.w`` is ``(out, in)`` and ``Conv2D.w`` ``(out, in, kh, kw)``,
+#: as in PyTorch; ``Flatten`` reads the logical ``(batch, channels, height, width)`` array in C order,
+#: as ``torch.nn.Flatten`` does.
+TORCH_LAYERS = {
+    Linear: lambda nn, leaf: nn.Linear(leaf.n_in, leaf.n_out),
+    Conv2D: lambda nn, leaf: nn.Conv2d(leaf.in_channels, leaf.out_channels, leaf.kernel_size, leaf.stride,
+                                       leaf.padding),
+    MaxPool2D: lambda nn, leaf: nn.MaxPool2d(leaf.size, leaf.stride),
+    Sigmoid: lambda nn, leaf: nn.Sigmoid(),
+    ReLU: lambda nn, leaf: nn.ReLU(),
+    Reshape: lambda nn, leaf: nn.Unflatten(1, leaf.shape),
+    Flatten: lambda nn, leaf: nn.Flatten(),
+}
+#: The ``torch.nn`` attribute holding each fastprop parameter.
+TORCH_PARAMETERS = {"w": "weight", "b": "bias"}
+
+
 class TorchRunner(Runner):
-    """Eager PyTorch autograd on the same network, batches and summed loss, with ``optim.SGD``."""
+    """Eager PyTorch autograd on the same network, weights, batches and loss reduction, with
+    ``torch.optim.SGD``, or ``torch.optim.Adam`` with fastprop's Adam hyperparameters."""
 
     def __init__(self, device, workload, dtype, images, targets, seed=0):
         import torch
 
         super().__init__(workload, dtype, len(images), seed)
         self.torch, self.device = torch, torch.device(device)
-        layers = []
-        for (W, b), activation in zip(initial_parameters(workload, dtype, seed), workload.activations):
-            linear = torch.nn.Linear(W.shape[1], W.shape[0])
-            with torch.no_grad():
-                linear.weight.copy_(torch.from_numpy(W))
-                linear.bias.copy_(torch.from_numpy(b.ravel()))
-            layers += [linear] + ([{"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU}[activation]()]
-                                  if activation else [])
         torch_dtype = getattr(torch, numpy.dtype(self.dtype).name)
-        self.model = torch.nn.Sequential(*layers).to(self.device, torch_dtype)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=workload.learning_rate)
+        leaves = initial_network(workload, self.dtype, seed).leaves()
+        self.model = torch.nn.Sequential(*(TORCH_LAYERS[type(leaf)](torch.nn, leaf) for leaf in leaves))
+        self.model.to(self.device, torch_dtype)  # before the copy, so float64 weights stay exact
+        with torch.no_grad():
+            for module, leaf in zip(self.model, leaves):
+                for parameter in leaf.parameters():
+                    target = getattr(module, TORCH_PARAMETERS[parameter.name])
+                    target.copy_(torch.from_numpy(parameter.value).reshape(target.shape))
+        optimizer = workload.make_optimizer()
+        if optimizer is None:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=workload.learning_rate)
+        else:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=workload.learning_rate,
+                                              betas=optimizer.betas, eps=optimizer.eps,
+                                              weight_decay=optimizer.weight_decay)
+        self.reduction = workload.cost_function().reduction
         self.images = torch.from_numpy(images).to(self.device, torch_dtype)
         self.targets = torch.from_numpy(targets).to(self.device, torch_dtype)
         self.labels = self.targets.argmax(dim=1)
+
+    @classmethod
+    def cannot_run(cls, workload):
+        other = next((leaf for leaf in workload.layers if type(leaf) not in TORCH_LAYERS), None)
+        if other is not None:
+            return f"not applicable to {workload.name}: the PyTorch peer has no counterpart of {other!r}"
+        if workload.cost not in LOSSES:
+            return f"not applicable to {workload.name}: the PyTorch peer has no {workload.cost.__name__}"
+        optimizer = workload.make_optimizer()
+        if optimizer is not None and not (type(optimizer) is Adam and not optimizer.decoupled):
+            return f"not applicable to {workload.name}: the PyTorch peer has no counterpart of {optimizer!r}"
+        return None
+
+    def loss(self, y, index):
+        """The batch's loss as fastprop's cost computes it, reduced the same way."""
+        functional = self.torch.nn.functional
+        if self.workload.loss == "mse":  # fastprop's 1/2 (t - p)^2, so the gradient is p - t
+            return 0.5 * functional.mse_loss(y, self.targets.index_select(0, index), reduction=self.reduction)
+        return functional.cross_entropy(y, self.labels.index_select(0, index), reduction=self.reduction)
 
     def synchronize(self):
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
 
     def train_epoch(self):
-        functional, size = self.torch.nn.functional, self.workload.batch_size
+        size = self.workload.batch_size
         order = self.torch.from_numpy(self.next_shuffle().permutation(self.rows)).to(self.device)
         total = self.torch.zeros((), dtype=self.torch.float64, device=self.device)
-        mse = self.workload.loss == "mse"
         for start in range(0, self.rows, size):
             index = order[start:start + size]
             self.optimizer.zero_grad()
-            y = self.model(self.images.index_select(0, index))
-            if mse:  # fastprop's 1/2 (t - p)^2, so the gradient is p - t
-                loss = 0.5 * functional.mse_loss(y, self.targets.index_select(0, index), reduction="sum")
-            else:
-                loss = functional.cross_entropy(y, self.labels.index_select(0, index), reduction="sum")
+            loss = self.loss(self.model(self.images.index_select(0, index)), index)
             loss.backward()
             self.optimizer.step()
             total += loss.detach()
@@ -184,12 +254,25 @@ class TorchRunner(Runner):
         self.synchronize()
 
 
+def runner_class(name) -> type:
+    """The kind of runner that ``name`` (a fastprop backend, ``notebook`` or ``torch-<device>``) is."""
+    if name == BASELINE:
+        return NotebookRunner
+    return TorchRunner if name.startswith("torch-") else FastpropRunner
+
+
+def cannot_run(name, workload):
+    """Why runner ``name`` cannot train ``workload``, or None when it can."""
+    return runner_class(name).cannot_run(workload)
+
+
 def make_runner(name, workload, dtype, images, targets, seed=0):
     """A runner (``train_epoch``, ``infer_epoch``) for a fastprop backend, ``notebook`` or
     ``torch-<device>``."""
-    if name == BASELINE:
+    kind = runner_class(name)
+    if kind is NotebookRunner:
         return NotebookRunner(workload, dtype, images, targets, seed)
-    if name.startswith("torch-"):
+    if kind is TorchRunner:
         return TorchRunner(name[len("torch-"):], workload, dtype, images, targets, seed)
     return FastpropRunner(name, workload, dtype, images, targets, seed)
 

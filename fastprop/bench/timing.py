@@ -14,7 +14,7 @@ from ..plot import require_matplotlib
 from .data import load_rows
 from .machine import machine_info
 from .report import add_ratios, format_report, plot, result_row, write_json
-from .runners import BASELINE, FastpropRunner, make_runner, torch_devices
+from .runners import BASELINE, FastpropRunner, cannot_run, make_runner, torch_devices
 from .workloads import WORKLOADS
 
 #: Seconds to wait before each timed epoch: OpenBLAS's idle threads keep spinning about 0.1 s after
@@ -60,20 +60,24 @@ def cold_start(name, dtype, workload, rows, source="auto", fresh_process=True, *
             "first_call_in_process": runner.first_call_in_process}
 
 
-def run_bench(backends=None, workloads=("W1", "W2"), epochs=1, json_path=None, plot_path=None, rows=50_000,
+def run_bench(backends=None, workloads=None, epochs=1, json_path=None, plot_path=None, rows=None,
               dtypes=("float32",), torch=True, out=sys.stdout, *, data="auto", fresh_process=True) -> dict:
     """Time every backend x dtype x workload beside the notebook baseline and PyTorch; return the report.
 
-    Each figure is the median of ``epochs`` epochs after one excluded warm-up epoch, the runners
-    taking turns epoch by epoch; ratios compare figures from this run. Cold start (backend load,
-    ``warmup(dtype)``, setup, first epoch) is its own row, measured in a fresh process unless
-    ``fresh_process=False``. Backends that cannot run are listed under ``"skipped"`` with the
-    reason. ``json_path`` and ``plot_path`` (needs matplotlib) are written when given.
+    ``workloads`` defaults to all of them; ``rows`` is the training rows per epoch of every workload,
+    by default each workload's own (``Workload.rows``). Each figure is the median of ``epochs`` epochs
+    after one excluded warm-up epoch, the runners taking turns epoch by epoch; ratios compare
+    figures from this run. Cold start (backend load, ``warmup(dtype)``, setup, first epoch) is its
+    own row, measured in a fresh process unless ``fresh_process=False``. Backends that cannot run,
+    and peers that do not apply to a workload, are listed under ``"skipped"`` with the reason.
+    ``json_path`` and ``plot_path`` (needs matplotlib) are written when given.
     """
     if plot_path is not None:
         require_matplotlib()
-    if not (isinstance(epochs, int) and epochs >= 1 and isinstance(rows, int) and rows >= 1):
-        raise ValueError(f"run_bench needs positive integers epochs and rows, got {epochs!r} and {rows!r}.")
+    workloads = tuple(WORKLOADS) if workloads is None else tuple(workloads)
+    if not (isinstance(epochs, int) and epochs >= 1 and (rows is None or isinstance(rows, int) and rows > 0)):
+        raise ValueError(f"run_bench needs a positive integer epochs and rows a positive integer or None, "
+                         f"got {epochs!r} and {rows!r}.")
     if set(workloads) - set(WORKLOADS):
         raise ValueError(f"Unknown workload(s) {sorted(set(workloads) - set(WORKLOADS))}; "
                          f"choose from {', '.join(WORKLOADS)}.")
@@ -87,17 +91,23 @@ def run_bench(backends=None, workloads=("W1", "W2"), epochs=1, json_path=None, p
     skipped += [{"backend": peer, "reason": reason} for peer, reason in peers.items() if reason]
     names = [BASELINE] + [peer for peer, reason in peers.items() if reason is None] + [
         name for name in names if name in statuses and statuses[name].available]
-    images, targets, source = load_rows(rows, data)
-    results = []
+    epoch_rows = {key: WORKLOADS[key].epoch_rows(rows) for key in workloads}
+    results, sources = [], {}
     for dtype in dtypes:
         for key in workloads:
+            count = epoch_rows[key]
+            images, targets, sources[key] = load_rows(count, data)
             runners = {}
             for name in names:
+                reason = cannot_run(name, WORKLOADS[key])
+                if reason:
+                    skipped.append({"backend": f"{name} {dtype} {key}", "reason": reason})
+                    continue
                 try:
                     if name in statuses:  # a fastprop backend: its cold start first
-                        cold = cold_start(name, dtype, key, rows, data, fresh_process)
+                        cold = cold_start(name, dtype, key, count, data, fresh_process)
                         seconds = [cold["first_epoch_s"]]
-                        results.append(result_row(name, dtype, key, "cold", rows, seconds, **cold))
+                        results.append(result_row(name, dtype, key, "cold", count, seconds, **cold))
                     runners[name] = make_runner(name, WORKLOADS[key], dtype, images, targets)
                 except Exception as error:  # one broken backend must not hide the others' figures
                     skipped.append(failure(name, dtype, key, error))
@@ -111,11 +121,12 @@ def run_bench(backends=None, workloads=("W1", "W2"), epochs=1, json_path=None, p
                         except Exception as error:
                             skipped.append(failure(name, dtype, key, error))
                             del runners[name]
-                results += [result_row(name, dtype, key, mode, rows, times[1:], first_epoch_s=times[0])
+                results += [result_row(name, dtype, key, mode, count, times[1:], first_epoch_s=times[0])
                             for name, times in seconds.items() if len(times) == epochs + 1]
     add_ratios(results)
     report = {"machine": machine_info(statuses), "results": results, "skipped": skipped,
-              "config": {"rows": rows, "data": source, "epochs": epochs, "warmup_epochs": 1, "dtypes": dtypes,
+              "config": {"rows": epoch_rows, "data": ", ".join(sorted(set(sources.values()))),
+                         "epochs": epochs, "warmup_epochs": 1, "dtypes": dtypes,
                          "workloads": {k: WORKLOADS[k].describe() for k in workloads},
                          "fresh_process_cold": fresh_process}}
     out.write(format_report(report) + "\n")

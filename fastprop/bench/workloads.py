@@ -1,10 +1,15 @@
-"""The two workloads every benchmark times, built from :mod:`fastprop.models`.
+"""The workloads every benchmark times, built from :mod:`fastprop.models`.
 
-* **W1**, the seed notebook: ``seed_network()`` (``Linear(784, 10)`` + ``Sigmoid``), mean square error.
+* **W1**, the seed notebook: ``seed_network()`` (``Linear(784, 10)`` + ``Sigmoid``), mean square error,
+  plain SGD at 1e-4 on batches of 600.
 * **W2**: ``mlp_network(hidden=(512, 512))`` (784-512-512-10 ReLU, He initialisation throughout),
-  softmax cross-entropy.
+  softmax cross-entropy, plain SGD at 1e-4 on batches of 600.
+* **CNN**: ``MODELS["cnn"]``, the network of ``cnn_network()`` (two 3 x 3 convolutions with ReLU and
+  2 x 2 max pooling, then 3136-128-10), softmax cross-entropy, Adam at 1e-3 on batches of 128 (its
+  cosine schedule left out: it changes the rate, not the work). An epoch is 2,560 rows by default.
 
-Both train with plain SGD at 1e-4 on batches of 600 and infer in batches of 10,000.
+A workload says what to train; which runner can train it is each runner's business
+(:meth:`fastprop.bench.runners.Runner.cannot_run`).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import numpy
 from fastprop.backends import use_backend
 from ..costs import MeanSquareError, SoftmaxCrossEntropy
 from ..layers import Linear, Network, ReLU, Sigmoid
-from ..models import mlp_network, seed_network
+from ..models import MODELS, mlp_network, seed_network
 
 #: The backend the peers' initial weights are drawn on (on the host, so the same for every backend).
 REFERENCE = "numpy"
+#: Training rows per epoch of a workload that does not set its own.
+DEFAULT_ROWS = 50_000
 
-#: Activation leaves a workload may use, by the name the peers know them by.
+#: Activation leaves the notebook peer runs, by the name it knows them by.
 ACTIVATIONS = {Sigmoid: "sigmoid", ReLU: "relu"}
 #: Costs a workload may use, by the name the peers know them by.
 LOSSES = {MeanSquareError: "mse", SoftmaxCrossEntropy: "softmax-cross-entropy"}
@@ -31,7 +38,13 @@ LOSSES = {MeanSquareError: "mse", SoftmaxCrossEntropy: "softmax-cross-entropy"}
 
 @dataclass(frozen=True)
 class Workload:
-    """A network builder from :mod:`fastprop.models` (``network(rng)``), its cost class and its settings."""
+    """A network builder from :mod:`fastprop.models` (``network(rng)``), its cost class, its optimizer
+    and its settings.
+
+    ``optimizer(learning_rate)`` builds a fastprop optimizer (e.g. :class:`fastprop.Adam`); ``None``
+    is the notebook's plain SGD. ``rows`` is the training rows of an epoch when the run asks for no
+    other count.
+    """
 
     name: str
     network: Callable[[numpy.random.Generator], Network]
@@ -39,6 +52,8 @@ class Workload:
     learning_rate: float = 1e-4
     batch_size: int = 600
     inference_batch: int = 10_000
+    optimizer: Callable | None = None
+    rows: int = DEFAULT_ROWS
 
     def build(self, seed=0) -> Network:
         """The network on the current backend, initialised identically on every backend."""
@@ -47,6 +62,14 @@ class Workload:
     def cost_function(self):
         return self.cost()
 
+    def make_optimizer(self):
+        """A fresh fastprop optimizer at this workload's rate, or None for plain SGD."""
+        return None if self.optimizer is None else self.optimizer(self.learning_rate)
+
+    def epoch_rows(self, rows=None) -> int:
+        """``rows`` when a run asks for that many, else this workload's own count."""
+        return self.rows if rows is None else rows
+
     @property
     def loss(self) -> str:
         """The cost's name for the peers that reimplement it: "mse" or "softmax-cross-entropy"."""
@@ -54,50 +77,52 @@ class Workload:
 
     @functools.cached_property
     def layers(self) -> tuple:
-        """``((n_in, n_out, activation or None), ...)``: the dense layers, as the peers rebuild them."""
+        """The network's leaves as built on the host: what a peer rebuilds, layer by layer."""
         with use_backend(REFERENCE, "float64"):
-            pairs = dense_layers(self.build())
-        return tuple((linear.n_in, linear.n_out, activation) for linear, activation in pairs)
-
-    @property
-    def sizes(self) -> tuple:
-        return (self.layers[0][0],) + tuple(n_out for _, n_out, _ in self.layers)
-
-    @property
-    def activations(self) -> tuple:
-        return tuple(activation for _, _, activation in self.layers)
+            return tuple(self.build().leaves())
 
     def describe(self) -> str:
-        """One line: shape, activations, cost and training settings."""
-        shape = "-".join(map(str, self.sizes))
-        kinds = "/".join(activation or "linear" for activation in self.activations)
-        return (f"{self.name}: {shape} ({kinds}), {self.cost.__name__}, SGD at {self.learning_rate:g}, "
-                f"batch {self.batch_size}, inference batch {self.inference_batch}")
+        """One line: layers, cost, optimizer and training settings."""
+        optimizer = "SGD" if self.optimizer is None else self.optimizer.__name__
+        return (f"{self.name}: {' > '.join(map(repr, self.layers))}, {self.cost.__name__}, {optimizer} at "
+                f"{self.learning_rate:g}, batch {self.batch_size}, inference batch {self.inference_batch}, "
+                f"{self.rows} rows per epoch by default")
 
 
-def dense_layers(net: Network) -> list:
-    """``[(Linear leaf, activation name or None), ...]`` of a network of ``Linear`` layers, each
-    followed by at most one ``Sigmoid`` or ``ReLU``: the shapes the notebook and PyTorch peers run."""
+def dense_layers(leaves) -> list:
+    """``[(Linear leaf, activation name or None), ...]`` of ``leaves`` that are ``Linear`` layers, each
+    followed by at most one ``Sigmoid`` or ``ReLU``: the only networks the notebook peer runs."""
     pairs = []
-    for leaf in net.leaves():
+    for leaf in leaves:
         if isinstance(leaf, Linear):
             pairs.append([leaf, None])
         elif type(leaf) in ACTIVATIONS and pairs and pairs[-1][1] is None:
             pairs[-1][1] = ACTIVATIONS[type(leaf)]
         else:
-            raise ValueError(f"A benchmark workload is Linear layers each followed by at most one Sigmoid or "
-                             f"ReLU; {leaf!r} does not fit there, so the peers could not run it.")
+            raise ValueError(f"the notebook peer runs only Linear layers, each followed by at most one "
+                             f"Sigmoid or ReLU, and {leaf!r} is not one of those")
     return [tuple(pair) for pair in pairs]
 
 
-def initial_parameters(workload, dtype, seed=0) -> list:
-    """The host ``[(W, b), ...]`` every runner starts from (drawn on the host, so backend-independent)."""
+def initial_network(workload, dtype, seed=0) -> Network:
+    """The network every runner starts from, built on the host in ``dtype``: its arrays are NumPy
+    arrays, the same whichever backend a runner uses."""
     with use_backend(REFERENCE, dtype):
-        return [(linear.w.copy(), linear.b.copy()) for linear, _ in dense_layers(workload.build(seed))]
+        return workload.build(seed)
 
+
+def initial_parameters(workload, dtype, seed=0) -> list:
+    """Host copies of the initial value of every parameter, in the order of ``net.parameters()``."""
+    return [parameter.value.copy() for parameter in initial_network(workload, dtype, seed).parameters()]
+
+
+_CNN = MODELS["cnn"]
 
 WORKLOADS = {
     "W1": Workload("W1", seed_network, MeanSquareError),
     "W2": Workload("W2", functools.partial(mlp_network, hidden=(512, 512), output_init="he"),
                    SoftmaxCrossEntropy),
+    # Inference in batches of 1,000: a batch of 10,000 images would hold gigabytes of feature maps.
+    "CNN": Workload("CNN", _CNN.build, _CNN.cost, _CNN.learning_rate, _CNN.batch_size, 1_000,
+                    _CNN.optimizer, rows=2_560),
 }
