@@ -318,6 +318,29 @@ class Backend:
                 dx[:, p:p + sh * (ho - 1) + 1:sh, q:q + sw * (wo - 1) + 1:sw] += dy * (argmax == p * kw + q)
         return dx
 
+    def conv2d_relu_maxpool_forward(self, x, W, b, stride, padding, size, pool_stride):
+        """A convolution, a ReLU and a max pooling as one step: ``(y, argmax)`` of
+        :meth:`maxpool2d_forward` on ``max(conv2d_forward(x, W, b, stride, padding), 0)``.
+
+        The ReLU runs after the pooling (``max(relu(a), relu(b)) = relu(max(a, b))``); ``argmax``
+        holds the places of the maxima of the convolution's output (where a whole window is
+        negative it may differ from the place in the ReLU's output, whose gradient is zero there).
+        """
+        y, argmax = self.maxpool2d_forward(self.conv2d_forward(x, W, b, stride, padding), size, pool_stride)
+        return self.relu(y), argmax
+
+    def conv2d_relu_maxpool_backward(self, x, W, y, argmax, dy, dW, db, stride, padding, size, pool_stride,
+                                     *, accumulate=True, need_dx=True):
+        """Gradients of :meth:`conv2d_relu_maxpool_forward` given its output ``y``, ``argmax`` and
+        ``dy = dL/dy``: the weight and bias gradients into ``dW`` and ``db`` (added, or written with
+        ``accumulate=False``); returns ``dx`` when ``need_dx``, else ``None``."""
+        (kh, kw), (sh, sw), (ph, pw) = W.shape[2:], stride, padding
+        n, H, Wd = x.shape[:3]
+        conv_shape = (n, (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1, W.shape[0])
+        dz = self.maxpool2d_backward(argmax, self.relu_backward(y, dy), size, pool_stride, conv_shape)
+        return self.conv2d_backward(x, W, None, dz, dW, db, stride, padding, accumulate=accumulate,
+                                    need_dx=need_dx)
+
     # ------------------------------------------------------------------ parameter updates
 
     def sgd_update(self, param, grad, learning_rate: float) -> None:

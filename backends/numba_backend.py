@@ -17,9 +17,11 @@ kernels or, when that folder is read-only, to its user-wide cache (``~/.cache/nu
 ``NUMBA_CACHE_DIR`` overrides both. ``warmup(dtype)`` loads or compiles every kernel up front.
 Parallel kernels use Numba's thread pool: ``NUMBA_NUM_THREADS`` sets its size at start-up and
 ``numba.set_num_threads(n)`` lowers it at run time; results are the same bits for every count.
-For ``BLAS_SPIN_SECONDS`` after this backend hands a product to BLAS they run on one thread:
 OpenBLAS's idle threads keep spinning for a while after a product, and parallel kernels fighting
-them for the cores made networks with wide layers several times slower than plain NumPy.
+them for the cores made networks with wide layers several times slower than plain NumPy: unless
+that spin is known to be short (:mod:`.blas_spin`, the case under ``fastprop train`` and ``fastprop
+bench``), kernels run on one thread for ``BLAS_SPIN_SECONDS`` after this backend hands a product
+to BLAS.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 
 import numpy
 
+from . import blas_spin
 from .base import Backend
 from .plan import Activation, Loss
 from .registry import BackendUnavailableError
@@ -107,11 +110,12 @@ class NumbaBackend(Backend):
             self._numba.set_num_threads(threads)
 
     def _blas(self, reference, *arguments, **options):
-        """Run a reference method, whose matrix products leave BLAS threads spinning."""
+        """Run a reference method, whose matrix products may leave BLAS threads spinning."""
         try:
             return reference(*arguments, **options)
         finally:
-            self._blas_until = time.perf_counter() + BLAS_SPIN_SECONDS
+            if not blas_spin.SHORT:
+                self._blas_until = time.perf_counter() + BLAS_SPIN_SECONDS
 
     def info(self):
         try:
@@ -262,13 +266,7 @@ class NumbaBackend(Backend):
                     d_block = d_columns[:block.shape[0]]
                     self._blas(numpy.matmul, block, weights, out=d_block)
                     self._parallel(k.col2im, d_block, kh, kw, sh, sw, ph, pw, dx[start:stop])
-        weight_gradient = by_tap.T.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
-        if accumulate:
-            dW += weight_gradient
-            db += bias_gradient
-        else:
-            dW[...] = weight_gradient
-            db[...] = bias_gradient
+        _store_gradients(dW, db, by_tap, bias_gradient, accumulate)
         return dx
 
     def _column_chunks(self, x, kernel, stride, padding, *, skip=False):
@@ -303,6 +301,19 @@ class NumbaBackend(Backend):
         dx = numpy.empty(tuple(input_shape), dy.dtype)
         self._parallel(self._k.maxpool_backward, argmax, dy, size[1], stride[0], stride[1], dx)
         return dx
+
+
+def _store_gradients(dW, db, by_tap, bias_gradient, accumulate):
+    """Add (or with ``accumulate=False`` write) a convolution's gradients: ``by_tap`` is the weight
+    gradient as ``(kh * kw * C, K)``, rows ordered ``(p, q, channel)``."""
+    K, C, kh, kw = dW.shape
+    weight_gradient = by_tap.T.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
+    if accumulate:
+        dW += weight_gradient
+        db += bias_gradient
+    else:
+        dW[...] = weight_gradient
+        db[...] = bias_gradient
 
 
 def create() -> NumbaBackend:

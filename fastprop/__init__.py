@@ -28,7 +28,8 @@ from .functions import sigmoid_derivative, sigmoid_function, vectorize
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
 from .layers import (
-    Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, Network, Parameter, ReLU, Reshape, Sigmoid, SoftMax, Tanh,
+    Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, Network, Parameter, ReLU, Reshape, Sigmoid, SoftMax,
+    Tanh,
 )
 from .optimizers import SGD, Adam, CosineLR, Optimizer, StepLR
 from .plot import learning_curves
@@ -38,7 +39,8 @@ from .training import TrainingDiverged, predict, train, train_epoch, validate, v
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "CheckpointError", "Conv2D", "Flatten", "MaxPool2D", "Reshape", "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR",
+    "Adam", "CheckpointError", "Conv2D", "Flatten", "MaxPool2D", "Reshape",
+    "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR",
     "learning_curves", "load", "load_checkpoint", "save",
     "BackendError", "BackendUnavailableError", "Cost", "CrossEntropy", "GradcheckResult", "History",
     "Layer", "Linear", "load_data", "load_fashion_mnist", "load_mnist", "MeanSquareError", "Network",

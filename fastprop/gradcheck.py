@@ -56,9 +56,8 @@ def gradcheck(net_or_layer, cost, x, target, *, epsilon=1e-6, max_entries=64, se
             errors[name] = _compare(
                 parameter.value, analytic, lambda: loss(x), backend, rng, epsilon, max_entries
             )
-        errors["input"] = _compare(  # a layer may give one sample's gradient a batch axis of 1
-            x, backend.to_numpy(dx).reshape(x.shape).copy(), lambda: loss(x), backend, rng, epsilon, max_entries
-        )
+        dx = backend.to_numpy(dx).reshape(x.shape)  # a layer may give one sample a batch axis of 1
+        errors["input"] = _compare(x, dx.copy(), lambda: loss(x), backend, rng, epsilon, max_entries)
     return GradcheckResult(errors)
 
 

@@ -341,6 +341,50 @@ def _pool_cases():
             yield Case("maxpool2d_backward", label, _pool(shape, "maxpool2d_backward", values, layout))
 
 
+# A convolution, ReLU and max pooling as one method: MNIST's two layers and odd windows (overlapping
+# pools, strides, one pooled output). Small integers make the convolution exact in every dtype, so
+# the places of the maxima (ties included: the first wins) are the reference's exactly.
+FUSED_SHAPES = [  # n, (H, W, C), K, kernel, stride, padding, pool size, pool stride
+    (3, (28, 28, 1), 32, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2)),
+    (2, (14, 14, 32), 64, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2)),
+    (3, (9, 8, 3), 5, (3, 2), (1, 2), (1, 0), (3, 2), (2, 1)),
+    (2, (7, 7, 6), 4, (3, 3), (2, 2), (1, 1), (4, 4), (1, 1)),
+]
+
+
+def _fused(shape, method, layout=None):
+    n, (H, Wd, C), K, kernel, stride, padding, size, pool_stride = shape
+    window = (stride, padding, size, pool_stride)
+
+    def make(rng):
+        x = rng.integers(-2, 3, (n, H, Wd, C)).astype(float)
+        W, b = rng.integers(-2, 3, (K, C, *kernel)).astype(float), rng.integers(-3, 4, (1, K)).astype(float)
+        if method == "conv2d_relu_maxpool_forward":
+            return ((View(x, layout) if layout else x), W, b, *window)
+        y, argmax = REFERENCE.conv2d_relu_maxpool_forward(x, W, b, *window)
+        dy = rng.normal(size=y.shape)
+        return (x, W, y, argmax, (View(dy, layout) if layout else dy), rng.normal(size=W.shape),
+                rng.normal(size=b.shape), *window)
+
+    return make
+
+
+def _fused_cases():
+    shapes = [(shape, None, "") for shape in FUSED_SHAPES] + [(FUSED_SHAPES[2], "strided", "strided")]
+    for shape, layout, kind in shapes:
+        n, image, K, kernel, stride, padding, size, pool_stride = shape
+        label = ", ".join(filter(None, (_image_label(n, image, kernel=kernel, stride=stride, padding=padding,
+                                                     pool=size, pool_stride=pool_stride) + f" -> {K}", kind)))
+        yield Case("conv2d_relu_maxpool_forward", label, _fused(shape, "conv2d_relu_maxpool_forward", layout),
+                   exact=True)
+        for accumulate in (True, False):
+            for need_dx in (True, False):
+                flags = f"{'accumulate' if accumulate else 'overwrite'}{'' if need_dx else ', no dx'}"
+                yield Case("conv2d_relu_maxpool_backward", f"{label}, {flags}",
+                           _fused(shape, "conv2d_relu_maxpool_backward", layout),
+                           {"accumulate": accumulate, "need_dx": need_dx}, updates=(5, 6))
+
+
 # ------------------------------------------------------------------------------------ own checks
 
 
@@ -474,6 +518,7 @@ CASES = [
     *_update_cases(),
     *_conv_cases(),
     *_pool_cases(),
+    *_fused_cases(),
 ]
 
 

@@ -3,6 +3,7 @@ reference): determinism, fallbacks, gradients, training and the whole-epoch kern
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import numpy
@@ -14,7 +15,7 @@ numba = pytest.importorskip("numba", reason="numba is not installed (pip install
 
 import fastprop  # noqa: E402
 from fastprop import Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftmaxCrossEntropy  # noqa: E402
-from fastprop.backends import Backend, BackendUnavailableError, load_backend, numba_backend  # noqa: E402
+from fastprop.backends import Backend, BackendUnavailableError, blas_spin, load_backend, numba_backend  # noqa: E402
 from tests.conftest import relative_error  # noqa: E402
 
 REFERENCE = Backend()
@@ -139,7 +140,10 @@ def test_missing_numba_says_what_to_install(monkeypatch):
         numba_backend.create()
 
 
-def test_kernels_run_on_one_thread_while_blas_threads_spin(backend, monkeypatch):
+@pytest.mark.parametrize("short_spin", [False, True])
+def test_kernels_run_on_one_thread_while_blas_threads_spin(backend, monkeypatch, short_spin):
+    monkeypatch.setattr(blas_spin, "SHORT", short_spin)
+    monkeypatch.setattr(backend, "_blas_until", 0.0)
     x, W, b, *_ = _layer(numpy.random.default_rng(8), 50, 20, numba_backend.SMALL_LAYER + 1, numpy.float64)
     backend.linear_forward(x, W, b)  # a wide layer: a BLAS product
     calls, saved = [], numba.get_num_threads()
@@ -148,7 +152,27 @@ def test_kernels_run_on_one_thread_while_blas_threads_spin(backend, monkeypatch)
     expected = REFERENCE.linear_sigmoid_forward(x, *narrow)
     for result, reference in zip(backend.linear_sigmoid_forward(x, *narrow), expected, strict=True):
         _assert_close(result, reference, numpy.float64)
-    assert calls == [1, saved]
+    assert calls == ([] if short_spin else [1, saved])  # with a short spin, every thread at once
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("import fastprop", "4 True"),  # fastprop first: it sets the short spin
+    ("import numpy, fastprop", "None False"),  # NumPy first: OpenBLAS has read its default already
+])
+def test_fastprop_imported_before_numpy_shortens_the_blas_spin(script, expected, monkeypatch):
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    code = (f"{script}; import os; from fastprop.backends import blas_spin; "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), blas_spin.SHORT)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == expected.split()
+
+
+def test_a_spin_the_user_chose_is_kept(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
+    code = ("import fastprop, os; from fastprop.backends import blas_spin; "
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], blas_spin.SHORT)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["28", "False"]
 
 
 def _w1(dtype, rng=0):

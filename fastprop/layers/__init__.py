@@ -9,6 +9,6 @@ from .network import Network
 from .shape import Flatten, Reshape
 
 __all__ = [
-    "Activation", "Conv2D", "Dropout", "Flatten", "Layer", "Linear", "MaxPool2D", "Network", "Parameter", "ReLU",
-    "Reshape", "Sigmoid", "SoftMax", "Tanh",
+    "Activation", "Conv2D", "Dropout", "Flatten", "Layer", "Linear", "MaxPool2D", "Network", "Parameter",
+    "ReLU", "Reshape", "Sigmoid", "SoftMax", "Tanh",
 ]

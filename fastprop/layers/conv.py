@@ -54,19 +54,23 @@ class ImageLayer(Layer):
         x = self._accept(x_in)
         if x.ndim == 3:
             x = x.reshape((1,) + tuple(x.shape))
-        (kh, kw), _, (ph, pw) = self._window()
         if x.ndim != 4 or (self.channels is not None and x.shape[1] != self.channels):
             hint = " (put Reshape((1, 28, 28)) first for rows of 784 pixels)" if x.ndim == 2 else ""
             raise ValueError(
                 f"{self!r} expected input of shape {self._expected()}, got {tuple(x.shape)}; "
                 f"give a batch of images{hint}."
             )
-        if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
-            raise ValueError(
-                f"{self!r} got images of {x.shape[2]} x {x.shape[3]} pixels, smaller than its {kh} x {kw} "
-                "window; give larger images or a smaller window."
-            )
+        self.check_fits(x.shape[2], x.shape[3])
         return x, self.backend.xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    def check_fits(self, height, width):
+        """One clear error unless images of ``height`` x ``width`` pixels fit the window."""
+        (kh, kw), _, (ph, pw) = self._window()
+        if height + 2 * ph < kh or width + 2 * pw < kw:
+            raise ValueError(
+                f"{self!r} got images of {height} x {width} pixels, smaller than its {kh} x {kw} window; "
+                "give larger images or a smaller window."
+            )
 
     def output_shape(self, images):
         """The channels-last output shape for channels-last ``images``."""
@@ -152,9 +156,9 @@ class Conv2D(ImageLayer):
         return layer
 
     def __repr__(self) -> str:
+        settings = (("stride", self.stride, 1), ("padding", self.padding, 0))
         options = "".join(f", {name}={value[0] if value[0] == value[1] else value}"
-                          for name, value, default in (("stride", self.stride, 1), ("padding", self.padding, 0))
-                          if value != (default, default))
+                          for name, value, default in settings if value != (default, default))
         k = self.kernel_size
         return f"Conv2D({self.in_channels}, {self.out_channels}, {k[0] if k[0] == k[1] else k}{options})"
 

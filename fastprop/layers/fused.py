@@ -70,36 +70,53 @@ class Conv2DReLU:
 
 
 class Conv2DReLUMaxPool:
-    """One step of a :class:`~fastprop.Network` for a ``Conv2D``, a ``ReLU`` and a ``MaxPool2D``.
+    """One step of a :class:`~fastprop.Network` for a ``Conv2D``, a ``ReLU`` and a ``MaxPool2D``,
+    computed by the backend's fused kernels (:meth:`~fastprop.backends.Backend.conv2d_relu_maxpool_forward`).
 
     Max pooling commutes with the ReLU (``max(relu(a), relu(b)) = relu(max(a, b))``), so the ReLU
-    runs on the pooled values, a quarter of the convolution's output for 2 x 2 windows, and masks
-    the pooled gradient before it is routed back: the convolution's output is never masked or
-    copied. Outputs and gradients are those of the three layers (where every value of a window is
-    negative the maximum's place may differ, but its gradient is zero either way). After each
-    ``forward`` the ``ReLU`` shows the step's output as ``x_out``; its ``x_in`` is ``None``, and the
-    ``MaxPool2D``'s ``x_in`` is the convolution's output before the ReLU.
+    runs on the pooled values and masks the pooled gradient; a backend may pool the convolution's
+    output as it computes it and never keep it whole. Outputs and gradients are those of the three
+    layers (where every value of a window is negative the maximum's place may differ, but its
+    gradient is zero either way). After each ``forward`` the ``ReLU`` shows the step's output as
+    ``x_out``; the ``ReLU``'s ``x_in`` and the ``MaxPool2D``'s ``x_in``, which never exist here, are
+    ``None``.
     """
 
     def __init__(self, conv, relu, pool):
         self.conv, self.relu, self.pool = conv, relu, pool
-        self.output = None  # the last channels-last output
+        self.saved = None  # (channels-last output, places of the maxima)
 
     def forward(self, x_in):
-        pooled = self.pool.pool(self.conv.convolve(x_in).transpose(0, 3, 1, 2))
-        rows = self.conv.backend.relu(pooled.reshape(-1, pooled.shape[-1]))
-        self.output = rows.reshape(pooled.shape)
-        self.relu.x_in, self.relu.x_out = None, self.output.transpose(0, 3, 1, 2)
+        conv, pool = self.conv, self.pool
+        conv.x_in, conv._images = conv.images_in(x_in)
+        pool.check_fits(*conv.output_shape(conv._images)[1:3])
+        y, argmax = conv.backend.conv2d_relu_maxpool_forward(
+            conv._images, conv.w, conv.b, conv.stride, conv.padding, pool.size, pool.stride)
+        self.saved = y, argmax
+        pool.x_in = self.relu.x_in = None
+        self.relu.x_out = y.transpose(0, 3, 1, 2)
         return self.relu.x_out
 
     def backward(self, d_out, input_gradient=True):
-        if self.output is None:
+        if self.saved is None:
             raise RuntimeError(
                 f"{self.conv!r} + {self.relu!r} + {self.pool!r}: backward was called before forward; call "
                 "forward on the batch first."
             )
-        backend, output = self.conv.backend, self.output
-        dy = self.pool.gradient_in(d_out)
-        dy = backend.relu_backward(output.reshape(-1, output.shape[-1]), dy.reshape(-1, output.shape[-1]))
-        dx = self.conv.convolve_backward(self.pool.unpool(dy.reshape(output.shape)), input_gradient)
+        conv, pool, (y, argmax) = self.conv, self.pool, self.saved
+        n, ho, wo, k = y.shape
+        d = conv._accept(d_out, "gradient")
+        if d.ndim == 3 and n == 1:
+            d = d.reshape((1,) + tuple(d.shape))
+        if tuple(d.shape) != (n, k, ho, wo):
+            raise ValueError(
+                f"{self.conv!r} + {self.relu!r} + {self.pool!r}: backward expected a gradient of shape "
+                f"{(n, k, ho, wo)} matching its last output, got {tuple(d.shape)}."
+            )
+        dy = conv.backend.xp.ascontiguousarray(d.transpose(0, 2, 3, 1))
+        dx = conv.backend.conv2d_relu_maxpool_backward(
+            conv._images, conv.w, y, argmax, dy, conv.dw, conv.db, conv.stride, conv.padding, pool.size,
+            pool.stride, accumulate=not conv.gradients_fresh(), need_dx=input_gradient,
+        )
+        conv.gradients_written()
         return None if dx is None else dx.transpose(0, 3, 1, 2)

@@ -11,7 +11,9 @@ from .linear import Linear
 
 #: Runs of layer classes that run as one fused step (the longest match wins), and the step class.
 FUSED_STEPS = {
-    (Conv2D, ReLU, MaxPool2D): Conv2DReLUMaxPool, (Linear, Sigmoid): LinearSigmoid, (Conv2D, ReLU): Conv2DReLU,
+    (Conv2D, ReLU, MaxPool2D): Conv2DReLUMaxPool,
+    (Linear, Sigmoid): LinearSigmoid,
+    (Conv2D, ReLU): Conv2DReLU,
 }
 
 
