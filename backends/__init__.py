@@ -14,7 +14,7 @@ if __name__ != "fastprop.backends":  # e.g. `import backends` from the repositor
         "registry; install the project (pip install -e .) and import them as fastprop.backends."
     )
 
-from . import blas_spin  # first: it may set OPENBLAS_THREAD_TIMEOUT before NumPy loads OpenBLAS
+from . import blas_spin  # noqa: F401  first: it may set OPENBLAS_THREAD_TIMEOUT before NumPy loads OpenBLAS
 from .base import Backend
 from .registry import (
     BackendError,
