@@ -327,7 +327,7 @@ class Backend:
         negative it may differ from the place in the ReLU's output, whose gradient is zero there).
         """
         y, argmax = self.maxpool2d_forward(self.conv2d_forward(x, W, b, stride, padding), size, pool_stride)
-        return self.relu(y), argmax
+        return self.relu(y.reshape(-1, y.shape[-1])).reshape(y.shape), argmax  # rows: the 2-D kernels
 
     def conv2d_relu_maxpool_backward(self, x, W, y, argmax, dy, dW, db, stride, padding, size, pool_stride,
                                      *, accumulate=True, need_dx=True):
@@ -337,7 +337,9 @@ class Backend:
         (kh, kw), (sh, sw), (ph, pw) = W.shape[2:], stride, padding
         n, H, Wd = x.shape[:3]
         conv_shape = (n, (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1, W.shape[0])
-        dz = self.maxpool2d_backward(argmax, self.relu_backward(y, dy), size, pool_stride, conv_shape)
+        rows = (-1, y.shape[-1])
+        masked = self.relu_backward(y.reshape(rows), dy.reshape(rows)).reshape(y.shape)
+        dz = self.maxpool2d_backward(argmax, masked, size, pool_stride, conv_shape)
         return self.conv2d_backward(x, W, None, dz, dW, db, stride, padding, accumulate=accumulate,
                                     need_dx=need_dx)
 

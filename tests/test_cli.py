@@ -149,7 +149,7 @@ def test_train_shuffles_every_epoch_and_prints_the_history_cost(tiny_mnist, tmp_
     history = tmp_path / "history.csv"
     argv = ["train", "--data-dir", str(tiny_mnist), "--epochs", "3", "--batch-size", "100", "--quiet",
             "--history", str(history)]
-    for model in ("mlp", "seed"):
+    for model in ("mlp", "seed", "cnn"):
         assert main(argv + ["--model", model]) == 0
         assert calls.pop()["shuffle"] is True  # unlike fastprop.train's default, the CLI reshuffles
         printed = [float(c) for c in re.findall(r"^cost=(\d+\.\d{6}), ", capsys.readouterr().out, flags=re.M)]
