@@ -247,14 +247,7 @@ class Backend:
         dz = dy * (y > 0) if relu else dy
         dz = dz.reshape(-1, K)
         columns, _ = self._im2col(x, (kh, kw), stride, padding)
-        weight_gradient = (dz.T @ columns).reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
-        bias_gradient = dz.sum(axis=0, keepdims=True)
-        if accumulate:
-            dW += weight_gradient
-            db += bias_gradient
-        else:
-            dW[...] = weight_gradient
-            db[...] = bias_gradient
+        self._store_conv_gradients(dW, db, columns.T @ dz, dz.sum(axis=0, keepdims=True), accumulate)
         if not need_dx:
             return None
         d_columns = (dz @ self._weight_matrix(W)).reshape(*dy.shape[:3], kh, kw, C)
@@ -266,6 +259,19 @@ class Backend:
             for q in range(kw):
                 dx[:, p:p + sh * (ho - 1) + 1:sh, q:q + sw * (wo - 1) + 1:sw] += d_columns[:, :, :, p, q]
         return dx[:, ph:ph + H, pw:pw + Wd]
+
+    @staticmethod
+    def _store_conv_gradients(dW, db, by_tap, bias_gradient, accumulate):
+        """Add (or with ``accumulate=False`` write) a convolution's gradients: ``by_tap`` is the weight
+        gradient as ``(kh * kw * C, K)``, rows ordered ``(p, q, channel)`` as :meth:`_im2col`'s columns."""
+        K, C, kh, kw = dW.shape
+        weight_gradient = by_tap.T.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
+        if accumulate:
+            dW += weight_gradient
+            db += bias_gradient
+        else:
+            dW[...] = weight_gradient
+            db[...] = bias_gradient
 
     def _im2col(self, x, kernel, stride, padding):
         """Rows of ``kh * kw * C`` input values, one per output position: ``(n * Ho * Wo, kh * kw * C)``,

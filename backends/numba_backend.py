@@ -266,7 +266,7 @@ class NumbaBackend(Backend):
                     d_block = d_columns[:block.shape[0]]
                     self._blas(numpy.matmul, block, weights, out=d_block)
                     self._parallel(k.col2im, d_block, kh, kw, sh, sw, ph, pw, dx[start:stop])
-        _store_gradients(dW, db, by_tap, bias_gradient, accumulate)
+        self._store_conv_gradients(dW, db, by_tap, bias_gradient, accumulate)
         return dx
 
     def _column_chunks(self, x, kernel, stride, padding, *, skip=False):
@@ -301,19 +301,6 @@ class NumbaBackend(Backend):
         dx = numpy.empty(tuple(input_shape), dy.dtype)
         self._parallel(self._k.maxpool_backward, argmax, dy, size[1], stride[0], stride[1], dx)
         return dx
-
-
-def _store_gradients(dW, db, by_tap, bias_gradient, accumulate):
-    """Add (or with ``accumulate=False`` write) a convolution's gradients: ``by_tap`` is the weight
-    gradient as ``(kh * kw * C, K)``, rows ordered ``(p, q, channel)``."""
-    K, C, kh, kw = dW.shape
-    weight_gradient = by_tap.T.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
-    if accumulate:
-        dW += weight_gradient
-        db += bias_gradient
-    else:
-        dW[...] = weight_gradient
-        db[...] = bias_gradient
 
 
 def create() -> NumbaBackend:

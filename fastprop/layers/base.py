@@ -263,6 +263,23 @@ class Layer:
         return value
 
 
+class WeightedLayer(Layer):
+    """A layer with weights ``w`` and a bias ``b`` (gradients ``dw``, ``db``), set up by
+    ``_configure(**arguments)`` then ``_allocate(w, b)``: a checkpoint rebuilds it without drawing
+    random weights it would overwrite."""
+
+    parameter_names = ("w", "b")
+    w, b = BackendArray(), BackendArray()
+    dw, db = BackendArray(gradient_of="w"), BackendArray(gradient_of="b")
+
+    @classmethod
+    def restored(cls, arguments, parameters, children):
+        layer = cls.__new__(cls)  # no random draw: the arrays come from the checkpoint
+        layer._configure(**arguments)
+        layer._allocate(parameters["w"], parameters["b"])
+        return layer
+
+
 def is_layer(obj) -> bool:
     """True for anything with the notebook's Layer methods (fastprop's layers and foreign ones)."""
     return all(callable(getattr(obj, name, None))

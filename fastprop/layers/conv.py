@@ -15,7 +15,7 @@ import numpy
 
 from .. import seeding
 from ..checks import is_real, is_whole, positive_integer
-from .base import BackendArray, Layer
+from .base import Layer, WeightedLayer
 from .linear import INITIALISERS
 
 
@@ -79,22 +79,22 @@ class ImageLayer(Layer):
         channels = getattr(self, "out_channels", C)
         return n, _output_size(H, kh, sh, ph), _output_size(W, kw, sw, pw), channels
 
-    def gradient_in(self, d_out):
-        """``d_out`` checked against the last output, as a channels-last contiguous array."""
-        images = self._saved("_images")
-        n, ho, wo, k = self.output_shape(images)
+    def gradient_in(self, d_out, output_shape=None, where=None):
+        """``d_out`` checked against the last output (of channels-last ``output_shape``, this layer's
+        by default), as a channels-last contiguous array; ``where`` names the step in the error."""
+        n, ho, wo, k = output_shape or self.output_shape(self._saved("_images"))
         d = self._accept(d_out, "gradient")
         if d.ndim == 3 and n == 1:
             d = d.reshape((1,) + tuple(d.shape))
         if tuple(d.shape) != (n, k, ho, wo):
             raise ValueError(
-                f"{self!r}.backward expected a gradient of shape {(n, k, ho, wo)} matching its last "
-                f"output, got {tuple(d.shape)}."
+                f"{where or repr(self)}.backward expected a gradient of shape {(n, k, ho, wo)} matching its "
+                f"last output, got {tuple(d.shape)}."
             )
         return self.backend.xp.ascontiguousarray(d.transpose(0, 2, 3, 1))
 
 
-class Conv2D(ImageLayer):
+class Conv2D(ImageLayer, WeightedLayer):
     """2-D convolution (cross-correlation, as in PyTorch and Keras) with a bias.
 
     Input ``(batch, in_channels, H, W)``, output ``(batch, out_channels, Ho, Wo)`` with
@@ -111,10 +111,7 @@ class Conv2D(ImageLayer):
     in a :class:`Network` runs in the convolution's epilogue.
     """
 
-    parameter_names = ("w", "b")
     checkpoint_arguments = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "init")
-    w, b = BackendArray(), BackendArray()
-    dw, db = BackendArray(gradient_of="w"), BackendArray(gradient_of="b")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, initial_sigma=0.1, *,
                  init="he", rng=None):
@@ -147,13 +144,6 @@ class Conv2D(ImageLayer):
     def parameter_shapes(cls, in_channels, out_channels, kernel_size, stride, padding, init):
         kh, kw = _pair(kernel_size, "kernel_size", "Conv2D")
         return {"w": (out_channels, in_channels, kh, kw), "b": (1, out_channels)}
-
-    @classmethod
-    def restored(cls, arguments, parameters, children):
-        layer = cls.__new__(cls)  # no random draw: the arrays come from the checkpoint
-        layer._configure(**arguments)
-        layer._allocate(parameters["w"], parameters["b"])
-        return layer
 
     def __repr__(self) -> str:
         settings = (("stride", self.stride, 1), ("padding", self.padding, 0))

@@ -104,16 +104,7 @@ class Conv2DReLUMaxPool:
                 "forward on the batch first."
             )
         conv, pool, (y, argmax) = self.conv, self.pool, self.saved
-        n, ho, wo, k = y.shape
-        d = conv._accept(d_out, "gradient")
-        if d.ndim == 3 and n == 1:
-            d = d.reshape((1,) + tuple(d.shape))
-        if tuple(d.shape) != (n, k, ho, wo):
-            raise ValueError(
-                f"{self.conv!r} + {self.relu!r} + {self.pool!r}: backward expected a gradient of shape "
-                f"{(n, k, ho, wo)} matching its last output, got {tuple(d.shape)}."
-            )
-        dy = conv.backend.xp.ascontiguousarray(d.transpose(0, 2, 3, 1))
+        dy = conv.gradient_in(d_out, y.shape, f"{self.conv!r} + {self.relu!r} + {self.pool!r}")
         dx = conv.backend.conv2d_relu_maxpool_backward(
             conv._images, conv.w, y, argmax, dy, conv.dw, conv.db, conv.stride, conv.padding, pool.size,
             pool.stride, accumulate=not conv.gradients_fresh(), need_dx=input_gradient,

@@ -8,7 +8,7 @@ import numpy
 
 from .. import seeding
 from ..checks import is_real, positive_integer
-from .base import BackendArray, Layer
+from .base import WeightedLayer
 
 #: Initialisers: each maps ``(n_in, n_out, initial_sigma)`` to the standard deviation of the weights.
 INITIALISERS = {
@@ -18,7 +18,7 @@ INITIALISERS = {
 }
 
 
-class Linear(Layer):
+class Linear(WeightedLayer):
     """Fully connected layer: weights ``w`` of shape ``(n_out, n_in)``, bias ``b`` of shape ``(1, n_out)``.
 
     As in the notebook, ``w = initial_sigma * np.random.randn(n_out, n_in)`` from NumPy's global
@@ -30,11 +30,8 @@ class Linear(Layer):
     assigned (``layer.w = array``): the value is converted to the layer's backend and dtype.
     """
 
-    parameter_names = ("w", "b")
     batch_attributes = ("x_in",)
     checkpoint_arguments = ("n_in", "n_out", "init")
-    w, b = BackendArray(), BackendArray()
-    dw, db = BackendArray(gradient_of="w"), BackendArray(gradient_of="b")
 
     def __init__(self, n_in, n_out, initial_sigma=0.1, *, init="normal", rng=None):
         if not (is_real(initial_sigma) and math.isfinite(initial_sigma) and initial_sigma >= 0):
@@ -62,13 +59,6 @@ class Linear(Layer):
     @classmethod
     def parameter_shapes(cls, n_in, n_out, init):
         return {"w": (n_out, n_in), "b": (1, n_out)}
-
-    @classmethod
-    def restored(cls, arguments, parameters, children):
-        layer = cls.__new__(cls)  # no random draw: the arrays come from the checkpoint
-        layer._configure(**arguments)
-        layer._allocate(parameters["w"], parameters["b"])
-        return layer
 
     def __repr__(self) -> str:
         return f"Linear({self.n_in}, {self.n_out})"
