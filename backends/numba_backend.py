@@ -206,6 +206,17 @@ class NumbaBackend(Backend):
             return dx if need_dx else None
         return super().linear_sigmoid_backward(x, W, p, dp, dW, db, accumulate=accumulate, need_dx=need_dx)
 
+    def adam_update(self, param, grad, first_moment, second_moment, scratch, learning_rate,
+                    beta1, beta2, eps, step, *, weight_decay=0.0, decoupled=False):
+        arrays = (param, grad, first_moment, second_moment)
+        if all(a.shape == param.shape for a in arrays) and _fits(*arrays):
+            self._parallel(self._k.adam_update, param, grad, first_moment, second_moment,
+                           float(learning_rate), float(beta1), float(beta2), float(eps), int(step),
+                           float(weight_decay), bool(decoupled))
+        else:
+            super().adam_update(param, grad, first_moment, second_moment, scratch, learning_rate, beta1,
+                                beta2, eps, step, weight_decay=weight_decay, decoupled=decoupled)
+
     def sgd_update(self, param, grad, learning_rate):
         if param.shape == grad.shape and _fits(param, grad):
             self._k.sgd_update(param, grad, learning_rate)
@@ -299,7 +310,7 @@ class NumbaBackend(Backend):
                 and argmax.flags.c_contiguous and argmax.shape == dy.shape):
             return super().maxpool2d_backward(argmax, dy, size, stride, input_shape)
         dx = numpy.empty(tuple(input_shape), dy.dtype)
-        self._parallel(self._k.maxpool_backward, argmax, dy, size[1], stride[0], stride[1], dx)
+        self._parallel(self._k.maxpool_backward, argmax, dy, size[0], size[1], stride[0], stride[1], dx)
         return dx
 
 

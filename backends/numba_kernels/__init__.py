@@ -48,6 +48,7 @@ from .conv import (
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .intrinsics import _sigmoid as _sigmoid  # for jitted code outside: the tests check its accuracy
 from .step import (
+    adam_update,
     dense_backward,
     dense_forward,
     relu,
@@ -59,6 +60,7 @@ from .step import (
 )
 
 __all__ = [
+    "adam_update",
     "IMAGES_PER_CHUNK",
     "ROWS_PER_CHUNK",
     "bias_epilogue",

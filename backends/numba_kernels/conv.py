@@ -207,9 +207,26 @@ def maxpool_forward(x, kh, kw, sh, sw, y, argmax):
 
 
 @numba.njit(parallel=True, **JIT)
-def maxpool_backward(argmax, dy, kw, sh, sw, dx):
-    """``dx`` (overwritten) receives each ``dy`` at its window's maximum, summed where windows overlap."""
+def maxpool_backward(argmax, dy, kh, kw, sh, sw, dx):
+    """``dx`` (overwritten) receives each ``dy`` at its window's maximum, summed where windows overlap.
+
+    Windows that tile the image (stride = size) are written in one pass, each input value once."""
     n, ho, wo, C = dy.shape
+    if sh == kh and sw == kw:
+        zero = dx.dtype.type(0)
+        for row in prange(n * dx.shape[1]):
+            i, u = row // dx.shape[1], row % dx.shape[1]
+            r, p = u // kh, u % kh
+            for v in range(dx.shape[2]):
+                c, q = v // kw, v % kw
+                if r >= ho or c >= wo:  # rows and columns no window covers
+                    for j in range(C):
+                        dx[i, u, v, j] = zero
+                    continue
+                place = p * kw + q
+                for j in range(C):
+                    dx[i, u, v, j] = dy[i, r, c, j] if argmax[i, r, c, j] == place else zero
+        return
     for i in prange(n):
         dx[i] = 0
         for r in range(ho):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numba import prange
@@ -239,3 +241,26 @@ def sgd_update(param, grad, learning_rate):
     flat_param, flat_grad = param.reshape(param.size), grad.reshape(grad.size)
     for i in range(flat_param.shape[0]):
         flat_param[i] -= rate * flat_grad[i]
+
+
+@numba.njit(parallel=True, **JIT)
+def adam_update(param, grad, m, v, learning_rate, beta1, beta2, eps, step, weight_decay, decoupled):
+    """In place, one pass: the Adam (AdamW with ``decoupled``) step of the contract's ``adam_update``,
+    its operations in the reference's order, constants rounded to the arrays' dtype."""
+    f = param.dtype.type
+    decay, keep = f(weight_decay), f(1.0 - learning_rate * weight_decay)
+    b1, b2, rest2 = f(beta1), f(beta2), f(1.0 - beta2)
+    unbias2, epsilon = f(1.0 / math.sqrt(1.0 - beta2**step)), f(eps)
+    rate = f(learning_rate / (1.0 - beta1**step))
+    flat_param, flat_grad = param.reshape(param.size), grad.reshape(grad.size)
+    flat_m, flat_v = m.reshape(m.size), v.reshape(v.size)
+    for i in prange(flat_param.shape[0]):
+        value, g = flat_param[i], flat_grad[i]
+        if decoupled and weight_decay:
+            value *= keep
+        elif weight_decay:
+            g = value * decay + g
+        first = g + b1 * (flat_m[i] - g)
+        second = flat_v[i] * b2 + g * g * rest2
+        flat_m[i], flat_v[i] = first, second
+        flat_param[i] = value - first / (math.sqrt(second) * unbias2 + epsilon) * rate
