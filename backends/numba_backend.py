@@ -234,7 +234,8 @@ class NumbaBackend(Backend):
         y = numpy.empty((n, ho, wo, K), x.dtype)
         if C * kh * kw <= DIRECT_CONVOLUTION:
             Wt = numpy.ascontiguousarray(W.transpose(2, 3, 1, 0))
-            self._parallel(self._k.conv_forward_direct, x, Wt, b, sh, sw, ph, pw, relu, y)
+            chunks = 4 * self._numba.get_num_threads()
+            self._parallel(self._k.conv_forward_direct, x, Wt, b, sh, sw, ph, pw, relu, chunks, y)
             return y
         rows, weights = y.reshape(-1, K), self._weight_matrix(W).T
         for start, stop, columns in self._column_chunks(x, (kh, kw), stride, padding):

@@ -24,59 +24,56 @@ IMAGES_PER_CHUNK = 8
 ROWS_PER_CHUNK = 256
 
 
-@numba.njit(fastmath=REDUCE, **JIT)
-def _conv_row(x, Wt, b, i, r, sh, sw, ph, pw, out):
-    """Output row ``r`` of image ``i`` of the direct convolution, bias included: ``out`` ``(Wo, K)``."""
-    H, Wd, C = x.shape[1], x.shape[2], x.shape[3]
-    kh, kw, K = Wt.shape[0], Wt.shape[1], Wt.shape[3]
-    acc = np.empty(K, out.dtype)  # its own memory, which LLVM knows aliases nothing: it vectorizes
-    for c in range(out.shape[0]):
-        for k in range(K):
-            acc[k] = b[0, k]
-        for p in range(kh):
-            u = r * sh + p - ph
-            if u < 0 or u >= H:
-                continue
-            for q in range(kw):
-                v = c * sw + q - pw
-                if v < 0 or v >= Wd:
-                    continue
-                for j in range(C):
-                    value = x[i, u, v, j]
-                    for k in range(K):
-                        acc[k] += value * Wt[p, q, j, k]
-        for k in range(K):
-            out[c, k] = acc[k]
-
-
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
-def conv_forward_direct(x, Wt, b, sh, sw, ph, pw, relu, y):
-    """``y = conv(x, W) + b`` (then ``max(., 0)`` with ``relu``) with ``Wt = W`` as ``(kh, kw, C, K)``."""
-    n, ho = y.shape[0], y.shape[1]
-    zero = y.dtype.type(0)
-    for row in prange(n * ho):
-        i, r = row // ho, row % ho
-        out = y[i, r]
-        _conv_row(x, Wt, b, i, r, sh, sw, ph, pw, out)
-        if relu:
-            for c in range(out.shape[0]):
-                for k in range(out.shape[1]):
-                    out[c, k] = max(out[c, k], zero)
+def conv_forward_direct(x, Wt, b, sh, sw, ph, pw, relu, chunks, y):
+    """``y = conv(x, W) + b`` (then ``max(., 0)`` with ``relu``) with ``Wt = W`` as ``(kh, kw, C, K)``.
+
+    Output rows are split into ``chunks`` (a few per thread); each chunk sums in one row of ``K``
+    values of its own (one allocation per chunk, not per row: 1.6 times faster on the first CNN
+    layer). Every output is computed alone, so the split changes no bit."""
+    n, H, Wd, C = x.shape
+    ho, wo, K = y.shape[1], y.shape[2], y.shape[3]
+    kh, kw = Wt.shape[0], Wt.shape[1]
+    zero, rows = y.dtype.type(0), n * ho
+    chunks = max(1, min(rows, chunks))
+    for chunk in prange(chunks):
+        acc = np.empty(K, y.dtype)
+        for row in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+            i, r = row // ho, row % ho
+            for c in range(wo):
+                for k in range(K):
+                    acc[k] = b[0, k]
+                for p in range(kh):
+                    u = r * sh + p - ph
+                    if u < 0 or u >= H:
+                        continue
+                    for q in range(kw):
+                        v = c * sw + q - pw
+                        if v < 0 or v >= Wd:
+                            continue
+                        for j in range(C):
+                            value = x[i, u, v, j]
+                            for k in range(K):
+                                acc[k] += value * Wt[p, q, j, k]
+                for k in range(K):
+                    y[i, r, c, k] = max(acc[k], zero) if relu else acc[k]
 
 
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
 def conv_weight_gradient_direct(x, dz, kh, kw, sh, sw, ph, pw, partial):
     """Per chunk of ``IMAGES_PER_CHUNK`` images, ``partial[chunk, (p, q, j), k] = sum over the chunk's
-    output pixels of dz[pixel, k] * xpad[input under (p, q), j]``."""
+    output pixels of dz[pixel, k] * xpad[input under (p, q), j]`` (summed in arrays of the chunk's
+    own, which LLVM vectorizes better than a view of ``partial``)."""
     n, H, Wd, C = x.shape
     ho, wo, K = dz.shape[1], dz.shape[2], dz.shape[3]
-    chunks = partial.shape[0]
-    for chunk in prange(chunks):
-        acc = partial[chunk]
-        acc[:] = 0
+    for chunk in prange(partial.shape[0]):
+        acc = np.zeros((kh * kw * C, K), partial.dtype)
+        d = np.empty(K, partial.dtype)
         for i in range(chunk * IMAGES_PER_CHUNK, min(n, (chunk + 1) * IMAGES_PER_CHUNK)):
             for r in range(ho):
                 for c in range(wo):
+                    for k in range(K):
+                        d[k] = dz[i, r, c, k]
                     for p in range(kh):
                         u = r * sh + p - ph
                         if u < 0 or u >= H:
@@ -88,7 +85,8 @@ def conv_weight_gradient_direct(x, dz, kh, kw, sh, sw, ph, pw, partial):
                             for j in range(C):
                                 value, t = x[i, u, v, j], (p * kw + q) * C + j
                                 for k in range(K):
-                                    acc[t, k] += value * dz[i, r, c, k]
+                                    acc[t, k] += value * d[k]
+        partial[chunk] = acc
 
 
 @numba.njit(parallel=True, **JIT)
