@@ -251,20 +251,20 @@ class NumbaBackend(Backend):
             return super().conv2d_backward(x, W, y, dy, dW, db, stride, padding, relu=relu,
                                            accumulate=accumulate, need_dx=need_dx)
         (sh, sw), (ph, pw), (K, C, kh, kw) = stride, padding, W.shape
-        k, direct = self._k, C * kh * kw <= DIRECT_CONVOLUTION
+        k, direct, taps = self._k, C * kh * kw <= DIRECT_CONVOLUTION, kh * kw * C
         rows = dy.reshape(-1, K)
-        dz = numpy.empty_like(rows) if relu else rows
-        partial = numpy.empty(((rows.shape[0] + k.ROWS_PER_CHUNK - 1) // k.ROWS_PER_CHUNK, 1, K), dy.dtype)
-        self._parallel(k.masked_gradient, y.reshape(-1, K) if relu else rows, rows, relu, dz, partial)
-        bias_gradient = numpy.empty((1, K), dy.dtype)
-        self._parallel(k.sum_chunks, partial, bias_gradient)
-        by_tap = numpy.zeros((kh * kw * C, K), dy.dtype)  # the weight gradient as (p, q, j) x K
-        if direct:
+        if direct:  # mask, bias and weight gradients in one pass over the output gradient
             chunks = (x.shape[0] + k.IMAGES_PER_CHUNK - 1) // k.IMAGES_PER_CHUNK
-            partial = numpy.empty((chunks, kh * kw * C, K), dy.dtype)
-            self._parallel(k.conv_weight_gradient_direct, x, dz.reshape(dy.shape), kh, kw, sh, sw, ph, pw,
-                           partial)
-            self._parallel(k.sum_chunks, partial, by_tap)
+            partial = numpy.empty((chunks, taps + 1, K), dy.dtype)
+            self._parallel(k.conv_weight_gradient_direct, x, y if relu else dy, dy, relu, kh, kw, sh, sw,
+                           ph, pw, partial)
+            sums = numpy.empty((taps + 1, K), dy.dtype)
+            self._parallel(k.sum_chunks, partial, sums)
+            by_tap, bias_gradient = sums[:taps], sums[taps:]
+            dz = self._masked(rows, y, relu)[0] if need_dx and relu else rows
+        else:
+            dz, bias_gradient = self._masked(rows, y, relu)
+            by_tap = numpy.zeros((taps, K), dy.dtype)
         dx = numpy.empty(x.shape, dy.dtype) if need_dx else None
         if need_dx or not direct:
             weights, per_image, d_columns = self._weight_matrix(W), rows.shape[0] // x.shape[0], None
@@ -280,6 +280,17 @@ class NumbaBackend(Backend):
                     self._parallel(k.col2im, d_block, kh, kw, sh, sw, ph, pw, dx[start:stop])
         self._store_conv_gradients(dW, db, by_tap, bias_gradient, accumulate)
         return dx
+
+    def _masked(self, rows, y, relu):
+        """``(dz, bias gradient)`` for output-gradient rows ``(m, K)``: ``dz`` is ``rows`` masked where
+        ``y <= 0`` with ``relu`` (a new array), else ``rows`` itself."""
+        k, K = self._k, rows.shape[1]
+        dz = numpy.empty_like(rows) if relu else rows
+        partial = numpy.empty(((rows.shape[0] + k.ROWS_PER_CHUNK - 1) // k.ROWS_PER_CHUNK, 1, K), rows.dtype)
+        self._parallel(k.masked_gradient, y.reshape(-1, K) if relu else rows, rows, relu, dz, partial)
+        bias_gradient = numpy.empty((1, K), rows.dtype)
+        self._parallel(k.sum_chunks, partial, bias_gradient)
+        return dz, bias_gradient
 
     def _column_chunks(self, x, kernel, stride, padding, *, skip=False):
         """``(start, stop, columns)`` for chunks of the images ``x``: the column matrix of
@@ -303,7 +314,8 @@ class NumbaBackend(Backend):
         (kh, kw), (sh, sw), (n, H, Wd, C) = size, stride, x.shape
         shape = (n, (H - kh) // sh + 1, (Wd - kw) // sw + 1, C)
         y, argmax = numpy.empty(shape, x.dtype), numpy.empty(shape, numpy.int32)
-        self._parallel(self._k.maxpool_forward, x, kh, kw, sh, sw, y, argmax)
+        chunks = 4 * self._numba.get_num_threads()
+        self._parallel(self._k.maxpool_forward, x, kh, kw, sh, sw, chunks, y, argmax)
         return y, argmax
 
     def maxpool2d_backward(self, argmax, dy, size, stride, input_shape):

@@ -60,20 +60,23 @@ def conv_forward_direct(x, Wt, b, sh, sw, ph, pw, relu, chunks, y):
 
 
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
-def conv_weight_gradient_direct(x, dz, kh, kw, sh, sw, ph, pw, partial):
+def conv_weight_gradient_direct(x, y, dy, relu, kh, kw, sh, sw, ph, pw, partial):
     """Per chunk of ``IMAGES_PER_CHUNK`` images, ``partial[chunk, (p, q, j), k] = sum over the chunk's
-    output pixels of dz[pixel, k] * xpad[input under (p, q), j]`` (summed in arrays of the chunk's
-    own, which LLVM vectorizes better than a view of ``partial``)."""
+    output pixels of dz[pixel, k] * xpad[input under (p, q), j]`` and, in its last row, the bias
+    sums of ``dz``, where ``dz = dy`` (masked where ``y <= 0`` with ``relu``). Summed in arrays of
+    the chunk's own, which LLVM vectorizes better than a view of ``partial``."""
     n, H, Wd, C = x.shape
-    ho, wo, K = dz.shape[1], dz.shape[2], dz.shape[3]
+    ho, wo, K = dy.shape[1], dy.shape[2], dy.shape[3]
+    taps, zero = kh * kw * C, dy.dtype.type(0)
     for chunk in prange(partial.shape[0]):
-        acc = np.zeros((kh * kw * C, K), partial.dtype)
+        acc = np.zeros((taps + 1, K), partial.dtype)
         d = np.empty(K, partial.dtype)
         for i in range(chunk * IMAGES_PER_CHUNK, min(n, (chunk + 1) * IMAGES_PER_CHUNK)):
             for r in range(ho):
                 for c in range(wo):
                     for k in range(K):
-                        d[k] = dz[i, r, c, k]
+                        d[k] = dy[i, r, c, k] if (not relu or y[i, r, c, k] > zero) else zero
+                        acc[taps, k] += d[k]
                     for p in range(kh):
                         u = r * sh + p - ph
                         if u < 0 or u >= H:
@@ -181,27 +184,36 @@ def masked_gradient(y, dy, relu, dz, partial):
 
 
 @numba.njit(parallel=True, **JIT)
-def maxpool_forward(x, kh, kw, sh, sw, y, argmax):
+def maxpool_forward(x, kh, kw, sh, sw, chunks, y, argmax):
     """``y`` the maximum of each window, ``argmax`` its place ``p * kw + q`` (the first of equal values;
-    a NaN wins)."""
+    a NaN wins). Output rows are split into ``chunks``; each keeps a window's running maxima in rows
+    of its own (LLVM vectorizes those, not the output's: 1.5 times faster)."""
     n, ho, wo, C = y.shape
-    for row in prange(n * ho):
-        i, r = row // ho, row % ho
-        for c in range(wo):
-            u0, v0 = r * sh, c * sw
-            for j in range(C):
-                y[i, r, c, j] = x[i, u0, v0, j]
-                argmax[i, r, c, j] = 0
-            for p in range(kh):
-                for q in range(kw):
-                    if p == 0 and q == 0:
-                        continue
-                    place = p * kw + q
-                    for j in range(C):
-                        value, best = x[i, u0 + p, v0 + q, j], y[i, r, c, j]
-                        if value > best or (value != value and best == best):
-                            y[i, r, c, j] = value
-                            argmax[i, r, c, j] = place
+    rows = n * ho
+    chunks = max(1, min(rows, chunks))
+    for chunk in prange(chunks):
+        best = np.empty(C, y.dtype)
+        place = np.empty(C, np.int32)
+        for row in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+            i, r = row // ho, row % ho
+            for c in range(wo):
+                u0, v0 = r * sh, c * sw
+                for j in range(C):
+                    best[j] = x[i, u0, v0, j]
+                    place[j] = 0
+                for p in range(kh):
+                    for q in range(kw):
+                        if p == 0 and q == 0:
+                            continue
+                        here = np.int32(p * kw + q)
+                        for j in range(C):
+                            value, top = x[i, u0 + p, v0 + q, j], best[j]
+                            better = value > top or (value != value and top == top)
+                            best[j] = value if better else top
+                            place[j] = here if better else place[j]
+                for j in range(C):
+                    y[i, r, c, j] = best[j]
+                    argmax[i, r, c, j] = place[j]
 
 
 @numba.njit(parallel=True, **JIT)
