@@ -258,7 +258,9 @@ def test_early_stopping_after_a_resume_keeps_the_parameters_it_names(tmp_path, c
     history = train(net, MeanSquareError(), 30, 50, 0.05, data=data, quiet=True, checkpoint=path,
                     schedule=rates, patience=2)
     kept = int(re.search(r"kept the parameters of e=(\d+)", capsys.readouterr().out).group(1))  # e from 0
-    assert 1 <= kept < len(history) - 1 and len(history) < 30
+    resumed = 2  # the checkpoint's two epochs ran without patience: early stopping watches the rest
+    best = resumed + int(numpy.argmax(history.accuracy[resumed:]))  # the first of the best (strictly better)
+    assert kept == best and len(history) == best + 1 + 2  # stopped patience = 2 epochs after the best
     assert validate(net, data[2], data[3]) == pytest.approx(history.accuracy[kept])
 
 
