@@ -24,6 +24,14 @@ import math
 import numpy
 
 
+def window_output(height, width, kernel, stride, padding=(0, 0)):
+    """``(Ho, Wo)``: the positions of a ``kernel`` window moved by ``stride`` over ``height`` x ``width``
+    images with ``padding`` zeros on each side (``(rows, columns)`` pairs), windows that do not fit
+    dropped: ``Ho = (height + 2 * padding - kernel) // stride + 1``."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+
+
 class Backend:
     """NumPy reference implementation of the fastprop backend contract."""
 
@@ -278,7 +286,7 @@ class Backend:
         ordered ``(p, q, channel)``, and ``(Ho, Wo)``."""
         xp, (kh, kw), (sh, sw), (ph, pw) = self.xp, kernel, stride, padding
         n, H, Wd, C = x.shape
-        ho, wo = (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1
+        ho, wo = window_output(H, Wd, kernel, stride, padding)
         if ph or pw:
             padded = xp.zeros((n, H + 2 * ph, Wd + 2 * pw, C), dtype=x.dtype)
             padded[:, ph:ph + H, pw:pw + Wd] = x
@@ -300,7 +308,7 @@ class Backend:
         (``p * kw + q``; the first of equal values; a NaN wins, so NaNs propagate)."""
         xp, (kh, kw), (sh, sw) = self.xp, size, stride
         n, H, Wd, C = x.shape
-        ho, wo = (H - kh) // sh + 1, (Wd - kw) // sw + 1
+        ho, wo = window_output(H, Wd, size, stride)
         y = argmax = None
         for p in range(kh):
             for q in range(kw):
@@ -340,9 +348,8 @@ class Backend:
         """Gradients of :meth:`conv2d_relu_maxpool_forward` given its output ``y``, ``argmax`` and
         ``dy = dL/dy``: the weight and bias gradients into ``dW`` and ``db`` (added, or written with
         ``accumulate=False``); returns ``dx`` when ``need_dx``, else ``None``."""
-        (kh, kw), (sh, sw), (ph, pw) = W.shape[2:], stride, padding
         n, H, Wd = x.shape[:3]
-        conv_shape = (n, (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1, W.shape[0])
+        conv_shape = (n, *window_output(H, Wd, W.shape[2:], stride, padding), W.shape[0])
         rows = (-1, y.shape[-1])
         masked = self.relu_backward(y.reshape(rows), dy.reshape(rows)).reshape(y.shape)
         dz = self.maxpool2d_backward(argmax, masked, size, pool_stride, conv_shape)

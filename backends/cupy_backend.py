@@ -16,7 +16,7 @@ import warnings
 
 import numpy
 
-from .base import Backend
+from .base import Backend, window_output
 from .registry import BackendUnavailableError
 
 try:
@@ -44,7 +44,7 @@ def _window_output(image_shape, kernel, stride, padding=(0, 0)):
     (n, H, W, C), (kh, kw), (sh, sw), (ph, pw) = image_shape, kernel, stride, padding
     if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
         return None
-    ho, wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    ho, wo = window_output(H, W, kernel, stride, padding)
     fits = max(n * H * W * C, H + 2 * ph, W + 2 * pw, kh * kw * C, sh, sw) < kernels.INT_LIMIT
     return (ho, wo) if fits and min(n, C, ho, wo) > 0 else None
 

@@ -26,13 +26,14 @@ to BLAS.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
 import numpy
 
 from . import blas_spin
-from .base import Backend
+from .base import Backend, window_output
 from .plan import Activation, Loss
 from .registry import BackendUnavailableError
 
@@ -230,7 +231,7 @@ class NumbaBackend(Backend):
             return super().conv2d_forward(x, W, b, stride, padding, relu=relu)
         (sh, sw), (ph, pw), (K, C, kh, kw) = stride, padding, W.shape
         n, H, Wd, _ = x.shape
-        ho, wo = (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1
+        ho, wo = window_output(H, Wd, (kh, kw), stride, padding)
         y = numpy.empty((n, ho, wo, K), x.dtype)
         if C * kh * kw <= DIRECT_CONVOLUTION:
             Wt = numpy.ascontiguousarray(W.transpose(2, 3, 1, 0))
@@ -297,7 +298,7 @@ class NumbaBackend(Backend):
         ``x[start:stop]`` (``None`` with ``skip``), in one buffer of about ``COLUMN_BYTES``."""
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         n, H, Wd, C = x.shape
-        per_image = ((H + 2 * ph - kh) // sh + 1) * ((Wd + 2 * pw - kw) // sw + 1)
+        per_image = math.prod(window_output(H, Wd, kernel, stride, padding))
         chunk = max(1, COLUMN_BYTES // (per_image * kh * kw * C * x.itemsize))
         buffer = None if skip else numpy.empty((min(chunk, n) * per_image, kh * kw * C), x.dtype)
         for start in range(0, n, chunk):
@@ -312,7 +313,7 @@ class NumbaBackend(Backend):
         if not (x.ndim == 4 and x.shape[0] and _fits(x)):
             return super().maxpool2d_forward(x, size, stride)
         (kh, kw), (sh, sw), (n, H, Wd, C) = size, stride, x.shape
-        shape = (n, (H - kh) // sh + 1, (Wd - kw) // sw + 1, C)
+        shape = (n, *window_output(H, Wd, size, stride), C)
         y, argmax = numpy.empty(shape, x.dtype), numpy.empty(shape, numpy.int32)
         chunks = 4 * self._numba.get_num_threads()
         self._parallel(self._k.maxpool_forward, x, kh, kw, sh, sw, chunks, y, argmax)

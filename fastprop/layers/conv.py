@@ -9,14 +9,15 @@ and copied to channels-last once.
 
 from __future__ import annotations
 
-import math
 
 import numpy
 
+from fastprop.backends.base import window_output
+
 from .. import seeding
-from ..checks import is_real, is_whole, positive_integer
+from ..checks import is_whole, positive_integer
 from .base import Layer, WeightedLayer
-from .linear import INITIALISERS
+from .linear import INITIALISERS, checked_init, checked_sigma
 
 
 def _pair(value, name, where, minimum=1):
@@ -26,10 +27,6 @@ def _pair(value, name, where, minimum=1):
         kind = "positive" if minimum else "non-negative"
         raise ValueError(f"{where} needs {name} as a {kind} integer or a pair of them, got {value!r}.")
     return int(values[0]), int(values[1])
-
-
-def _output_size(size, kernel, stride, padding=0):
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 class ImageLayer(Layer):
@@ -72,12 +69,14 @@ class ImageLayer(Layer):
                 "give larger images or a smaller window."
             )
 
+    def output_channels(self, channels):
+        """Channels of the output for inputs of ``channels`` (the same for pooling)."""
+        return channels
+
     def output_shape(self, images):
         """The channels-last output shape for channels-last ``images``."""
-        (kh, kw), (sh, sw), (ph, pw) = self._window()
         n, H, W, C = images.shape
-        channels = getattr(self, "out_channels", C)
-        return n, _output_size(H, kh, sh, ph), _output_size(W, kw, sw, pw), channels
+        return n, *window_output(H, W, *self._window()), self.output_channels(C)
 
     def gradient_in(self, d_out, output_shape=None, where=None):
         """``d_out`` checked against the last output (of channels-last ``output_shape``, this layer's
@@ -107,19 +106,19 @@ class Conv2D(ImageLayer, WeightedLayer):
     out_channels)`` starting at zero, ``dw`` and ``db`` summed since ``zero_gradients``, ``x_in`` the
     last input. ``init="he"`` (the default) draws ``w`` from N(0, 2 / fan_in) with ``fan_in =
     in_channels * kh * kw``, the scale ReLU networks need; ``"xavier"`` uses ``2 / (fan_in + fan_out)``;
-    ``"normal"`` uses ``initial_sigma`` as :class:`Linear` does. A ``ReLU`` right after a ``Conv2D``
-    in a :class:`Network` runs in the convolution's epilogue.
+    ``"normal"`` uses ``initial_sigma`` as :class:`Linear` does. In a :class:`Network` a ``ReLU``
+    right after a ``Conv2D`` runs in the convolution's epilogue, and a ``ReLU`` then ``MaxPool2D``
+    with it in one step (:mod:`fastprop.layers.fused`).
     """
 
     checkpoint_arguments = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "init")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, initial_sigma=0.1, *,
                  init="he", rng=None):
-        if not (is_real(initial_sigma) and math.isfinite(initial_sigma) and initial_sigma >= 0):
-            raise ValueError(f"Conv2D needs a finite initial_sigma >= 0, got {initial_sigma!r}.")
+        initial_sigma = checked_sigma(initial_sigma, "Conv2D")
         self._configure(in_channels, out_channels, kernel_size, stride, padding, init)
         (kh, kw), area = self.kernel_size, self.kernel_size[0] * self.kernel_size[1]
-        sigma = INITIALISERS[init](self.in_channels * area, self.out_channels * area, float(initial_sigma))
+        sigma = INITIALISERS[init](self.in_channels * area, self.out_channels * area, initial_sigma)
         shape = (self.out_channels, self.in_channels, kh, kw)
         self._allocate(sigma * seeding.weights_generator(rng).standard_normal(shape),
                        numpy.zeros((1, self.out_channels)))
@@ -131,9 +130,7 @@ class Conv2D(ImageLayer, WeightedLayer):
         self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2D")
         self.stride = _pair(stride, "stride", "Conv2D")
         self.padding = _pair(padding, "padding", "Conv2D", minimum=0)
-        if init not in INITIALISERS:
-            raise ValueError(f"Conv2D got init={init!r}; choose one of {', '.join(map(repr, INITIALISERS))}.")
-        self.init = init
+        self.init = checked_init(init, "Conv2D")
         self.channels = self.in_channels
 
     def _allocate(self, w, b):
@@ -154,6 +151,9 @@ class Conv2D(ImageLayer, WeightedLayer):
 
     def _window(self):
         return self.kernel_size, self.stride, self.padding
+
+    def output_channels(self, channels):
+        return self.out_channels
 
     def forward(self, x_in):
         return self.convolve(x_in).transpose(0, 3, 1, 2)

@@ -18,6 +18,20 @@ INITIALISERS = {
 }
 
 
+def checked_sigma(initial_sigma, where) -> float:
+    """``initial_sigma`` as a float, or one error naming the layer ``where``."""
+    if not (is_real(initial_sigma) and math.isfinite(initial_sigma) and initial_sigma >= 0):
+        raise ValueError(f"{where} needs a finite initial_sigma >= 0, got {initial_sigma!r}.")
+    return float(initial_sigma)
+
+
+def checked_init(init, where) -> str:
+    """``init`` when it names one of :data:`INITIALISERS`, or one error naming the layer ``where``."""
+    if init not in INITIALISERS:
+        raise ValueError(f"{where} got init={init!r}; choose one of {', '.join(map(repr, INITIALISERS))}.")
+    return init
+
+
 class Linear(WeightedLayer):
     """Fully connected layer: weights ``w`` of shape ``(n_out, n_in)``, bias ``b`` of shape ``(1, n_out)``.
 
@@ -34,21 +48,16 @@ class Linear(WeightedLayer):
     checkpoint_arguments = ("n_in", "n_out", "init")
 
     def __init__(self, n_in, n_out, initial_sigma=0.1, *, init="normal", rng=None):
-        if not (is_real(initial_sigma) and math.isfinite(initial_sigma) and initial_sigma >= 0):
-            raise ValueError(f"Linear needs a finite initial_sigma >= 0, got {initial_sigma!r}.")
+        initial_sigma = checked_sigma(initial_sigma, "Linear")
         self._configure(n_in, n_out, init)
-        sigma = INITIALISERS[init](self.n_in, self.n_out, float(initial_sigma))
+        sigma = INITIALISERS[init](self.n_in, self.n_out, initial_sigma)
         self._allocate(sigma * seeding.weights_generator(rng).standard_normal((self.n_out, self.n_in)),
                        numpy.zeros((1, self.n_out)))
 
     def _configure(self, n_in, n_out, init):
         super().__init__()
         n_in, n_out = positive_integer(n_in, "n_in", "Linear"), positive_integer(n_out, "n_out", "Linear")
-        if init not in INITIALISERS:
-            raise ValueError(
-                f"Linear got init={init!r}; choose one of {', '.join(map(repr, INITIALISERS))}."
-            )
-        self.n_in, self.n_out, self.init = int(n_in), int(n_out), init
+        self.n_in, self.n_out, self.init = int(n_in), int(n_out), checked_init(init, "Linear")
 
     def _allocate(self, w, b):
         self.w, self.b = w, b
