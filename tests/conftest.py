@@ -33,6 +33,22 @@ def _forget_fastprop_seed():
     fastprop.seed(None)
 
 
+@pytest.fixture
+def offline_datasets(tmp_path, monkeypatch):
+    """fastprop.datasets kept off the network, the user's cache and the system's data folders: any
+    download attempt fails the test."""
+    from fastprop import datasets
+
+    monkeypatch.setenv("FASTPROP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTPROP_DATA", raising=False)
+    monkeypatch.setattr(datasets, "SYSTEM_PATHS", ())
+
+    def no_network(url, timeout=None):
+        raise AssertionError(f"a test tried to reach the network: {url}")
+
+    monkeypatch.setattr(datasets, "_urlopen", no_network)
+
+
 def separable_problem(n, seed=0):
     """``(x, one-hot t)``: a learnable 10-class problem where class k lights up features 4k..4k+3."""
     rng = numpy.random.default_rng(seed)

@@ -433,16 +433,8 @@ def test_write_atomically_leaves_the_old_file_or_none(tmp_path, failure, existin
 # ------------------------------------------------------------------ the CLI's cheap checks and its backend
 
 @pytest.fixture
-def no_data_anywhere(tmp_path, monkeypatch):
+def no_data_anywhere(offline_datasets, monkeypatch):
     """No dataset in any place, no network, and a spy that fails the test if the data is read."""
-    monkeypatch.setenv("FASTPROP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("FASTPROP_DATA", raising=False)
-    monkeypatch.setattr(datasets, "SYSTEM_PATHS", ())
-
-    def offline(url, timeout=None):
-        raise AssertionError(f"the CLI tried to download {url} before checking its arguments")
-
-    monkeypatch.setattr(datasets, "_urlopen", offline)
     loads = []
     monkeypatch.setattr(datasets, "_load_raw",
                         lambda *args: loads.append(args) or pytest.fail("data was loaded"))

@@ -22,16 +22,8 @@ DEFAULT_SYSTEM_PATHS = datasets.SYSTEM_PATHS  # before the fixture below hides t
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
+def isolated(offline_datasets):
     """Keep every test off the network, the user's cache and the system's data folders."""
-    monkeypatch.setenv("FASTPROP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("FASTPROP_DATA", raising=False)
-    monkeypatch.setattr(datasets, "SYSTEM_PATHS", ())
-
-    def no_network(url, timeout=None):
-        raise AssertionError(f"a test tried to reach the network: {url}")
-
-    monkeypatch.setattr(datasets, "_urlopen", no_network)
 
 
 def make_arrays(n_train=120, n_test=30, seed=0):

@@ -339,36 +339,36 @@ def _refused(backend_name, data, tmp_path, match):
     return str(error.value)
 
 
-@pytest.mark.parametrize("bad", [numpy.nan, numpy.inf, -numpy.inf], ids=["nan", "inf", "-inf"])
-def test_a_non_finite_training_pixel_is_refused_with_its_row(backend_name, tmp_path, bad):
-    x, t, xv, tv = _data()
-    x[57, 13] = bad
-    _refused(backend_name, (x, t, xv, tv), tmp_path, r"training images .*row 57\b")
-
-
-def test_a_non_finite_one_hot_training_label_is_refused_with_its_row(backend_name, tmp_path):
-    x, t, xv, tv = _data()
-    t[57, 3] = numpy.nan
-    _refused(backend_name, (x, t, xv, tv), tmp_path, r"training labels .*row 57\b")
-
-
-def test_a_non_finite_class_id_training_label_is_refused_with_its_row(backend_name, tmp_path):
-    x, t, xv, tv = _data()
+def _class_ids_with_a_nan(x, t, xv, tv):
     ids = t.argmax(1).astype(numpy.float64)
     ids[57] = numpy.nan
-    _refused(backend_name, (x, ids, xv, tv), tmp_path, r"training labels .*row 57\b")
+    return x, ids, xv, tv
 
 
-def test_a_non_finite_validation_image_is_refused_with_its_row(backend_name, tmp_path):
-    x, t, xv, tv = _data()
-    xv[57, 2] = numpy.nan
-    _refused(backend_name, (x, t, xv, tv), tmp_path, r"validation images .*row 57\b")
+def _with(array, index, value):
+    """``(x, t, xv, tv)`` -> the same data with ``value`` at ``index`` of array number ``array``."""
+
+    def spoil(*data):
+        data[array][index] = value
+        return data
+
+    return spoil
 
 
-def test_a_non_finite_validation_label_is_refused_with_its_row(backend_name, tmp_path):
-    x, t, xv, tv = _data()
-    tv[57, 3] = numpy.nan
-    _refused(backend_name, (x, t, xv, tv), tmp_path, r"validation labels .*row 57\b")
+NON_FINITE_DATA = {  # id -> (spoil the data, what the error must name)
+    "training pixel nan": (_with(0, (57, 13), numpy.nan), r"training images .*row 57\b"),
+    "training pixel inf": (_with(0, (57, 13), numpy.inf), r"training images .*row 57\b"),
+    "training pixel -inf": (_with(0, (57, 13), -numpy.inf), r"training images .*row 57\b"),
+    "one-hot training label": (_with(1, (57, 3), numpy.nan), r"training labels .*row 57\b"),
+    "class-id training label": (_class_ids_with_a_nan, r"training labels .*row 57\b"),
+    "validation image": (_with(2, (57, 2), numpy.nan), r"validation images .*row 57\b"),
+    "validation label": (_with(3, (57, 3), numpy.nan), r"validation labels .*row 57\b"),
+}
+
+
+@pytest.mark.parametrize("spoil, match", NON_FINITE_DATA.values(), ids=NON_FINITE_DATA)
+def test_non_finite_data_is_refused_with_its_array_and_row(backend_name, tmp_path, spoil, match):
+    _refused(backend_name, spoil(*_data()), tmp_path, match)
 
 
 @pytest.mark.parametrize("build", [_sigmoid_net, _relu_net], ids=["linear-sigmoid", "relu"])
