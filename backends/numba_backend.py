@@ -26,13 +26,14 @@ to BLAS.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
+import threading
 import time
 
 import numpy
 
-from . import blas_spin
+from . import blas_spin, numba_threading
 from .base import Backend, window_output
 from .plan import Activation, Loss
 from .registry import BackendUnavailableError
@@ -98,17 +99,25 @@ class NumbaBackend(Backend):
     def __init__(self, numba, kernels):
         self._numba, self._k = numba, kernels
         self._blas_until = 0.0
+        tiny = numpy.zeros((1, 1))
+        #: The layer parallel kernels run on (see :mod:`.numba_threading`), known from the start.
+        self.threading_layer = numba_threading.layer_in_use(
+            numba, lambda: kernels.take_rows(tiny, numpy.zeros(1, numpy.intp), tiny.copy()))
+        # workqueue aborts the process when two Python threads launch kernels at once: take turns.
+        thread_safe = self.threading_layer in numba_threading.THREAD_SAFE
+        self._one_at_a_time = contextlib.nullcontext() if thread_safe else threading.Lock()
 
     def _parallel(self, kernel, *arguments):
         """Run a parallel kernel, on one thread while BLAS threads may still be spinning."""
-        if time.perf_counter() >= self._blas_until:
-            return kernel(*arguments)
-        threads = self._numba.get_num_threads()
-        self._numba.set_num_threads(1)
-        try:
-            return kernel(*arguments)
-        finally:
-            self._numba.set_num_threads(threads)
+        with self._one_at_a_time:
+            if time.perf_counter() >= self._blas_until:
+                return kernel(*arguments)
+            threads = self._numba.get_num_threads()
+            self._numba.set_num_threads(1)
+            try:
+                return kernel(*arguments)
+            finally:
+                self._numba.set_num_threads(threads)
 
     def _blas(self, reference, *arguments, **options):
         """Run a reference method, whose matrix products may leave BLAS threads spinning."""
@@ -119,12 +128,8 @@ class NumbaBackend(Backend):
                 self._blas_until = time.perf_counter() + BLAS_SPIN_SECONDS
 
     def info(self):
-        try:
-            layer = self._numba.threading_layer()
-        except ValueError:  # known once a parallel kernel has run
-            layer = self._numba.config.THREADING_LAYER
         return {"version": f"numba {self._numba.__version__}", "device": "cpu",
-                "threads": self._numba.get_num_threads(), "threading_layer": layer}
+                "threads": self._numba.get_num_threads(), "threading_layer": self.threading_layer}
 
     def warmup(self, dtype):
         started, x = time.perf_counter(), numpy.ones((3, 4), dtype)
@@ -335,11 +340,7 @@ def create() -> NumbaBackend:
         raise BackendUnavailableError(
             "numba is not installed; install it with pip install 'fastprop[numba]'"
         ) from None
-    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-        # GNU OpenMP, Numba's first choice where it is installed, does not survive fork(): a
-        # multiprocessing child that trains dies or hangs. "forksafe" takes TBB (the numba extra
-        # installs it), else a fork-safe layer; set NUMBA_THREADING_LAYER to choose yourself.
-        numba.config.THREADING_LAYER = "forksafe"
+    numba_threading.configure(numba)  # TBB where pip put it, before a parallel kernel fixes the layer
     from . import numba_kernels
 
     return NumbaBackend(numba, numba_kernels)

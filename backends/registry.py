@@ -51,6 +51,8 @@ class BackendStatus:
     version: str | None = None
     device: str | None = None
     reason: str | None = None
+    #: How it runs in parallel, e.g. "2 (tbb)": 2 threads (Numba's threading layer in use); None if it does not say.
+    threads: str | None = None
 
 
 _factories: dict[str, Callable[[], Backend]] = {}
@@ -138,7 +140,11 @@ def available_backends() -> dict[str, BackendStatus]:
         except BackendUnavailableError:
             report[name] = BackendStatus(name, False, reason=_failures[name])
         else:
-            report[name] = BackendStatus(name, True, info.get("version"), info.get("device"))
+            threads = info.get("threads")
+            if threads is not None and info.get("threading_layer"):
+                threads = f"{threads} ({info['threading_layer']})"
+            report[name] = BackendStatus(name, True, info.get("version"), info.get("device"),
+                                         threads=None if threads is None else str(threads))
     return report
 
 

@@ -138,14 +138,14 @@ def _add_backends(commands):
 
 
 def _list_backends(args, parser) -> int:
-    rows = [("backend", "available", "version", "device", "first-call compile", "reason")]
+    rows = [("backend", "available", "version", "device", "threads", "first-call compile", "reason")]
     for name, status in _backends.available_backends().items():
         compile_time = "-"
         if status.available and not args.no_warmup:
             compile_time = "%.2f s" % _backends.load_backend(name).warmup(numpy.float32)
         rows.append((
             name, "yes" if status.available else "no", status.version or "-",
-            status.device or "-", compile_time, status.reason or "",
+            status.device or "-", status.threads or "-", compile_time, status.reason or "",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
