@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -55,9 +54,11 @@ def worker(backend, epochs, rows):
 
 
 def launch(ranks, threads, backend, epochs, rows):
+    from fastprop.distributed import launcher
+
     environment = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads),
                    "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-    command = [shutil.which("mpiexec"), "-n", str(ranks), sys.executable, "-m", "mpi4py", __file__,
+    command = [launcher(), "-n", str(ranks), sys.executable, "-m", "mpi4py", __file__,
                "--worker", "--backend", backend, "--epochs", str(epochs), "--rows", str(rows)]
     done = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

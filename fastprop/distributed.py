@@ -20,6 +20,7 @@ Communicators work in place on the backend's own buffers, never through pickle:
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -127,6 +128,13 @@ class NCCLCommunicator(MPICommunicator):
         nccl, stream = self._nccl, self._cupy.cuda.get_current_stream().ptr
         self.nccl.bcast(buffer.data.ptr, buffer.size, _nccl_type(nccl, buffer.dtype), root, stream)
         return buffer
+
+
+def launcher() -> str | None:
+    """The ``mpiexec`` to start ranks with: the one installed beside this Python (the ``mpi`` extra's
+    MPICH in a virtual environment, found whether or not the environment is activated), else the first
+    on ``PATH``; None when there is none."""
+    return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
 def init(kind="auto"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from fastprop import distributed
 from tests import distributed_worker
 
 ROOT = Path(__file__).resolve().parent.parent
-MPIEXEC = shutil.which("mpiexec")
+MPIEXEC = distributed.launcher()
 try:
     import mpi4py  # noqa: F401
 except ImportError:
