@@ -33,7 +33,7 @@ import time
 
 import numpy
 
-from . import blas_spin, numba_threading
+from . import blas_spin, numba_target, numba_threading
 from .base import Backend, window_output
 from .plan import Activation, Loss
 from .registry import BackendUnavailableError
@@ -99,6 +99,7 @@ class NumbaBackend(Backend):
     def __init__(self, numba, kernels):
         self._numba, self._k = numba, kernels
         self._blas_until = 0.0
+        self._local = threading.local()  # scratch arrays, one set per Python thread
         tiny = numpy.zeros((1, 1))
         #: The layer parallel kernels run on (see :mod:`.numba_threading`), known from the start.
         self.threading_layer = numba_threading.layer_in_use(
@@ -129,7 +130,8 @@ class NumbaBackend(Backend):
 
     def info(self):
         return {"version": f"numba {self._numba.__version__}", "device": "cpu",
-                "threads": self._numba.get_num_threads(), "threading_layer": self.threading_layer}
+                "threads": self._numba.get_num_threads(), "threading_layer": self.threading_layer,
+                "instruction_set": numba_target.choice}
 
     def warmup(self, dtype):
         started, x = time.perf_counter(), numpy.ones((3, 4), dtype)
@@ -191,26 +193,45 @@ class NumbaBackend(Backend):
 
     def linear_forward(self, x, W, b):
         if _small(x, W, b):
-            return self._parallel(self._k.dense_forward, x, W, b, numpy.empty((0, W.shape[0]), x.dtype))
+            z = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
+            self._parallel(self._k.dense_forward, x, W, b, z, z[:0])
+            return z
         return self._blas(super().linear_forward, x, W, b)
 
     def linear_sigmoid_forward(self, x, W, b):
         if _small(x, W, b):
-            p = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
-            return self._parallel(self._k.dense_forward, x, W, b, p), p
+            z, p = numpy.empty((2, x.shape[0], W.shape[0]), x.dtype)
+            self._parallel(self._k.dense_forward, x, W, b, z, p)
+            return z, p
         return super().linear_sigmoid_forward(x, W, b)  # self.linear_forward picks BLAS or the kernel
 
     def linear_backward(self, x, W, dz, dW, db, *, accumulate=True, need_dx=True):
         if _small(x, W, db, dz, dW=dW):
-            dx = self._parallel(self._k.dense_backward, x, W, dz, dz, dW, db, False, accumulate, need_dx)
-            return dx if need_dx else None
+            return self._dense_backward(x, W, dz, dz, dW, db, False, accumulate, need_dx)
         return self._blas(super().linear_backward, x, W, dz, dW, db, accumulate=accumulate, need_dx=need_dx)
 
     def linear_sigmoid_backward(self, x, W, p, dp, dW, db, *, accumulate=True, need_dx=True):
         if _small(x, W, db, p, dp, dW=dW):
-            dx = self._parallel(self._k.dense_backward, x, W, p, dp, dW, db, True, accumulate, need_dx)
-            return dx if need_dx else None
+            return self._dense_backward(x, W, p, dp, dW, db, True, accumulate, need_dx)
         return super().linear_sigmoid_backward(x, W, p, dp, dW, db, accumulate=accumulate, need_dx=need_dx)
+
+    def _dense_backward(self, x, W, p, g, dW, db, sigmoid, accumulate, need_dx):
+        (n, k_in), m = x.shape, W.shape[0]
+        dx = numpy.empty((n if need_dx else 0, k_in), x.dtype)
+        workspace = self._scratch(("dense", m, k_in, x.dtype), n, self._k.backward_workspace, m, k_in, x.dtype)
+        self._parallel(self._k.dense_backward, x, W, p, g, dW, db, sigmoid, accumulate, dx, workspace)
+        return dx if need_dx else None
+
+    def _scratch(self, key, rows, make, *shape):
+        """Arrays from ``make(rows, *shape)`` that kernels write before they read, kept per Python thread
+        and per ``key`` (made again only for a larger batch), sliced to the chunks ``rows`` need."""
+        kept = self._local.__dict__.setdefault("scratch", {})
+        rows_made, arrays = kept.get(key, (-1, None))
+        if rows > rows_made:
+            arrays = make(rows, *shape)
+            kept[key] = rows, arrays
+        chunks = (rows + self._k.CHUNK - 1) // self._k.CHUNK
+        return tuple(array[:chunks] for array in arrays)
 
     def adam_update(self, param, grad, first_moment, second_moment, scratch, learning_rate,
                     beta1, beta2, eps, step, *, weight_decay=0.0, decoupled=False):
@@ -341,6 +362,7 @@ def create() -> NumbaBackend:
             "numba is not installed; install it with pip install 'fastprop[numba]'"
         ) from None
     numba_threading.configure(numba)  # TBB where pip put it, before a parallel kernel fixes the layer
+    numba_target.configure(numba)  # vector width, before the kernels are defined
     from . import numba_kernels
 
     return NumbaBackend(numba, numba_kernels)

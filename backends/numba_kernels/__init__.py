@@ -1,10 +1,11 @@
 """Numba kernels behind :mod:`fastprop.backends.numba_backend`.
 
-Four modules: :mod:`.intrinsics` (compile options, a prefetch hint, ``2**n`` from its bits, a
-sigmoid LLVM can vectorize), :mod:`.step` (the kernels of the contract methods: row gather, dense
-forward and backward, ReLU, softmax cross-entropy, SGD), :mod:`.conv` (convolution and max pooling
-on channels-last images) and :mod:`.epoch` (the whole-epoch kernel for Linear + Sigmoid + summed
-squared error, and the pixel encoding it reads). The backend uses
+Five modules: :mod:`.intrinsics` (compile options, a prefetch hint, ``2**n`` from its bits, a
+sigmoid LLVM can vectorize), :mod:`.dense` (forward and backward of dense layers with few
+outputs), :mod:`.step` (the other kernels of the contract methods: row gather, ReLU, softmax
+cross-entropy, SGD, Adam), :mod:`.conv` (convolution and max pooling on channels-last images) and
+:mod:`.epoch` (the whole-epoch kernel for Linear + Sigmoid + summed squared error, and the pixel
+encoding it reads). The backend uses
 them through this package's names only.
 
 Every kernel is type-generic: Numba compiles one specialization per dtype, and constants are made
@@ -45,12 +46,11 @@ from .conv import (
     maxpool_forward,
     sum_chunks,
 )
+from .dense import CHUNK, backward_workspace, dense_backward, dense_forward
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .intrinsics import _sigmoid as _sigmoid  # for jitted code outside: the tests check its accuracy
 from .step import (
     adam_update,
-    dense_backward,
-    dense_forward,
     relu,
     relu_backward,
     sgd_update,
@@ -60,7 +60,9 @@ from .step import (
 )
 
 __all__ = [
+    "CHUNK",
     "adam_update",
+    "backward_workspace",
     "IMAGES_PER_CHUNK",
     "ROWS_PER_CHUNK",
     "bias_epilogue",

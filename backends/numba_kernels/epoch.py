@@ -6,8 +6,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from .dense import CHUNK
 from .intrinsics import JIT, REDUCE, _prefetch_row, _sigmoid
-from .step import CHUNK, _add_4x5, _dense_4rows
 
 #: The whole-epoch kernel splits each batch into at most this many chunks of at least CHUNK // 2
 #: rows: a split that depends on the batch size only. Every chunk's gradient sum is added up after
@@ -16,6 +16,67 @@ from .step import CHUNK, _add_4x5, _dense_4rows
 EPOCH_SPLIT = 8
 #: How many rows ahead the whole-epoch kernel asks the CPU to prefetch the rows it will read.
 PREFETCH = 4
+
+
+@numba.njit(inline="always")
+def _fma5(a, w, s):
+    """``s + a * w`` for 5-tuples ``w`` and ``s``."""
+    return s[0] + a * w[0], s[1] + a * w[1], s[2] + a * w[2], s[3] + a * w[3], s[4] + a * w[4]
+
+
+@numba.njit(fastmath=REDUCE, **JIT)  # LLVM inlines it; Numba's inline="always" breaks its parfors
+def _dot_4x5(a, r0, r1, r2, r3, W, j0):
+    """Dot products of rows ``r0..r3`` of ``a`` with rows ``j0..j0+4`` of ``W``, kept in registers.
+
+    ``a``'s elements are converted to ``W``'s dtype (nothing for floats; uint8 codes become exact).
+
+    Returns the five output indices (clamped to the last row of ``W``, so a duplicate is computed
+    twice and written with the same value) and one 5-tuple of sums per input row.
+    """
+    m, zero, f = W.shape[0], W.dtype.type(0), W.dtype.type
+    j1, j2, j3, j4 = min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1)
+    s0 = s1 = s2 = s3 = (zero, zero, zero, zero, zero)
+    for k in range(a.shape[1]):
+        w = (W[j0, k], W[j1, k], W[j2, k], W[j3, k], W[j4, k])
+        s0 = _fma5(f(a[r0, k]), w, s0)
+        s1 = _fma5(f(a[r1, k]), w, s1)
+        s2 = _fma5(f(a[r2, k]), w, s2)
+        s3 = _fma5(f(a[r3, k]), w, s3)
+    return (j0, j1, j2, j3, j4), s0, s1, s2, s3
+
+
+@numba.njit(fastmath=REDUCE, **JIT)
+def _add_4x5(P, d, x, r0, r1, r2, r3, j0):
+    """``P[j] += d[0, j] * x[r0] + ... + d[3, j] * x[r3]`` for the five outputs ``j`` from ``j0``.
+
+    Outputs past the end of ``P`` are clamped to its last row with zero coefficients: they add nothing.
+    """
+    m, zero, f = P.shape[0], P.dtype.type(0), P.dtype.type
+    j = (j0, min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1))
+    a0 = (d[0, j[0]], d[1, j[0]], d[2, j[0]], d[3, j[0]])
+    a1 = (d[0, j[1]], d[1, j[1]], d[2, j[1]], d[3, j[1]]) if j0 + 1 < m else (zero, zero, zero, zero)
+    a2 = (d[0, j[2]], d[1, j[2]], d[2, j[2]], d[3, j[2]]) if j0 + 2 < m else (zero, zero, zero, zero)
+    a3 = (d[0, j[3]], d[1, j[3]], d[2, j[3]], d[3, j[3]]) if j0 + 3 < m else (zero, zero, zero, zero)
+    a4 = (d[0, j[4]], d[1, j[4]], d[2, j[4]], d[3, j[4]]) if j0 + 4 < m else (zero, zero, zero, zero)
+    for k in range(x.shape[1]):
+        x0, x1, x2, x3 = f(x[r0, k]), f(x[r1, k]), f(x[r2, k]), f(x[r3, k])
+        P[j[0], k] += a0[0] * x0 + a0[1] * x1 + a0[2] * x2 + a0[3] * x3
+        P[j[1], k] += a1[0] * x0 + a1[1] * x1 + a1[2] * x2 + a1[3] * x3
+        P[j[2], k] += a2[0] * x0 + a2[1] * x1 + a2[2] * x2 + a2[3] * x3
+        P[j[3], k] += a3[0] * x0 + a3[1] * x1 + a3[2] * x2 + a3[3] * x3
+        P[j[4], k] += a4[0] * x0 + a4[1] * x1 + a4[2] * x2 + a4[3] * x3
+
+
+@numba.njit(fastmath=REDUCE, **JIT)
+def _dense_4rows(a, rows, W, b, scale, out, targets):
+    """``out[targets[q]] = (a[rows[q]] @ W.T) * scale + b`` for the four rows, 4 x 5 outputs at a time."""
+    m = W.shape[0]
+    for j0 in range(0, m, 5):
+        j, s0, s1, s2, s3 = _dot_4x5(a, rows[0], rows[1], rows[2], rows[3], W, j0)
+        for o, s in ((targets[0], s0), (targets[1], s1), (targets[2], s2), (targets[3], s3)):
+            for u in range(5):
+                out[o, j[u]] = s[u] * scale + b[0, j[u]]
+
 
 
 @numba.njit(parallel=True, **JIT)
