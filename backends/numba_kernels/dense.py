@@ -4,9 +4,9 @@ forward and one per backward, the notebook's step loop at the speed the machine 
 * Forward: blocks of 4 rows x 5 outputs whose 20 dot products stay in vector registers while
   the rows stream past once; the bias and the sigmoid are the block's epilogue.
 * Backward: fixed chunks of ``CHUNK`` rows, each on one thread: ``dz`` (the sigmoid's slope
-  applied), its column sums, the chunk's ``dz.T @ x`` (eight rows at a time, one output row per
-  pass, so each loop has one store target and LLVM vectorizes it without runtime alias checks),
-  and ``dx = dz @ W`` for the chunk's rows while they are in cache. The chunk sums are then added
+  applied), its column sums, the chunk's ``dz.T @ x`` and ``dx = dz @ W`` in blocks of 4 rows x 5
+  outputs (20 coefficients in registers, each row element loaded once per block), while the
+  chunk's rows are in cache. The chunk sums are then added
   in chunk order, split by columns over the threads: the same bits for any thread count.
 
 Scratch space comes from the caller (:func:`backward_workspace`), made once per batch shape.
@@ -87,54 +87,75 @@ def dense_forward(x, W, b, z, p):
 
 
 @numba.njit(fastmath=REDUCE, **JIT)
-def _add_8_rows(out, d, j, r, x, i0, rows):
-    """``out += d[r + q, j] * x[i0 + q]`` summed over the ``rows`` (at most 8) rows ``q``."""
-    last, z = x.shape[0] - 1, x.dtype.type(0)
-    c0 = d[r, j]
-    c1 = d[r + 1, j] if rows > 1 else z
-    c2 = d[r + 2, j] if rows > 2 else z
-    c3 = d[r + 3, j] if rows > 3 else z
-    c4 = d[r + 4, j] if rows > 4 else z
-    c5 = d[r + 5, j] if rows > 5 else z
-    c6 = d[r + 6, j] if rows > 6 else z
-    c7 = d[r + 7, j] if rows > 7 else z
+def _add_4x5(P, j0, d, r, x, i0):
+    """``P[j] += d[r + q, j] * x[i0 + q]`` summed over four rows ``q``, for the five outputs ``j`` from ``j0``.
+
+    Outputs past the last row of ``P`` add zero to that row; rows past the end of ``x`` are read
+    with the zero coefficients ``d`` holds past the chunk.
+    """
+    m, last, z = P.shape[0], x.shape[0] - 1, x.dtype.type(0)
+    j1, j2, j3, j4 = min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1)
+    c = d[r:r + 4]
+    a00, a10, a20, a30 = c[0, j0], c[1, j0], c[2, j0], c[3, j0]
+    a01, a11, a21, a31 = (c[0, j1], c[1, j1], c[2, j1], c[3, j1]) if j0 + 1 < m else (z, z, z, z)
+    a02, a12, a22, a32 = (c[0, j2], c[1, j2], c[2, j2], c[3, j2]) if j0 + 2 < m else (z, z, z, z)
+    a03, a13, a23, a33 = (c[0, j3], c[1, j3], c[2, j3], c[3, j3]) if j0 + 3 < m else (z, z, z, z)
+    a04, a14, a24, a34 = (c[0, j4], c[1, j4], c[2, j4], c[3, j4]) if j0 + 4 < m else (z, z, z, z)
     x0, x1, x2, x3 = x[i0], x[min(i0 + 1, last)], x[min(i0 + 2, last)], x[min(i0 + 3, last)]
-    x4, x5, x6, x7 = x[min(i0 + 4, last)], x[min(i0 + 5, last)], x[min(i0 + 6, last)], x[min(i0 + 7, last)]
+    p0, p1, p2, p3, p4 = P[j0], P[j1], P[j2], P[j3], P[j4]
     for k in range(x.shape[1]):
-        out[k] += (c0 * x0[k] + c1 * x1[k] + c2 * x2[k] + c3 * x3[k]) + (
-            c4 * x4[k] + c5 * x5[k] + c6 * x6[k] + c7 * x7[k])
+        v0, v1, v2, v3 = x0[k], x1[k], x2[k], x3[k]
+        p0[k] += a00 * v0 + a10 * v1 + a20 * v2 + a30 * v3
+        p1[k] += a01 * v0 + a11 * v1 + a21 * v2 + a31 * v3
+        p2[k] += a02 * v0 + a12 * v1 + a22 * v2 + a32 * v3
+        p3[k] += a03 * v0 + a13 * v1 + a23 * v2 + a33 * v3
+        p4[k] += a04 * v0 + a14 * v1 + a24 * v2 + a34 * v3
+
+
+@numba.njit(fastmath=REDUCE, **JIT)
+def _four_rows_times_weights(dx, i0, d, r, W):
+    """``dx[i0 + q] = d[r + q] @ W`` for four rows ``q``, five rows of ``W`` per pass."""
+    m, z = W.shape[0], W.dtype.type(0)
+    o0, o1, o2, o3 = dx[i0], dx[i0 + 1], dx[i0 + 2], dx[i0 + 3]
+    c = d[r:r + 4]
+    for j0 in range(0, m, 5):
+        j1, j2, j3, j4 = min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1)
+        a00, a10, a20, a30 = c[0, j0], c[1, j0], c[2, j0], c[3, j0]
+        a01, a11, a21, a31 = (c[0, j1], c[1, j1], c[2, j1], c[3, j1]) if j0 + 1 < m else (z, z, z, z)
+        a02, a12, a22, a32 = (c[0, j2], c[1, j2], c[2, j2], c[3, j2]) if j0 + 2 < m else (z, z, z, z)
+        a03, a13, a23, a33 = (c[0, j3], c[1, j3], c[2, j3], c[3, j3]) if j0 + 3 < m else (z, z, z, z)
+        a04, a14, a24, a34 = (c[0, j4], c[1, j4], c[2, j4], c[3, j4]) if j0 + 4 < m else (z, z, z, z)
+        w0, w1, w2, w3, w4 = W[j0], W[j1], W[j2], W[j3], W[j4]
+        first = j0 == 0
+        for k in range(W.shape[1]):
+            u0, u1, u2, u3, u4 = w0[k], w1[k], w2[k], w3[k], w4[k]
+            s0 = a00 * u0 + a01 * u1 + a02 * u2 + a03 * u3 + a04 * u4
+            s1 = a10 * u0 + a11 * u1 + a12 * u2 + a13 * u3 + a14 * u4
+            s2 = a20 * u0 + a21 * u1 + a22 * u2 + a23 * u3 + a24 * u4
+            s3 = a30 * u0 + a31 * u1 + a32 * u2 + a33 * u3 + a34 * u4
+            o0[k] = s0 if first else o0[k] + s0
+            o1[k] = s1 if first else o1[k] + s1
+            o2[k] = s2 if first else o2[k] + s2
+            o3[k] = s3 if first else o3[k] + s3
 
 
 @numba.njit(fastmath=REDUCE, **JIT)
 def _row_times_weights(out, d, r, W):
-    """``out = d[r] @ W``, ten rows of ``W`` per pass (coefficients past the last row are zero)."""
-    m, last, z = W.shape[0], W.shape[0] - 1, W.dtype.type(0)
-    for j0 in range(0, m, 10):
-        c = d[r]
-        c0, c1, c2, c3, c4 = (c[j0], c[j0 + 1] if j0 + 1 < m else z, c[j0 + 2] if j0 + 2 < m else z,
-                              c[j0 + 3] if j0 + 3 < m else z, c[j0 + 4] if j0 + 4 < m else z)
-        c5, c6, c7, c8, c9 = (c[j0 + 5] if j0 + 5 < m else z, c[j0 + 6] if j0 + 6 < m else z,
-                              c[j0 + 7] if j0 + 7 < m else z, c[j0 + 8] if j0 + 8 < m else z,
-                              c[j0 + 9] if j0 + 9 < m else z)
-        w0, w1, w2, w3, w4 = (W[j0], W[min(j0 + 1, last)], W[min(j0 + 2, last)], W[min(j0 + 3, last)],
-                              W[min(j0 + 4, last)])
-        w5, w6, w7, w8, w9 = (W[min(j0 + 5, last)], W[min(j0 + 6, last)], W[min(j0 + 7, last)],
-                              W[min(j0 + 8, last)], W[min(j0 + 9, last)])
-        if j0 == 0:
-            for k in range(W.shape[1]):
-                out[k] = (c0 * w0[k] + c1 * w1[k] + c2 * w2[k] + c3 * w3[k] + c4 * w4[k]) + (
-                    c5 * w5[k] + c6 * w6[k] + c7 * w7[k] + c8 * w8[k] + c9 * w9[k])
-        else:
-            for k in range(W.shape[1]):
-                out[k] += (c0 * w0[k] + c1 * w1[k] + c2 * w2[k] + c3 * w3[k] + c4 * w4[k]) + (
-                    c5 * w5[k] + c6 * w6[k] + c7 * w7[k] + c8 * w8[k] + c9 * w9[k])
+    """``out = d[r] @ W``, one row at a time."""
+    for k in range(W.shape[1]):
+        out[k] = d[r, 0] * W[0, k]
+    for j in range(1, W.shape[0]):
+        a, w = d[r, j], W[j]
+        for k in range(W.shape[1]):
+            out[k] += a * w[k]
 
 
 def backward_workspace(n, m, k_in, dtype):
     """Scratch for :func:`dense_backward` on a batch of ``n`` rows: per chunk ``dz``, bias and weight
     gradient sums."""
     chunks = (n + CHUNK - 1) // CHUNK
-    return np.empty((chunks, CHUNK, m), dtype), np.empty((chunks, m), dtype), np.empty((chunks, m, k_in), dtype)
+    # dz keeps three zero rows past each chunk, read by the four-row blocks of a chunk's last rows.
+    return np.zeros((chunks, CHUNK + 3, m), dtype), np.empty((chunks, m), dtype), np.empty((chunks, m, k_in), dtype)
 
 
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
@@ -157,6 +178,9 @@ def dense_backward(x, W, p, g, dW, db, sigmoid, accumulate, dx, workspace):
         for i in range(start, stop):
             for j in range(m):
                 d[i - start, j] = g[i, j] * p[i, j] * (one - p[i, j]) if sigmoid else g[i, j]
+        for r in range(stop - start, CHUNK + 3):
+            for j in range(m):
+                d[r, j] = zero
         for j in range(m):
             s = zero
             for r in range(stop - start):
@@ -164,11 +188,13 @@ def dense_backward(x, W, p, g, dW, db, sigmoid, accumulate, dx, workspace):
             partial_b[c, j] = s
             for k in range(k_in):
                 P[j, k] = zero
-        for i0 in range(start, stop, 8):
-            for j in range(m):
-                _add_8_rows(P[j], d, j, i0 - start, x, i0, min(8, stop - i0))
-            if need_dx:
-                for i in range(i0, min(i0 + 8, stop)):
+        for i0 in range(start, stop, 4):
+            for j0 in range(0, m, 5):
+                _add_4x5(P, j0, d, i0 - start, x, i0)
+            if need_dx and i0 + 4 <= stop:
+                _four_rows_times_weights(dx, i0, d, i0 - start, W)
+            elif need_dx:
+                for i in range(i0, stop):
                     _row_times_weights(dx[i], d, i - start, W)
     # Chunk sums added in chunk order, each task a block of columns: the same bits for any thread count.
     flat, out, size = partial_w.reshape(partial_w.shape[0], m * k_in), dW.reshape(m * k_in), m * k_in

@@ -14,6 +14,10 @@ the backend, over rows of MNIST shape (50,000 for W1 and W2, 2,560 for CNN unles
 Fashion-MNIST when it is installed locally, seeded synthetic pixels otherwise. Inference is forward
 passes in batches of 10,000 (1,000 for CNN). Every epoch ends with ``backend.synchronize()``.
 
+Each fastprop backend also runs as ``<backend>-steps``: the notebook's step loop written by hand
+(``zero_gradients``, ``forward``, ``estimate``, ``gradient``, ``backward``, ``update_parameters``),
+what a notebook user gets where ``train()`` may take a whole-epoch program.
+
 Peers, run on the same rows in the same shuffled order from the same initial weights:
 ``notebook`` is plain NumPy written like the student notebook (W1 and W2 only: it has neither
 convolutions nor Adam), and ``torch-cpu``/``torch-cuda`` are eager PyTorch autograd with the same
@@ -31,13 +35,14 @@ from .cli import add_arguments, command
 from .data import load_rows
 from .machine import machine_info
 from .report import add_ratios, format_report, format_results, plot, result_row, write_json
-from .runners import (BASELINE, TORCH_CPU, FastpropRunner, NotebookRunner, Runner, TorchRunner, cannot_run,
-                      make_runner, torch_devices)
+from .runners import (BASELINE, STEPS, TORCH_CPU, FastpropRunner, NotebookRunner, Runner, StepLoopRunner,
+                      TorchRunner, cannot_run, make_runner, torch_devices)
 from .timing import cold_start, run_bench, timed
 from .workloads import REFERENCE, WORKLOADS, Workload, dense_layers, initial_network, initial_parameters
 
 __all__ = [
-    "BASELINE", "REFERENCE", "TORCH_CPU", "WORKLOADS", "FastpropRunner", "NotebookRunner", "Runner",
+    "BASELINE", "REFERENCE", "STEPS", "TORCH_CPU", "WORKLOADS", "FastpropRunner", "NotebookRunner", "Runner",
+    "StepLoopRunner",
     "TorchRunner", "Workload", "add_arguments", "add_ratios", "cannot_run", "cold_start", "command",
     "dense_layers", "format_report", "format_results", "initial_network", "initial_parameters", "load_rows",
     "machine_info", "make_runner", "plot", "result_row", "run_bench", "timed", "torch_devices", "write_json",

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fastprop bench``."""
     parser.add_argument("--backends", "--backend", type=_names, action="extend", dest="backends",
                         metavar="NAMES",
-                        help="backends to time, comma-separated or repeated (default: every registered one)")
+                        help="backends to time, comma-separated or repeated (default: every registered one); "
+                             "each also runs the notebook's step loop, <backend>-steps, which names it alone")
     parser.add_argument("--workloads", "--workload", type=_workloads, action="extend", dest="workloads",
                         metavar="W1,W2,CNN",
                         help="W1: 784-10 sigmoid + MSE, SGD; W2: 784-512-512-10 ReLU + softmax "
@@ -44,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the full report here")
     parser.add_argument("--plot", dest="plot_path", metavar="PNG", help="draw a bar chart (needs matplotlib)")
     parser.add_argument("--no-torch", dest="torch", action="store_false", help="leave out the PyTorch peer")
+    parser.add_argument("--no-steps", dest="steps", action="store_false",
+                        help="leave out the notebook's hand-written step loop on each backend (<backend>-steps)")
     parser.add_argument("--in-process-cold-start", dest="fresh_process", action="store_false",
                         help="measure cold start in this process instead of a fresh one")
 
@@ -53,7 +56,7 @@ def command(args) -> int:
     try:
         run_bench(args.backends, tuple(args.workloads or WORKLOADS), args.epochs, args.json_path,
                   args.plot_path, args.rows, tuple(args.dtypes or ("float32",)), args.torch, sys.stdout,
-                  data=args.data, fresh_process=args.fresh_process)
+                  data=args.data, fresh_process=args.fresh_process, steps=args.steps)
     except (ImportError, RuntimeError, ValueError) as error:
         print(f"fastprop bench: {error}", file=sys.stderr)
         return 2

@@ -12,17 +12,26 @@ import numpy
 from fastprop.backends import available_backends, load_backend
 
 
+#: CPU flags (as /proc/cpuinfo spells them) that say which vector instructions kernels can use.
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
+
+
 def machine_info(statuses=None) -> dict:
     """CPU, cores, BLAS and its threads, Numba threads, GPU names, versions and the date."""
     from threadpoolctl import threadpool_info
 
     statuses = statuses or available_backends()
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
-            names = (line.split(":", 1)[1].strip() for line in stream if line.startswith("model name"))
-            cpu = next(names, cpu)
-    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            for line in stream:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and cpu == (platform.processor() or platform.machine()):
+                    cpu = value.strip()
+                elif key.strip() in ("flags", "Features"):  # x86, Arm
+                    flags.update(value.split())
+    info = {"cpu": cpu, "vector_extensions": [flag for flag in VECTOR_FLAGS if flag in flags], "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "numpy": numpy.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "blas": [{key: pool.get(key)
@@ -35,6 +44,10 @@ def machine_info(statuses=None) -> dict:
     try:
         import numba
         info["numba"] = {"version": numba.__version__, "threads": numba.get_num_threads()}
+        if statuses.get("numba") is not None and statuses["numba"].available:
+            numba_info = info["backends"]["numba"]
+            info["numba"].update(threading_layer=numba_info["threading_layer"],
+                                 instruction_set=numba_info["instruction_set"])
     except ImportError:
         pass
     info["gpus"] = [s.device for s in statuses.values()

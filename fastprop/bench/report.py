@@ -58,11 +58,16 @@ def format_report(report) -> str:
     """The machine and data, the results, then what was skipped and why."""
     m, c = report["machine"], report["config"]
     blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads)" for b in m["blas"])
-    extras = [f"numba {m['numba']['version']} ({m['numba']['threads']} threads)"] if "numba" in m else []
+    extras = []
+    if "numba" in m:
+        numba, layer = m["numba"], (f" on {m['numba']['threading_layer']}" if "threading_layer" in m["numba"] else "")
+        extras.append(f"numba {numba['version']} ({numba['threads']} threads{layer}, "
+                      f"{numba.get('instruction_set', 'code for the host')})")
     extras += [f"torch {m['torch']['version']} ({m['torch']['threads']} threads)"] if "torch" in m else []
     extras += [f"GPU {gpu}" for gpu in m["gpus"]]
     return "\n".join(
-        [f"machine: {m['cpu']}, {m['cores']} cores, BLAS {blas or 'unknown'}, numpy {m['numpy']}, "
+        [f"machine: {m['cpu']} ({' '.join(m.get('vector_extensions', [])) or 'no vector extensions known'}), "
+         f"{m['cores']} cores, BLAS {blas or 'unknown'}, numpy {m['numpy']}, "
          + "".join(extra + ", " for extra in extras) + m["date"],
          f"data: {c['data']}, rows per epoch: {', '.join(f'{k} {n}' for k, n in c['rows'].items())}; "
          f"median of {c['epochs']} epoch(s) after 1 warm-up epoch",

@@ -1,7 +1,10 @@
 """What a benchmark times: one training epoch (``train_epoch``) and one inference pass (``infer_epoch``).
 
 ``FastpropRunner`` runs exactly what :func:`fastprop.train` runs, on data already on the backend.
-The peers start from the same weights and visit the same rows in the same order: ``notebook`` is
+``StepLoopRunner`` (``<backend>-steps``) runs the notebook's own loop written by hand on a fastprop
+backend: gather the batch, ``zero_gradients``, ``forward``, ``estimate``, ``gradient``,
+``backward`` (with the input gradient the notebook's ``Network.backward`` returns) and
+``update_parameters`` (or the workload's optimizer), what a notebook user gets. The peers start from the same weights and visit the same rows in the same order: ``notebook`` is
 plain NumPy written like the student notebook (dense layers and plain SGD only), ``torch-cpu``/
 ``torch-cuda`` eager PyTorch autograd rebuilding the network with ``torch.nn`` and training it with
 the workload's optimizer (``torch.optim.SGD`` or ``Adam``) on the loss reduced as fastprop's cost
@@ -21,6 +24,8 @@ from .workloads import ACTIVATIONS, LOSSES, dense_layers, initial_network
 
 #: The notebook-style NumPy runner's name, and the first reference of every ratio.
 BASELINE = "notebook"
+#: ``<backend><STEPS>`` names the notebook's hand-written step loop on that fastprop backend.
+STEPS = "-steps"
 #: The PyTorch peer every fastprop backend is compared with, where it runs.
 TORCH_CPU = "torch-cpu"
 
@@ -47,6 +52,42 @@ class Runner:
         """The generator :func:`fastprop.train` shuffles the next epoch with."""
         self.epochs += 1
         return epoch_generator(self.seed, self.epochs)
+
+    def before_epoch(self):
+        """Untimed preparation of the next training epoch (nothing, unless a runner says otherwise)."""
+
+
+def _take_rows(array, indices, out=None):
+    return numpy.take(array, indices, axis=0, out=out)
+
+
+class ShuffledCopy:
+    """The rows in the next epoch's order, as the notebook's loader leaves them: a notebook-style
+    runner walks them in slices, the way the notebook's ``train_epoch`` does. The copy is made
+    before the epoch's timing starts (:meth:`Runner.before_epoch`), so the timed epoch is the
+    notebook's loop alone; the order is the one train() draws, so every runner takes the same steps."""
+
+    def __init__(self, take, images, targets):
+        self.take, self.source = take, (images, targets)
+        self.rows, self.ready = None, False
+
+    def prepare(self, order):
+        images, targets = self.source
+        if self.rows is None:
+            self.rows = (self.take(images, order), self.take(targets, order))
+        else:
+            for source, copy in zip(self.source, self.rows):
+                self.take(source, order, out=copy)
+        self.ready = True
+
+    def batches(self, size):
+        """``(x, t)`` slices of the prepared epoch; the copy must be prepared again for the next one."""
+        if not self.ready:
+            raise RuntimeError("the epoch's rows were not prepared; call before_epoch() first")
+        self.ready = False
+        images, targets = self.rows
+        for start in range(0, images.shape[0], size):
+            yield images[start:start + size], targets[start:start + size]
 
 
 class FastpropRunner(Runner):
@@ -90,6 +131,51 @@ class FastpropRunner(Runner):
             self.backend.synchronize()
 
 
+class StepLoopRunner(Runner):
+    """The notebook's hand-written step loop on fastprop backend ``name``, from the same weights and
+    in the same order as :class:`FastpropRunner`, over the epoch's rows in slices (:class:`ShuffledCopy`)."""
+
+    def __init__(self, name, workload, dtype, images, targets, seed=0):
+        super().__init__(workload, dtype, len(images), seed)
+        self.name = name
+        with use_backend(name, self.dtype) as backend:
+            backend.warmup(self.dtype)
+            self.net = workload.build(seed)
+        self.backend, self.cost = backend, workload.cost_function()
+        self.images = backend.asarray(images, dtype=self.dtype)
+        self.epoch_rows = ShuffledCopy(backend.take_rows, self.images, backend.asarray(targets, dtype=self.dtype))
+        self.optimizer = workload.make_optimizer()
+
+    def before_epoch(self):
+        self.epoch_rows.prepare(self.backend.permutation(self.next_shuffle(), self.rows))
+        self.backend.synchronize()
+
+    def train_epoch(self):
+        if not self.epoch_rows.ready:
+            self.before_epoch()
+        net, cost_function, optimizer, xp = self.net, self.cost, self.optimizer, self.backend.xp
+        rate, total = self.workload.learning_rate, 0.0
+        with use_backend(self.name, self.dtype):  # where the cost computes, as set_backend would say
+            for x, t in self.epoch_rows.batches(self.workload.batch_size):
+                net.zero_gradients()
+                prediction = net.forward(x)
+                cost = cost_function.estimate(t, prediction)
+                total = total + xp.mean(cost)
+                net.backward(cost_function.gradient(cost))
+                if optimizer is None:
+                    net.update_parameters(rate)
+                else:
+                    optimizer.step(net, rate)
+            self.backend.synchronize()
+        return total
+
+    def infer_epoch(self):
+        with use_backend(self.name, self.dtype):
+            for start in range(0, self.rows, self.workload.inference_batch):
+                self.net.forward(self.images[start:start + self.workload.inference_batch])
+            self.backend.synchronize()
+
+
 class NotebookRunner(Runner):
     """Plain NumPy written like the student notebook: new arrays every step, every gradient computed."""
 
@@ -97,6 +183,7 @@ class NotebookRunner(Runner):
         super().__init__(workload, dtype, len(images), seed)
         dtype = self.dtype
         self.images, self.targets = images.astype(dtype, copy=False), targets.astype(dtype, copy=False)
+        self.epoch_rows = ShuffledCopy(_take_rows, self.images, self.targets)
         pairs = dense_layers(initial_network(workload, dtype, seed).leaves())
         self.params = [(linear.w, linear.b) for linear, _ in pairs]  # the fresh network's own host arrays
         self.activations = [activation for _, activation in pairs]
@@ -127,13 +214,16 @@ class NotebookRunner(Runner):
             outputs.append(a)
         return inputs, outputs
 
+    def before_epoch(self):
+        self.epoch_rows.prepare(self.next_shuffle().permutation(self.rows))
+
     def train_epoch(self):
-        order, total, lr = self.next_shuffle().permutation(self.rows), 0.0, self.workload.learning_rate
+        if not self.epoch_rows.ready:
+            self.before_epoch()
+        total, lr = 0.0, self.workload.learning_rate
         mse = self.workload.loss == "mse"
         with numpy.errstate(over="ignore"):  # exp(-z) may overflow to inf; the sigmoid is still right
-            for start in range(0, self.rows, self.workload.batch_size):
-                index = order[start:start + self.workload.batch_size]
-                x, t = self.images[index], self.targets[index]
+            for x, t in self.epoch_rows.batches(self.workload.batch_size):
                 inputs, outputs = self.forward(x)
                 y = outputs[-1]
                 if mse:
@@ -255,9 +345,12 @@ class TorchRunner(Runner):
 
 
 def runner_class(name) -> type:
-    """The kind of runner that ``name`` (a fastprop backend, ``notebook`` or ``torch-<device>``) is."""
+    """The kind of runner that ``name`` (a fastprop backend, ``<backend>-steps``, ``notebook`` or
+    ``torch-<device>``) is."""
     if name == BASELINE:
         return NotebookRunner
+    if name.endswith(STEPS):
+        return StepLoopRunner
     return TorchRunner if name.startswith("torch-") else FastpropRunner
 
 
@@ -267,13 +360,15 @@ def cannot_run(name, workload):
 
 
 def make_runner(name, workload, dtype, images, targets, seed=0):
-    """A runner (``train_epoch``, ``infer_epoch``) for a fastprop backend, ``notebook`` or
-    ``torch-<device>``."""
+    """A runner (``train_epoch``, ``infer_epoch``) for a fastprop backend, ``<backend>-steps``,
+    ``notebook`` or ``torch-<device>``."""
     kind = runner_class(name)
     if kind is NotebookRunner:
         return NotebookRunner(workload, dtype, images, targets, seed)
     if kind is TorchRunner:
         return TorchRunner(name[len("torch-"):], workload, dtype, images, targets, seed)
+    if kind is StepLoopRunner:
+        return StepLoopRunner(name[:-len(STEPS)], workload, dtype, images, targets, seed)
     return FastpropRunner(name, workload, dtype, images, targets, seed)
 
 

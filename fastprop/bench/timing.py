@@ -14,7 +14,7 @@ from ..plot import require_matplotlib
 from .data import load_rows
 from .machine import machine_info
 from .report import add_ratios, format_report, plot, result_row, write_json
-from .runners import BASELINE, FastpropRunner, cannot_run, make_runner, torch_devices
+from .runners import BASELINE, STEPS, FastpropRunner, cannot_run, make_runner, torch_devices
 from .workloads import WORKLOADS
 
 #: Seconds to wait before each timed epoch: OpenBLAS's idle threads keep spinning about 0.1 s after
@@ -60,8 +60,26 @@ def cold_start(name, dtype, workload, rows, source="auto", fresh_process=True, *
             "first_call_in_process": runner.first_call_in_process}
 
 
+def _fastprop_runners(backends, statuses, steps):
+    """``(runner names, skipped entries)`` for the fastprop backends asked for (every registered one by
+    default): each available backend's ``train()`` runner and, with ``steps``, its step-loop runner
+    (``<backend>-steps``, also asked for by that name alone)."""
+    names, skipped = [], []
+    for name in (list(backends) if backends else list(statuses)):
+        backend = name[:-len(STEPS)] if name.endswith(STEPS) else name
+        if backend not in statuses or not statuses[backend].available:
+            reason = (statuses[backend].reason if backend in statuses
+                      else f"not registered (registered: {', '.join(statuses)})")
+            skipped.append({"backend": name, "reason": reason})
+            continue
+        wanted = [name] if name != backend else [name] + ([name + STEPS] if steps else [])
+        names += [runner for runner in wanted if runner not in names]
+    return names, skipped
+
+
 def run_bench(backends=None, workloads=None, epochs=1, json_path=None, plot_path=None, rows=None,
-              dtypes=("float32",), torch=True, out=sys.stdout, *, data="auto", fresh_process=True) -> dict:
+              dtypes=("float32",), torch=True, out=sys.stdout, *, data="auto", fresh_process=True,
+              steps=True) -> dict:
     """Time every backend x dtype x workload beside the notebook baseline and PyTorch; return the report.
 
     ``workloads`` defaults to all of them; ``rows`` is the training rows per epoch of every workload,
@@ -70,7 +88,9 @@ def run_bench(backends=None, workloads=None, epochs=1, json_path=None, plot_path
     figures from this run. Cold start (backend load, ``warmup(dtype)``, setup, first epoch) is its
     own row, measured in a fresh process unless ``fresh_process=False``. Backends that cannot run,
     and peers that do not apply to a workload, are listed under ``"skipped"`` with the reason.
-    ``json_path`` and ``plot_path`` (needs matplotlib) are written when given.
+    ``json_path`` and ``plot_path`` (needs matplotlib) are written when given. Every fastprop backend
+    runs twice, as ``train()`` runs it and (with ``steps``) as the notebook's hand-written step loop
+    (``<backend>-steps``); a name given as ``<backend>-steps`` runs the step loop alone.
     """
     if plot_path is not None:
         require_matplotlib()
@@ -83,14 +103,10 @@ def run_bench(backends=None, workloads=None, epochs=1, json_path=None, plot_path
                          f"choose from {', '.join(WORKLOADS)}.")
     dtypes = [numpy.dtype(resolve_dtype(dtype)).name for dtype in dtypes]
     statuses = available_backends()
-    names = list(backends) if backends else list(statuses)
-    skipped = [{"backend": name, "reason": statuses[name].reason if name in statuses else
-                f"not registered (registered: {', '.join(statuses)})"}
-               for name in names if name not in statuses or not statuses[name].available]
+    names, skipped = _fastprop_runners(backends, statuses, steps)
     peers = torch_devices() if torch else {}
     skipped += [{"backend": peer, "reason": reason} for peer, reason in peers.items() if reason]
-    names = [BASELINE] + [peer for peer, reason in peers.items() if reason is None] + [
-        name for name in names if name in statuses and statuses[name].available]
+    names = [BASELINE] + [peer for peer, reason in peers.items() if reason is None] + names
     epoch_rows = {key: WORKLOADS[key].epoch_rows(rows) for key in workloads}
     results, sources = [], {}
     for dtype in dtypes:
@@ -117,6 +133,8 @@ def run_bench(backends=None, workloads=None, epochs=1, json_path=None, plot_path
                 for _ in range(epochs + 1):
                     for name in [name for name in seconds if name in runners]:
                         try:
+                            if mode == "train":
+                                runners[name].before_epoch()
                             seconds[name].append(timed(getattr(runners[name], f"{mode}_epoch")))
                         except Exception as error:
                             skipped.append(failure(name, dtype, key, error))
