@@ -126,6 +126,48 @@ class Backend:
             )
         return self.xp.take(array, indices, axis=0, out=out, mode="wrap")
 
+    #: Words per block of :meth:`checksum`'s reference (a few MiB of temporaries at a time).
+    CHECKSUM_BLOCK = 2**18
+    #: True where :meth:`checksum` costs much less than converting and checking the data again (the
+    #: reference's NumPy passes do not): callers may then keep data they prepared once per array.
+    fast_checksum = False
+
+    def checksum(self, array) -> int:
+        """A 64-bit checksum of ``array``'s values, to tell whether an array changed since it was last
+        prepared (data kept once per array, not prepared again every epoch).
+
+        The array's bytes in C order, as little-endian 64-bit words ``w[i]`` (the last one zero-padded),
+        give ``sum(mix(w[i] ^ (i * 0x9E3779B97F4A7C15))) mod 2**64``, where ``mix`` is SplitMix64's
+        finalizer: every bit of every word reaches the sum, and a word moved to another place gives
+        another term, so a change of any value changes the checksum except with probability about
+        ``2**-64``. A sum, so any order of the blocks gives the same bits. Not a cryptographic hash.
+        """
+        xp, words = self.xp, self._checksum_words(array)
+        total = xp.zeros(1, xp.uint64)  # an array: its sums wrap around without a warning
+        for start in range(0, words.size, self.CHECKSUM_BLOCK):
+            block = words[start:start + self.CHECKSUM_BLOCK]
+            place = xp.arange(start, start + block.size, dtype=xp.uint64) * xp.uint64(0x9E3779B97F4A7C15)
+            mixed = block ^ place
+            mixed ^= mixed >> xp.uint64(30)
+            mixed *= xp.uint64(0xBF58476D1CE4E5B9)
+            mixed ^= mixed >> xp.uint64(27)
+            mixed *= xp.uint64(0x94D049BB133111EB)
+            mixed ^= mixed >> xp.uint64(31)
+            total += mixed.sum(dtype=xp.uint64, keepdims=True)
+        return int(total[0])
+
+    def _checksum_words(self, array):
+        """``array``'s bytes in C order as uint64 words, the last one zero-padded (see :meth:`checksum`)."""
+        xp = self.xp
+        raw = xp.ascontiguousarray(array).reshape(-1).view(xp.uint8)
+        whole = raw.size - raw.size % 8
+        words = raw[:whole].view(xp.uint64)
+        if whole < raw.size:
+            tail = xp.zeros(8, xp.uint8)
+            tail[:raw.size - whole] = raw[whole:]
+            words = xp.concatenate([words, tail.view(xp.uint64)])
+        return words
+
     # ------------------------------------------------------------------ linear layer
 
     def linear_forward(self, x, W, b):

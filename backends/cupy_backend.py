@@ -53,6 +53,7 @@ class CupyBackend(Backend):
     """CuPy arrays on the current CUDA device."""
 
     xp = cupy
+    fast_checksum = True
 
     def __init__(self):
         self._scratch = {}

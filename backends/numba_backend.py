@@ -82,6 +82,7 @@ class NumbaBackend(Backend):
     """NumPy arrays on the CPU, computed by JIT-compiled kernels where it pays."""
 
     xp = numpy
+    fast_checksum = True
 
     def relu(self, z):
         return _elementwise(self._k.relu, super().relu, z)
@@ -182,6 +183,9 @@ class NumbaBackend(Backend):
 
         return run
 
+    def checksum(self, array):
+        return int(self._parallel(self._k.checksum, self._checksum_words(array), self.CHECKSUM_BLOCK))
+
     def take_rows(self, array, indices, out=None):
         if array.ndim == 2 and indices.ndim == 1 and indices.dtype.kind == "i" and _fits(array):
             shape = (indices.shape[0], array.shape[1])
@@ -218,7 +222,8 @@ class NumbaBackend(Backend):
     def _dense_backward(self, x, W, p, g, dW, db, sigmoid, accumulate, need_dx):
         (n, k_in), m = x.shape, W.shape[0]
         dx = numpy.empty((n if need_dx else 0, k_in), x.dtype)
-        workspace = self._scratch(("dense", m, k_in, x.dtype), n, self._k.backward_workspace, m, k_in, x.dtype)
+        key = ("dense", m, k_in, x.dtype)
+        workspace = self._scratch(key, n, self._k.backward_workspace, m, k_in, x.dtype)
         self._parallel(self._k.dense_backward, x, W, p, g, dW, db, sigmoid, accumulate, dx, workspace)
         return dx if need_dx else None
 

@@ -51,7 +51,7 @@ class BackendStatus:
     version: str | None = None
     device: str | None = None
     reason: str | None = None
-    #: How it runs in parallel, e.g. "2 (tbb)": 2 threads (Numba's threading layer in use); None if it does not say.
+    #: How it runs in parallel, e.g. "2 (tbb)": 2 threads on Numba's TBB layer; None if it does not say.
     threads: str | None = None
 
 

@@ -8,6 +8,7 @@ import importlib.util
 import math
 import os
 import time
+import weakref
 
 import numpy
 
@@ -172,16 +173,66 @@ def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate
 
     Returns the epoch's cost: the mean over batches of ``np.mean(cost)``. ``labels`` are the targets
     the cost compares with: one-hot rows (or any rows shaped like the network's output), or class
-    ids ``(N,)`` / ``(N, 1)``, which become one-hot rows.
+    ids ``(N,)`` / ``(N, 1)``, which become one-hot rows. Called once per epoch on the same arrays,
+    it converts and checks them (and the backend prepares its whole-epoch program) once, where the
+    backend can tell cheaply that they did not change since (:data:`PREPARED`).
     """
     _, batch_size, learning_rate, _ = _check_arguments(1, batch_size, learning_rate, None)
     _check_optimizer(net, optimizer)
     backend, dtype = _backend_of(net)
     with computing_on(backend, dtype):
+        runner = PREPARED.runner(net, images, labels, cost_function, batch_size, optimizer)
+        return runner.epoch(None, learning_rate, e, quiet)
+
+
+class PreparedEpochs:
+    """The :class:`EpochRunner` of the last :func:`train_epoch` call on each images array, kept while
+    that array lives: the data converted to the backend and dtype, checked, and prepared by the
+    backend (``compile_epoch``). A later call reuses it when everything it was made from is the same
+    (the network's layers, the labels, cost, batch size, optimizer, backend and dtype, and the arrays'
+    contents, compared by the backend's checksum), and makes it again otherwise: an array changed in
+    place between epochs is prepared again, never read stale.
+    """
+
+    def __init__(self):
+        self._kept = {}  # id(images) -> (weak reference to images, key, checksums, runner)
+
+    def runner(self, net, images, labels, cost_function, batch_size, optimizer):
+        backend, dtype = _backend_of(net)
+        if not (backend.fast_checksum and isinstance(images, numpy.ndarray | backend.xp.ndarray)):
+            return self._made(net, images, labels, cost_function, batch_size, optimizer)
+        key = (id(net), tuple(map(id, leaves_of(net))), id(labels), id(cost_function), batch_size,
+               id(optimizer), backend, dtype, images.shape, images.dtype, getattr(labels, "shape", None))
+        sums = (backend.checksum(images), _labels_checksum(backend, labels))
+        kept = self._kept.get(id(images))
+        if kept is not None and kept[0]() is images and kept[1] == key and kept[2] == sums:
+            return kept[3]
+        runner = self._made(net, images, labels, cost_function, batch_size, optimizer)
+        self._kept[id(images)] = (weakref.ref(images, self._forget(id(images))), key, sums, runner)
+        return runner
+
+    @staticmethod
+    def _made(net, images, labels, cost_function, batch_size, optimizer):
         images, targets = prepare_training_data(net, images, labels, "training")
-        return EpochRunner(net, cost_function, images, targets, batch_size, optimizer).epoch(
-            None, learning_rate, e, quiet
-        )
+        return EpochRunner(net, cost_function, images, targets, batch_size, optimizer)
+
+    def _forget(self, key):
+        return lambda _: self._kept.pop(key, None)
+
+    def clear(self):
+        """Drop every prepared epoch (their memory goes with them)."""
+        self._kept.clear()
+
+
+def _labels_checksum(backend, labels):
+    try:
+        return backend.checksum(labels if backend.is_native(labels) else numpy.asarray(labels))
+    except (TypeError, ValueError):  # labels NumPy cannot view as bytes (objects): never reused
+        return object()
+
+
+#: What :func:`train_epoch` prepared, per images array.
+PREPARED = PreparedEpochs()
 
 
 def validate_epoch(e, net, images, labels, batch_size, *, quiet=False, communicator=None):

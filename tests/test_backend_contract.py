@@ -493,6 +493,22 @@ def _check_fused_z(backend, dtype):
         assert numpy.array_equal(backend.to_numpy(z), backend.to_numpy(backend.linear_forward(x, W, b)))
 
 
+def _check_checksum(backend, dtype):
+    """The reference's bits on every layout and length; any changed or moved value changes it."""
+    rng = numpy.random.default_rng(4)
+    values = rng.normal(size=(301, 37)).astype(dtype)
+    for host in (values, values[:, ::3], values.T, values[:0], numpy.arange(13, dtype=numpy.uint8),
+                 (values * 100).astype(numpy.int64), numpy.zeros((2, 3), dtype)):
+        ours = backend.checksum(backend.asarray(host) if host.dtype.kind == "f" else host)
+        assert isinstance(ours, int) and ours == REFERENCE.checksum(host)
+    first = REFERENCE.checksum(values)
+    changed, moved = values.copy(), values.copy()
+    changed[300, 36] = numpy.nextafter(changed[300, 36], dtype(1))
+    moved[[0, 1]] = moved[[1, 0]]
+    for other in (changed, moved, values.reshape(37, 301).T.copy()):
+        assert backend.checksum(backend.asarray(other)) != first
+
+
 PIXELS = numpy.arange(0, 256, 5, numpy.uint8).reshape(4, 13)  # 8-bit data: CuPy converts it on the device
 
 CASES = [
@@ -510,6 +526,7 @@ CASES = [
     Case("random_normal", "", check=_check_draws("random_normal", (7, 5), 0.1)),
     Case("random_uniform", "", check=_check_draws("random_uniform", (7, 5))),
     Case("permutation", "", check=_check_permutation),
+    Case("checksum", "", check=_check_checksum),
     *_take_rows_cases(),
     Case("take_rows", "rows out of range", check=_check_take_rows_refuses_rows_out_of_range),
     *_dense_cases(),

@@ -34,9 +34,10 @@ def _python(code, **environment):
 @needs_tbb
 def test_the_tbb_library_is_the_one_the_wheel_installed():
     assert TBB.is_file()
-    assert TBB.name == numba_threading.TBB_LIBRARIES["linux" if sys.platform.startswith("linux") else sys.platform]
+    platform = "linux" if sys.platform.startswith("linux") else sys.platform
+    assert TBB.name == numba_threading.TBB_LIBRARIES[platform]
     installed = Path(sys.prefix).resolve()
-    if sys.prefix != sys.base_prefix:  # a virtual environment: pip put it in <venv>/lib, off the loader's path
+    if sys.prefix != sys.base_prefix:  # a virtual environment: the wheel put it off the loader's path
         assert installed in TBB.parents
 
 
@@ -57,8 +58,8 @@ def test_parallel_kernels_run_on_tbb_without_help_from_the_environment():
 
 @needs_tbb
 def test_fastprop_backends_prints_the_layer_in_use():
-    result = subprocess.run([sys.executable, "-m", "fastprop", "backends", "--no-warmup"], capture_output=True,
-                            text=True, timeout=600,
+    result = subprocess.run([sys.executable, "-m", "fastprop", "backends", "--no-warmup"],
+                            capture_output=True, text=True, timeout=600,
                             env={k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"})
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("numba"))

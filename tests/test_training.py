@@ -278,3 +278,56 @@ def test_the_divergence_replay_draws_the_same_dropout_masks():
         EpochRunner(net, MeanSquareError(), x, t, 100, None).epoch(order, 0.05, 0, True)
     for replayed, straight in zip(net.parameters(), expected.parameters()):
         assert numpy.array_equal(replayed.value, straight.value)
+
+
+def _epochs_on(backend_name, x, t, epochs, forget):
+    """Parameters after ``epochs`` calls of train_epoch on the same arrays; ``forget`` drops what the
+    earlier calls prepared, so every call prepares its data anew."""
+    from fastprop.training import PREPARED, train_epoch
+
+    with fastprop.use_backend(backend_name):
+        net = Network([Linear(40, 10, rng=0), Sigmoid()])
+    cost = MeanSquareError()
+    for e in range(epochs):
+        if forget:
+            PREPARED.clear()
+        train_epoch(e, net, x, t, cost, 100, 0.05, quiet=True)
+    return [p.value.copy() for p in net.parameters()]
+
+
+def test_train_epoch_prepares_its_arrays_once_and_again_when_they_change(backend_name, monkeypatch):
+    """The notebook's epoch loop pays the conversions, checks and the backend's preparation once per
+    array on backends with a fast checksum; a change made in place is seen at the next call."""
+    from fastprop import training
+
+    x, t = (a.astype(numpy.float64) for a in separable_problem(700))
+    prepared = []
+    original = training.prepare_training_data
+    monkeypatch.setattr(training, "prepare_training_data", lambda *a: prepared.append(1) or original(*a))
+    kept = _epochs_on(backend_name, x, t, 3, forget=False)
+    fresh = _epochs_on(backend_name, x, t, 3, forget=True)
+    assert all(numpy.array_equal(a, b) for a, b in zip(kept, fresh))  # the same bits either way
+    reused = fastprop.backends.load_backend(backend_name).fast_checksum
+    assert len(prepared) == (1 if reused else 3) + 3
+    if not reused:
+        return
+
+    with fastprop.use_backend(backend_name):
+        net = Network([Linear(40, 10, rng=0), Sigmoid()])
+    cost = MeanSquareError()
+    training.train_epoch(0, net, x, t, cost, 100, 0.05, quiet=True)
+    for array, row in ((x, 5), (t, 7)):
+        count = len(prepared)
+        array[row] = array[row][::-1]  # in place: the same object, other contents
+        training.train_epoch(1, net, x, t, cost, 100, 0.05, quiet=True)
+        assert len(prepared) == count + 1, "a changed array must be prepared again"
+        before = [p.value.copy() for p in net.parameters()]
+        training.train_epoch(2, net, x, t, cost, 100, 0.05, quiet=True)
+        assert len(prepared) == count + 1  # and then kept again
+        reference = copy.deepcopy(net)
+        for parameter, value in zip(reference.parameters(), before):
+            parameter.value[...] = value
+        training.PREPARED.clear()
+        training.train_epoch(2, reference, x.copy(), t.copy(), MeanSquareError(), 100, 0.05, quiet=True)
+        pairs = zip(net.parameters(), reference.parameters())
+        assert all(numpy.array_equal(a.value, b.value) for a, b in pairs)

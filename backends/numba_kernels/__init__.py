@@ -51,6 +51,7 @@ from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .intrinsics import _sigmoid as _sigmoid  # for jitted code outside: the tests check its accuracy
 from .step import (
     adam_update,
+    checksum,
     relu,
     relu_backward,
     sgd_update,
@@ -63,6 +64,7 @@ __all__ = [
     "CHUNK",
     "adam_update",
     "backward_workspace",
+    "checksum",
     "IMAGES_PER_CHUNK",
     "ROWS_PER_CHUNK",
     "bias_epilogue",

@@ -88,7 +88,7 @@ def dense_forward(x, W, b, z, p):
 
 @numba.njit(fastmath=REDUCE, **JIT)
 def _add_4x5(P, j0, d, r, x, i0):
-    """``P[j] += d[r + q, j] * x[i0 + q]`` summed over four rows ``q``, for the five outputs ``j`` from ``j0``.
+    """``P[j] += d[r + q, j] * x[i0 + q]`` over four rows ``q``, for the five outputs ``j`` from ``j0``.
 
     Outputs past the last row of ``P`` add zero to that row; rows past the end of ``x`` are read
     with the zero coefficients ``d`` holds past the chunk.
@@ -155,7 +155,8 @@ def backward_workspace(n, m, k_in, dtype):
     gradient sums."""
     chunks = (n + CHUNK - 1) // CHUNK
     # dz keeps three zero rows past each chunk, read by the four-row blocks of a chunk's last rows.
-    return np.zeros((chunks, CHUNK + 3, m), dtype), np.empty((chunks, m), dtype), np.empty((chunks, m, k_in), dtype)
+    slopes = np.zeros((chunks, CHUNK + 3, m), dtype)
+    return slopes, np.empty((chunks, m), dtype), np.empty((chunks, m, k_in), dtype)
 
 
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)

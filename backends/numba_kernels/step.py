@@ -9,7 +9,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .intrinsics import JIT, REDUCE, _sigmoid
+from .intrinsics import JIT
 
 
 @numba.njit(parallel=True, **JIT)
@@ -118,3 +118,29 @@ def adam_update(param, grad, m, v, learning_rate, beta1, beta2, eps, step, weigh
         second = flat_v[i] * b2 + g * g * rest2
         flat_m[i], flat_v[i] = first, second
         flat_param[i] = value - first / (math.sqrt(second) * unbias2 + epsilon) * rate
+
+
+@numba.njit(parallel=True, **JIT)
+def checksum(words, block):
+    """The contract's ``checksum`` of uint64 ``words``: blocks of ``block`` words summed in parallel."""
+    blocks = (words.size + block - 1) // block
+    sums = np.zeros(blocks, np.uint64)
+    golden, first = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
+    second = np.uint64(0x94D049BB133111EB)
+    for b in prange(blocks):
+        start = b * block
+        part = words[start:min(words.size, start + block)]
+        total, place = np.uint64(0), np.uint64(start)
+        for i in range(part.size):
+            x = part[i] ^ ((place + np.uint64(i)) * golden)
+            x ^= x >> np.uint64(30)
+            x *= first
+            x ^= x >> np.uint64(27)
+            x *= second
+            x ^= x >> np.uint64(31)
+            total += x
+        sums[b] = total
+    result = np.uint64(0)
+    for b in range(blocks):
+        result += sums[b]
+    return result

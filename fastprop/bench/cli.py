@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", dest="plot_path", metavar="PNG", help="draw a bar chart (needs matplotlib)")
     parser.add_argument("--no-torch", dest="torch", action="store_false", help="leave out the PyTorch peer")
     parser.add_argument("--no-steps", dest="steps", action="store_false",
-                        help="leave out the notebook's hand-written step loop on each backend (<backend>-steps)")
+                        help="leave out the notebook's hand-written step loop on each backend "
+                             "(<backend>-steps)")
     parser.add_argument("--in-process-cold-start", dest="fresh_process", action="store_false",
                         help="measure cold start in this process instead of a fresh one")
 

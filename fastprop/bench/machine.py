@@ -13,8 +13,8 @@ from fastprop.backends import available_backends, load_backend
 
 
 #: CPU flags (as /proc/cpuinfo spells them) that say which vector instructions kernels can use.
-VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-                "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
 
 
 def machine_info(statuses=None) -> dict:
@@ -31,7 +31,8 @@ def machine_info(statuses=None) -> dict:
                     cpu = value.strip()
                 elif key.strip() in ("flags", "Features"):  # x86, Arm
                     flags.update(value.split())
-    info = {"cpu": cpu, "vector_extensions": [flag for flag in VECTOR_FLAGS if flag in flags], "cores": os.cpu_count(), "platform": platform.platform(),
+    info = {"cpu": cpu, "vector_extensions": [flag for flag in VECTOR_FLAGS if flag in flags],
+            "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "numpy": numpy.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "blas": [{key: pool.get(key)

@@ -60,7 +60,8 @@ def format_report(report) -> str:
     blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads)" for b in m["blas"])
     extras = []
     if "numba" in m:
-        numba, layer = m["numba"], (f" on {m['numba']['threading_layer']}" if "threading_layer" in m["numba"] else "")
+        numba = m["numba"]
+        layer = f" on {numba['threading_layer']}" if "threading_layer" in numba else ""
         extras.append(f"numba {numba['version']} ({numba['threads']} threads{layer}, "
                       f"{numba.get('instruction_set', 'code for the host')})")
     extras += [f"torch {m['torch']['version']} ({m['torch']['threads']} threads)"] if "torch" in m else []

@@ -4,7 +4,8 @@
 ``StepLoopRunner`` (``<backend>-steps``) runs the notebook's own loop written by hand on a fastprop
 backend: gather the batch, ``zero_gradients``, ``forward``, ``estimate``, ``gradient``,
 ``backward`` (with the input gradient the notebook's ``Network.backward`` returns) and
-``update_parameters`` (or the workload's optimizer), what a notebook user gets. The peers start from the same weights and visit the same rows in the same order: ``notebook`` is
+``update_parameters`` (or the workload's optimizer), what a notebook user gets. The peers start
+from the same weights and visit the same rows in the same order: ``notebook`` is
 plain NumPy written like the student notebook (dense layers and plain SGD only), ``torch-cpu``/
 ``torch-cuda`` eager PyTorch autograd rebuilding the network with ``torch.nn`` and training it with
 the workload's optimizer (``torch.optim.SGD`` or ``Adam``) on the loss reduced as fastprop's cost
@@ -143,7 +144,8 @@ class StepLoopRunner(Runner):
             self.net = workload.build(seed)
         self.backend, self.cost = backend, workload.cost_function()
         self.images = backend.asarray(images, dtype=self.dtype)
-        self.epoch_rows = ShuffledCopy(backend.take_rows, self.images, backend.asarray(targets, dtype=self.dtype))
+        targets = backend.asarray(targets, dtype=self.dtype)
+        self.epoch_rows = ShuffledCopy(backend.take_rows, self.images, targets)
         self.optimizer = workload.make_optimizer()
 
     def before_epoch(self):
