@@ -251,6 +251,19 @@ class Backend:
             x, W, self.sigmoid_backward(p, dp), dW, db, accumulate=accumulate, need_dx=need_dx
         )
 
+    def linear_relu_forward(self, x, W, b):
+        """Fused forward of a Linear followed by a ReLU: return ``y = max(x @ W.T + b, 0)``, ``(batch,
+        n_out)`` (the pre-activation is not kept: the backward pass needs ``y`` only)."""
+        y = self.linear_forward(x, W, b)
+        return self.xp.maximum(y, 0, out=y)
+
+    def linear_relu_backward(self, x, W, y, dy, dW, db, *, accumulate=True, need_dx=True):
+        """Fused backward of Linear+ReLU given the forward's output ``y``: ``dz = dy`` where ``y > 0``
+        and 0 elsewhere, then as :meth:`linear_backward`."""
+        return self.linear_backward(
+            x, W, self.relu_backward(y, dy), dW, db, accumulate=accumulate, need_dx=need_dx
+        )
+
     def softmax_cross_entropy(self, z, t):
         """Per-element cross-entropy of targets ``t`` against ``softmax(z)``: ``-t * log_softmax(z)``."""
         return -t * self.log_softmax(z)

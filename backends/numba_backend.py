@@ -38,6 +38,8 @@ from .base import Backend, window_output
 from .plan import Activation, Loss
 from .registry import BackendUnavailableError
 
+#: Parameters with at least this many elements are updated in parallel.
+PARALLEL_UPDATE = 2**16
 #: Layers with at most this many outputs use the fused Numba kernels instead of BLAS.
 SMALL_LAYER = 32
 #: Convolutions with at most this many inputs per output (``C * kh * kw``) run directly; wider ones
@@ -141,8 +143,12 @@ class NumbaBackend(Backend):
         self.linear_sigmoid_backward(x, W, p, p, W.copy(), b.copy())
         self.linear_backward(x, W, self.linear_forward(x, W, b), W.copy(), b.copy())
         self.relu_backward(x, self.relu(x))
+        for w in (W, numpy.ones((SMALL_LAYER + 1, 4), dtype)):  # the fused kernel and BLAS + epilogue
+            y = self.linear_relu_forward(x, w, numpy.ones((1, w.shape[0]), dtype))
+            self.linear_relu_backward(x, w, y, y, w.copy(), numpy.ones((1, w.shape[0]), dtype))
         self.softmax_cross_entropy_gradient(x, self.softmax_cross_entropy(x, x))
         self.sgd_update(x, x.copy(), 0.5)
+        self._k.sgd_update_parallel(x, x.copy(), 0.5)
         self.take_rows(x, numpy.arange(2), out=numpy.empty((2, 4), dtype))
         codes, workspace = numpy.empty((3, 4), numpy.uint8), self._k.epoch_workspace(W, 3)
         self._k.encode_pixels(x, PIXEL_LEVELS, codes)
@@ -198,33 +204,60 @@ class NumbaBackend(Backend):
     def linear_forward(self, x, W, b):
         if _small(x, W, b):
             z = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
-            self._parallel(self._k.dense_forward, x, W, b, z, z[:0])
+            self._parallel(self._k.dense_forward, x, W, b, z, z, self._k.IDENTITY)
             return z
         return self._blas(super().linear_forward, x, W, b)
 
     def linear_sigmoid_forward(self, x, W, b):
         if _small(x, W, b):
             z, p = numpy.empty((2, x.shape[0], W.shape[0]), x.dtype)
-            self._parallel(self._k.dense_forward, x, W, b, z, p)
+            self._parallel(self._k.dense_forward, x, W, b, z, p, self._k.SIGMOID)
             return z, p
         return super().linear_sigmoid_forward(x, W, b)  # self.linear_forward picks BLAS or the kernel
 
+    def linear_relu_forward(self, x, W, b):
+        y = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
+        if _small(x, W, b):
+            self._parallel(self._k.dense_forward, x, W, b, y, y, self._k.RELU)
+        elif (x.ndim == W.ndim == 2 and x.shape[0] and x.shape[1] == W.shape[1] and b.shape == (1, W.shape[0])
+              and _fits(x, W, b)):
+            self._blas(numpy.matmul, x, W.T, out=y)  # then the bias and the ReLU in one pass over y
+            self._parallel(self._k.bias_epilogue, y, b, True)
+        else:
+            return super().linear_relu_forward(x, W, b)
+        return y
+
     def linear_backward(self, x, W, dz, dW, db, *, accumulate=True, need_dx=True):
         if _small(x, W, db, dz, dW=dW):
-            return self._dense_backward(x, W, dz, dz, dW, db, False, accumulate, need_dx)
+            return self._dense_backward(x, W, dz, dz, dW, db, self._k.IDENTITY, accumulate, need_dx)
         return self._blas(super().linear_backward, x, W, dz, dW, db, accumulate=accumulate, need_dx=need_dx)
 
     def linear_sigmoid_backward(self, x, W, p, dp, dW, db, *, accumulate=True, need_dx=True):
         if _small(x, W, db, p, dp, dW=dW):
-            return self._dense_backward(x, W, p, dp, dW, db, True, accumulate, need_dx)
+            return self._dense_backward(x, W, p, dp, dW, db, self._k.SIGMOID, accumulate, need_dx)
         return super().linear_sigmoid_backward(x, W, p, dp, dW, db, accumulate=accumulate, need_dx=need_dx)
 
-    def _dense_backward(self, x, W, p, g, dW, db, sigmoid, accumulate, need_dx):
+    def linear_relu_backward(self, x, W, y, dy, dW, db, *, accumulate=True, need_dx=True):
+        if _small(x, W, db, y, dy, dW=dW):
+            return self._dense_backward(x, W, y, dy, dW, db, self._k.RELU, accumulate, need_dx)
+        if not (x.ndim == 2 and y.shape == dy.shape == (x.shape[0], W.shape[0]) and dW.shape == W.shape
+                and x.shape[0] and _fits(x, W, y, dy, dW, db)):
+            return super().linear_relu_backward(x, W, y, dy, dW, db, accumulate=accumulate, need_dx=need_dx)
+        dz, bias_gradient = self._masked(dy, y, True)  # the mask and the bias gradient in one pass
+        if accumulate:
+            dW += self._blas(numpy.matmul, dz.T, x)
+            db += bias_gradient
+        else:
+            self._blas(numpy.matmul, dz.T, x, out=dW)
+            db[...] = bias_gradient
+        return self._blas(numpy.matmul, dz, W) if need_dx else None
+
+    def _dense_backward(self, x, W, p, g, dW, db, activation, accumulate, need_dx):
         (n, k_in), m = x.shape, W.shape[0]
         dx = numpy.empty((n if need_dx else 0, k_in), x.dtype)
         key = ("dense", m, k_in, x.dtype)
         workspace = self._scratch(key, n, self._k.backward_workspace, m, k_in, x.dtype)
-        self._parallel(self._k.dense_backward, x, W, p, g, dW, db, sigmoid, accumulate, dx, workspace)
+        self._parallel(self._k.dense_backward, x, W, p, g, dW, db, activation, accumulate, dx, workspace)
         return dx if need_dx else None
 
     def _scratch(self, key, rows, make, *shape):
@@ -251,7 +284,10 @@ class NumbaBackend(Backend):
 
     def sgd_update(self, param, grad, learning_rate):
         if param.shape == grad.shape and _fits(param, grad):
-            self._k.sgd_update(param, grad, learning_rate)
+            if param.size < PARALLEL_UPDATE:  # a launch costs more than the loop
+                self._k.sgd_update(param, grad, learning_rate)
+            else:
+                self._parallel(self._k.sgd_update_parallel, param, grad, learning_rate)
         else:
             super().sgd_update(param, grad, learning_rate)
 

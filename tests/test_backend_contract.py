@@ -110,7 +110,8 @@ DENSE_SHAPES += [(9, 7, 5), (37, 29, 13), (37, 29, 1)]
 
 
 def _dense(n, n_in, n_out, head, layout=None):
-    """Arguments of a dense method: ``head`` names them (x, W, b, dz, p, dp, dW, db).
+    """Arguments of a dense method: ``head`` names them (x, W, b, dz, p, dp, y, dy, dW, db; ``y`` is a
+    ReLU's output, half of it zero).
 
     ``layout="views"`` passes ``x`` strided and ``W`` in Fortran order (gradient buffers stay
     contiguous: they are a layer's own arrays)."""
@@ -119,7 +120,8 @@ def _dense(n, n_in, n_out, head, layout=None):
         arrays = {"x": rng.random((n, n_in)), "W": rng.normal(0, 0.1, (n_out, n_in)),
                   "b": rng.normal(0, 0.1, (1, n_out)), "dz": rng.normal(size=(n, n_out)),
                   "p": rng.random((n, n_out)), "dp": rng.normal(size=(n, n_out)),
-                  "dW": rng.normal(size=(n_out, n_in)), "db": rng.normal(size=(1, n_out))}
+                  "dW": rng.normal(size=(n_out, n_in)), "db": rng.normal(size=(1, n_out)),
+                  "y": numpy.maximum(rng.normal(size=(n, n_out)), 0), "dy": rng.normal(size=(n, n_out))}
         if layout == "views":
             arrays["x"], arrays["W"] = View(arrays["x"], "strided"), View(arrays["W"], "fortran")
         return tuple(arrays[name] for name in head)
@@ -131,10 +133,11 @@ def _dense_cases():
     shapes = [(shape, None, f"{shape[0]} rows, {shape[1]}->{shape[2]}") for shape in DENSE_SHAPES]
     shapes += [((33, 20, 6), "views", "strided x, Fortran W"), ((0, 13, 7), None, "zero rows")]
     for (n, n_in, n_out), layout, label in shapes:
-        for method in ("linear_forward", "linear_sigmoid_forward"):
+        for method in ("linear_forward", "linear_sigmoid_forward", "linear_relu_forward"):
             yield Case(method, label, _dense(n, n_in, n_out, ("x", "W", "b"), layout))
         for method, head in (("linear_backward", ("x", "W", "dz")),
-                             ("linear_sigmoid_backward", ("x", "W", "p", "dp"))):
+                             ("linear_sigmoid_backward", ("x", "W", "p", "dp")),
+                             ("linear_relu_backward", ("x", "W", "y", "dy"))):
             make = _dense(n, n_in, n_out, head + ("dW", "db"), layout)
             for accumulate in (True, False):
                 for need_dx in (True, False):
@@ -163,6 +166,7 @@ def _normal(rng, shape, layout=None):
 
 def _update_cases():
     for label, shape, layout in (("weights", (10, 784), None), ("bias", (1, 10), None),
+                                 ("wide layer, updated in parallel", (512, 784), None),
                                  ("strided param", (9, 7), "strided"), ("empty", (0, 5), None)):
         def sgd(r, shape=shape, layout=layout):
             return _normal(r, shape, layout), _normal(r, shape), 0.25

@@ -34,6 +34,9 @@ MODELS = {
     "linear": (lambda: Linear(5, 3), MeanSquareError),
     "linear+sigmoid": (lambda: Network([Linear(5, 3), Sigmoid()]), MeanSquareError),
     "relu": (lambda: Network([Linear(5, 4), ReLU(), Linear(4, 3)]), MeanSquareError),
+    "wide relu (product, then bias and ReLU in one pass)": (
+        lambda: Network([Linear(5, 40), ReLU(), Linear(40, 3)]), MeanSquareError),
+    "relu unfused": (lambda: Network([Linear(5, 40), ReLU(), Linear(40, 3)], fuse=False), MeanSquareError),
     "tanh": (lambda: Network([Linear(5, 4), Tanh(), Linear(4, 3)]), MeanSquareError),
     "softmax+cross-entropy": (lambda: Network([Linear(5, 3), SoftMax()]), CrossEntropy),
     "softmax-cross-entropy on logits": (
@@ -56,7 +59,7 @@ def test_every_layer_passes_gradcheck(backend_name, model):
     build, cost = MODELS[model]
     with fastprop.use_backend(backend_name, dtype="float64"):
         net = build()
-    x, target = _data(7, 5, 3, one_hot=model != "relu")
+    x, target = _data(7, 5, 3, one_hot="relu" not in model)
     result = fastprop.gradcheck(net, cost(), x, target, max_entries=40)
     assert result.passed(1e-6), f"{model} on {backend_name}:\n{result}"
     assert len(result.errors) == len(net.parameters()) + 1
@@ -105,6 +108,32 @@ def test_fused_linear_sigmoid_matches_unfused(backend_name, dtype, tolerance):
     backend = fused.backend
     # x_in is z, not p
     assert relative_error(backend.to_numpy(outputs[0][3]), backend.to_numpy(outputs[0][4])) > 0.1
+    for a, b in zip(*outputs):
+        assert a.shape == b.shape
+        assert relative_error(backend.to_numpy(a), backend.to_numpy(b)) <= tolerance
+
+
+@pytest.mark.parametrize("width", [8, 40], ids=["fused kernel", "product and epilogue"])
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("float64", 1e-12)])
+def test_fused_linear_relu_matches_unfused(backend_name, dtype, tolerance, width):
+    def build(fuse):
+        with fastprop.use_backend(backend_name, dtype=dtype):
+            return Network([Linear(20, width, rng=3), ReLU(), Linear(width, 4, rng=4), ReLU()], fuse=fuse,
+                           input_gradient=True)
+
+    x, target = _data(33, 20, 4)
+    outputs = []
+    for net in (build(True), build(False)):
+        net.zero_gradients()
+        for _ in range(2):  # the second backward adds to the gradients
+            y = net.forward(x)
+            cost_function = MeanSquareError()
+            dx = net.backward(cost_function.gradient(cost_function.estimate(target, y)))
+        assert net.layers[1].x_out is not None and net.layers[3].x_out is y
+        outputs.append([y, dx, net.layers[0].x_in, net.layers[1].x_out, net.layers[2].x_in]
+                       + [parameter.gradient for parameter in net.parameters()])
+    backend = build(True).backend
+    assert float(backend.to_numpy(outputs[0][3]).min()) == 0.0  # the ReLU cut something off
     for a, b in zip(*outputs):
         assert a.shape == b.shape
         assert relative_error(backend.to_numpy(a), backend.to_numpy(b)) <= tolerance

@@ -46,7 +46,7 @@ from .conv import (
     maxpool_forward,
     sum_chunks,
 )
-from .dense import CHUNK, backward_workspace, dense_backward, dense_forward
+from .dense import CHUNK, IDENTITY, RELU, SIGMOID, backward_workspace, dense_backward, dense_forward
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .intrinsics import _sigmoid as _sigmoid  # for jitted code outside: the tests check its accuracy
 from .step import (
@@ -55,6 +55,7 @@ from .step import (
     relu,
     relu_backward,
     sgd_update,
+    sgd_update_parallel,
     softmax_cross_entropy,
     softmax_cross_entropy_gradient,
     take_rows,
@@ -62,6 +63,9 @@ from .step import (
 
 __all__ = [
     "CHUNK",
+    "IDENTITY",
+    "RELU",
+    "SIGMOID",
     "adam_update",
     "backward_workspace",
     "checksum",
@@ -83,6 +87,7 @@ __all__ = [
     "relu",
     "relu_backward",
     "sgd_update",
+    "sgd_update_parallel",
     "sigmoid_mse_epoch",
     "softmax_cross_entropy",
     "softmax_cross_entropy_gradient",

@@ -20,6 +20,8 @@ from numba import prange
 
 from .intrinsics import JIT, REDUCE, _sigmoid
 
+#: The activation fused into a dense layer's kernels: none, a sigmoid or a ReLU.
+IDENTITY, SIGMOID, RELU = 0, 1, 2
 #: Rows per chunk of the backward pass's reduction over the batch.
 CHUNK = 64
 #: Elements of the gradient each task adds up over the chunks.
@@ -63,14 +65,15 @@ def _dot_4x5(x, i0, i1, i2, i3, W, j0, j1, j2, j3, j4):
 
 
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
-def dense_forward(x, W, b, z, p):
-    """``z = x @ W.T + b``; when ``p`` has rows, also ``p = 1 / (1 + exp(-z))``, both ``(batch, n_out)``.
+def dense_forward(x, W, b, z, p, activation):
+    """``z = x @ W.T + b`` and ``p = activation(z)`` (``SIGMOID`` or ``RELU``; ``p`` may be ``z`` itself),
+    both ``(batch, n_out)``; ``p`` is not written for ``IDENTITY``.
 
     Indices past the end are clamped: a duplicate row or output is computed twice and written with
     the same value.
     """
     n, m = x.shape[0], W.shape[0]
-    sigmoid = p.shape[0] > 0
+    zero = x.dtype.type(0)
     for block in prange((n + 3) // 4):
         i0 = 4 * block
         rows = (i0, min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1))
@@ -80,10 +83,14 @@ def dense_forward(x, W, b, z, p):
             for q in range(4):
                 for u in range(5):
                     z[rows[q], j[u]] = sums[q][u] + b[0, j[u]]
-        if sigmoid:
+        if activation == SIGMOID:
             for i in range(i0, min(i0 + 4, n)):
                 for o in range(m):
                     p[i, o] = _sigmoid(z[i, o])
+        elif activation == RELU:
+            for i in range(i0, min(i0 + 4, n)):
+                for o in range(m):
+                    p[i, o] = zero if z[i, o] < zero else z[i, o]  # NaN stays NaN, as in numpy.maximum
 
 
 @numba.njit(fastmath=REDUCE, **JIT)
@@ -160,10 +167,10 @@ def backward_workspace(n, m, k_in, dtype):
 
 
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
-def dense_backward(x, W, p, g, dW, db, sigmoid, accumulate, dx, workspace):
-    """Backward of :func:`dense_forward` given ``g = dL/dout`` (and its output ``p`` when ``sigmoid``).
+def dense_backward(x, W, p, g, dW, db, activation, accumulate, dx, workspace):
+    """Backward of :func:`dense_forward` given ``g = dL/dout`` and the forward's output ``p``.
 
-    ``dz = g * p * (1 - p)`` (or ``g``); ``dW``/``db`` get (or get added, with ``accumulate``)
+    ``dz = g * p * (1 - p)`` (``SIGMOID``), ``g`` where ``p > 0`` and 0 elsewhere (``RELU``) or ``g``; ``dW``/``db`` get (or get added, with ``accumulate``)
     ``dz.T @ x`` and ``dz.sum(0)``; ``dx`` (``(batch, n_in)``, or no rows when not wanted) gets
     ``dz @ W``. ``workspace`` is :func:`backward_workspace`'s.
     """
@@ -178,7 +185,12 @@ def dense_backward(x, W, p, g, dW, db, sigmoid, accumulate, dx, workspace):
         d, P = slopes[c], partial_w[c]
         for i in range(start, stop):
             for j in range(m):
-                d[i - start, j] = g[i, j] * p[i, j] * (one - p[i, j]) if sigmoid else g[i, j]
+                if activation == SIGMOID:
+                    d[i - start, j] = g[i, j] * p[i, j] * (one - p[i, j])
+                elif activation == RELU:
+                    d[i - start, j] = g[i, j] if p[i, j] > zero else zero
+                else:
+                    d[i - start, j] = g[i, j]
         for r in range(stop - start, CHUNK + 3):
             for j in range(m):
                 d[r, j] = zero

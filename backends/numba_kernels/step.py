@@ -98,6 +98,15 @@ def sgd_update(param, grad, learning_rate):
 
 
 @numba.njit(parallel=True, **JIT)
+def sgd_update_parallel(param, grad, learning_rate):
+    """:func:`sgd_update` over blocks of the arrays in parallel (the same bits: each element alone)."""
+    rate = param.dtype.type(learning_rate)
+    flat_param, flat_grad = param.reshape(param.size), grad.reshape(grad.size)
+    for i in prange(flat_param.shape[0]):
+        flat_param[i] -= rate * flat_grad[i]
+
+
+@numba.njit(parallel=True, **JIT)
 def adam_update(param, grad, m, v, learning_rate, beta1, beta2, eps, step, weight_decay, decoupled):
     """In place, one pass: the Adam (AdamW with ``decoupled``) step of the contract's ``adam_update``,
     its operations in the reference's order, constants rounded to the arrays' dtype."""

@@ -1,44 +1,71 @@
-"""Fused steps of a ``Network``: ``LinearSigmoid``, ``Conv2DReLU`` and ``Conv2DReLUMaxPool``."""
+"""Fused steps of a ``Network``: ``LinearSigmoid``, ``LinearReLU``, ``Conv2DReLU`` and ``Conv2DReLUMaxPool``."""
 
 from __future__ import annotations
 
 
-class LinearSigmoid:
-    """One step of a :class:`~fastprop.Network` that runs a ``Linear`` and the ``Sigmoid`` after it
-    through the backend's fused kernels.
+class LinearActivation:
+    """One step of a :class:`~fastprop.Network` that runs a ``Linear`` and the activation after it
+    through the backend's fused kernels (``forward_kernel``, ``backward_kernel``).
 
-    It keeps what its backward pass needs (the input and the sigmoid's output) itself. After each
-    ``forward`` the two layers also show the notebook's attributes as an unfused pair would:
-    ``linear.x_in`` the input, ``sigmoid.x_in`` the pre-activation and ``sigmoid.x_out`` the output.
-    The parameters and their gradients stay the ``Linear``'s.
+    It keeps what its backward pass needs (the input and the activation's output) itself; the
+    parameters and their gradients stay the ``Linear``'s. After each ``forward`` the ``Linear``
+    shows its input as ``x_in`` and the activation its output as ``x_out`` (:meth:`show`).
     """
 
-    def __init__(self, linear, sigmoid):
-        self.linear, self.sigmoid = linear, sigmoid
+    forward_kernel = backward_kernel = ""
+
+    def __init__(self, linear, activation):
+        self.linear, self.activation = linear, activation
         self.saved = None  # (input, output) of the last forward
 
     def forward(self, x_in):
-        linear, sigmoid = self.linear, self.sigmoid
+        linear = self.linear
         x = linear.checked_input(x_in)
-        z, p = linear.backend.linear_sigmoid_forward(x, linear.w, linear.b)
-        self.saved = (x, p)
-        linear.x_in, sigmoid.x_in, sigmoid.x_out = x, z, p
-        return p
+        result = getattr(linear.backend, self.forward_kernel)(x, linear.w, linear.b)
+        output = self.show(x, result)
+        self.saved = (x, output)
+        return output
+
+    def show(self, x, result):
+        """Set the layers' notebook attributes from the input and the fused kernel's result; return
+        the step's output."""
+        self.linear.x_in, self.activation.x_in, self.activation.x_out = x, None, result
+        return result
 
     def backward(self, d_out, input_gradient=True):
         if self.saved is None:
             raise RuntimeError(
-                f"{self.linear!r} + {self.sigmoid!r}: backward was called before forward; call forward "
+                f"{self.linear!r} + {self.activation!r}: backward was called before forward; call forward "
                 "on the batch first."
             )
-        linear, (x, p) = self.linear, self.saved
+        linear, (x, output) = self.linear, self.saved
         d_out = linear.checked_gradient(d_out, x.shape[0])
-        d_in = linear.backend.linear_sigmoid_backward(
-            x, linear.w, p, d_out, linear.dw, linear.db,
+        d_in = getattr(linear.backend, self.backward_kernel)(
+            x, linear.w, output, d_out, linear.dw, linear.db,
             accumulate=not linear.gradients_fresh(), need_dx=input_gradient,
         )
         linear.gradients_written()
         return d_in
+
+
+class LinearSigmoid(LinearActivation):
+    """A ``Linear`` and a ``Sigmoid``. Both layers show the notebook's attributes as an unfused pair
+    would: ``linear.x_in`` the input, ``sigmoid.x_in`` the pre-activation, ``sigmoid.x_out`` the output."""
+
+    forward_kernel, backward_kernel = "linear_sigmoid_forward", "linear_sigmoid_backward"
+
+    def show(self, x, result):
+        z, p = result
+        self.linear.x_in, self.activation.x_in, self.activation.x_out = x, z, p
+        return p
+
+
+class LinearReLU(LinearActivation):
+    """A ``Linear`` and a ``ReLU``: the bias and the ReLU are one pass after the product, and the
+    ReLU's slope masks the gradient in the same pass that sums the bias gradient. The ``ReLU`` shows
+    its output as ``x_out``; its ``x_in`` (the pre-activation, which is never kept) is ``None``."""
+
+    forward_kernel, backward_kernel = "linear_relu_forward", "linear_relu_backward"
 
 
 class Conv2DReLU:

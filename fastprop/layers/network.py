@@ -6,13 +6,14 @@ from fastprop.backends import current
 from .activations import ReLU, Sigmoid
 from .base import Layer, is_layer, is_native, leaves_of, same_device, takes_input_gradient
 from .conv import Conv2D, MaxPool2D
-from .fused import Conv2DReLU, Conv2DReLUMaxPool, LinearSigmoid
+from .fused import Conv2DReLU, Conv2DReLUMaxPool, LinearReLU, LinearSigmoid
 from .linear import Linear
 
 #: Runs of layer classes that run as one fused step (the longest match wins), and the step class.
 FUSED_STEPS = {
     (Conv2D, ReLU, MaxPool2D): Conv2DReLUMaxPool,
     (Linear, Sigmoid): LinearSigmoid,
+    (Linear, ReLU): LinearReLU,
     (Conv2D, ReLU): Conv2DReLU,
 }
 
@@ -36,7 +37,7 @@ class Network(Layer):
     ``layers`` is kept as given (``net.layers is layers``), and may hold any object with the
     notebook's Layer methods (``forward``, ``backward``, ``zero_gradients``,
     ``update_parameters``): a student's own layer sits next to fastprop's. With ``fuse=True`` (the
-    default) each ``Linear`` directly followed by a ``Sigmoid``, and each ``Conv2D`` directly
+    default) each ``Linear`` directly followed by a ``Sigmoid`` or a ``ReLU``, and each ``Conv2D`` directly
     followed by a ``ReLU`` (and a ``MaxPool2D``), on the same backend runs as one fused step; the
     numbers match the unfused path within float rounding.
     ``backward(d_out, input_gradient=False)`` skips the first layer's input gradient, which
