@@ -170,9 +170,10 @@ def backward_workspace(n, m, k_in, dtype):
 def dense_backward(x, W, p, g, dW, db, activation, accumulate, dx, workspace):
     """Backward of :func:`dense_forward` given ``g = dL/dout`` and the forward's output ``p``.
 
-    ``dz = g * p * (1 - p)`` (``SIGMOID``), ``g`` where ``p > 0`` and 0 elsewhere (``RELU``) or ``g``; ``dW``/``db`` get (or get added, with ``accumulate``)
-    ``dz.T @ x`` and ``dz.sum(0)``; ``dx`` (``(batch, n_in)``, or no rows when not wanted) gets
-    ``dz @ W``. ``workspace`` is :func:`backward_workspace`'s.
+    ``dz = g * p * (1 - p)`` (``SIGMOID``), ``g`` where ``p > 0`` and 0 elsewhere (``RELU``) or ``g``;
+    ``dW``/``db`` get (or get added, with ``accumulate``) ``dz.T @ x`` and ``dz.sum(0)``; ``dx``
+    (``(batch, n_in)``, or no rows when not wanted) gets ``dz @ W``. ``workspace`` is
+    :func:`backward_workspace`'s.
     """
     n, k_in = x.shape
     m = W.shape[0]

@@ -1,4 +1,4 @@
-"""Fused steps of a ``Network``: ``LinearSigmoid``, ``LinearReLU``, ``Conv2DReLU`` and ``Conv2DReLUMaxPool``."""
+"""Fused steps of a ``Network``: ``LinearSigmoid``, ``LinearReLU``, ``Conv2DReLU``, ``Conv2DReLUMaxPool``."""
 
 from __future__ import annotations
 
