@@ -95,25 +95,58 @@ def save(net, path, *, optimizer=None, history=None, extra=None, epoch=None, loo
     return path
 
 
-def _describe(layer, key, arrays, path):
-    """The header node for ``layer``; its parameters go into ``arrays`` under ``key.<name>``."""
+def check_savable(net, path):
+    """Raise the error :func:`save` would raise for ``net`` (a layer class checkpoints cannot hold) or
+    for ``path`` (a missing folder), without writing anything: :func:`fastprop.train` asks before
+    its first step, so a run that could not save its first checkpoint never starts."""
+    _describe(net, "model", {}, path, host=False)
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Cannot write checkpoint {path}: the folder {folder} does not exist; create it first "
+            f"(os.makedirs({folder!r}, exist_ok=True)) or choose another path."
+        )
+
+
+def _unknown_class(layer, key, path):
+    """The error for a layer whose class checkpoints do not hold, saying truly why."""
+    cls, kind = type(layer), type(layer).__name__
+    known = CHECKPOINT_LAYERS.get(kind)
+    where = f"Cannot save checkpoint {path}: {key} is {layer!r}, a {cls.__module__}.{kind}"
+    if known is None:
+        return CheckpointError(
+            f"{where}, which checkpoints do not know; they hold {', '.join(CHECKPOINT_LAYERS)}, and a Layer "
+            "subclass that declares checkpoint_arguments (the constructor arguments to store, () for none)."
+        )
+    if known.__module__ == cls.__module__ and known.__qualname__ == cls.__qualname__:
+        return CheckpointError(
+            f"{where}, whose class was defined again after this layer was made (a notebook cell or module "
+            f"run twice?); checkpoints hold the newest {kind}: build the layer again from it."
+        )
+    return CheckpointError(
+        f"{where}, but checkpoints hold another class of that name, {known.__module__}.{known.__qualname__}, "
+        "and tell layers apart by class name: rename one of the two classes."
+    )
+
+
+def _describe(layer, key, arrays, path, host=True):
+    """The header node for ``layer``; its parameters go into ``arrays`` under ``key.<name>`` (as host
+    copies, or without copying when ``host`` is false: a check of what can be saved)."""
     kind = type(layer).__name__
     if CHECKPOINT_LAYERS.get(kind) is not type(layer):
-        raise CheckpointError(
-            f"Cannot save checkpoint {path}: {key} is {layer!r}, a {type(layer).__module__}.{kind}, "
-            f"which checkpoints do not know; they hold fastprop's {', '.join(CHECKPOINT_LAYERS)}."
-        )
+        raise _unknown_class(layer, key, path)
     node = {
         "type": kind,
         "arguments": {name: getattr(layer, name) for name in type(layer).checkpoint_arguments},
         "parameters": {
             parameter.name: _entry(arrays, f"{key}.{parameter.name}", layer.backend.to_numpy(parameter.value))
-            for parameter in layer.own_parameters()
+            if host else None for parameter in layer.own_parameters()
         },
     }
     children = layer.children()
     if children:
-        node["layers"] = [_describe(child, f"{key}.{i}", arrays, path) for i, child in enumerate(children)]
+        node["layers"] = [_describe(child, f"{key}.{i}", arrays, path, host)
+                          for i, child in enumerate(children)]
     return node
 
 
@@ -291,6 +324,17 @@ def _assemble(header, arrays, backend_name=None, dtype=None, net=None) -> Checkp
     return Checkpoint(net, optimizer, state, history, header["extra"], epoch, header["version"], loop)
 
 
+def _as_stored(value):
+    """A constructor argument as the JSON header holds it (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _as_given(value):
+    """A constructor argument read from the JSON header, with its lists back as the tuples the
+    layers were given (``Reshape((1, 28, 28))``, ``Conv2D(..., kernel_size=(3, 3))``)."""
+    return tuple(_as_given(item) for item in value) if isinstance(value, list) else value
+
+
 def _node(node, arrays, used, where):
     """``(class, arguments, host arrays by parameter name, child nodes)`` of a checked header node."""
     kind = _check(node, dict, f"{where} entry").get("type")
@@ -299,7 +343,8 @@ def _node(node, arrays, used, where):
             f"its {where} is of unknown layer type {kind!r}; checkpoints hold {', '.join(CHECKPOINT_LAYERS)}"
         )
     cls = CHECKPOINT_LAYERS[kind]
-    arguments = _check(node["arguments"], dict, f"{where} arguments")
+    arguments = {name: _as_given(value)
+                 for name, value in _check(node["arguments"], dict, f"{where} arguments").items()}
     if set(arguments) != set(cls.checkpoint_arguments):
         raise _Invalid(
             f"its {where} ({kind}) has arguments {sorted(arguments)}, "
@@ -333,7 +378,8 @@ def _matching(node, layer, arrays, used, where):
     """``[(parameter, host array)]`` to fill ``layer`` with, once the header node is checked to
     describe a layer of the same class, arguments and children."""
     cls, arguments, host, children = _node(node, arrays, used, where)
-    if type(layer) is not cls or any(getattr(layer, name) != value for name, value in arguments.items()):
+    if type(layer) is not cls or any(_as_stored(getattr(layer, name, None)) != _as_stored(value)
+                                     for name, value in arguments.items()):
         mine = {name: getattr(layer, name, None) for name in arguments}
         raise _Invalid(
             f"its {where} is a {cls.__name__} with {arguments}, but the network being trained has "

@@ -58,42 +58,71 @@ _IDX_TYPES = {
     0x0C: numpy.dtype(">i4"), 0x0D: numpy.dtype(">f4"), 0x0E: numpy.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+#: Bytes read past a bad IDX payload in a gzip file, to tell a damaged stream from a wrong header.
+_LOOK_FURTHER = 2**20
 _REMEDY = "replace it with the original file, or delete it so it is downloaded again"
 
 
 def read_idx(path) -> numpy.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a native-endian, writable NumPy array.
 
-    Compression is detected from the file's first bytes, not its name. Raises ``DatasetError``
-    when the gzip stream is corrupt, the header is not IDX, or the payload is not exactly as
-    long as the header's dimensions say.
+    Compression is detected from the file's first bytes, not its name. The data is read straight
+    into the array, and no further than the size the header promises plus one byte: a file that
+    holds (or a gzip stream that expands to) more is refused without reading the rest. Raises
+    ``DatasetError`` when the gzip stream is corrupt, the header is not IDX, or the payload is not
+    exactly as long as the header's dimensions say.
     """
     path = Path(path)
-    data = path.read_bytes()
-    if data[:2] == _GZIP_MAGIC:
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         try:
-            data = gzip.decompress(data)
+            try:
+                return _read_idx_stream(path, stream)
+            except DatasetError:
+                if compressed:  # a damaged stream can decode to a plausible header: look a little further
+                    stream.read(_LOOK_FURTHER)
+                raise
         except (OSError, EOFError, zlib.error) as error:
+            if not compressed:
+                raise
             raise DatasetError(f"{path} should be a gzip-compressed IDX file but its gzip stream "
                                f"is damaged ({error}); {_REMEDY}.") from None
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_TYPES or not 1 <= data[3] <= 4:
+
+
+def _read_exactly(stream, buffer) -> int:
+    """Fill ``buffer`` (a writable memoryview) from ``stream``; return how many bytes came."""
+    done = 0
+    while done < len(buffer):
+        count = stream.readinto(buffer[done:])
+        if not count:
+            break
+        done += count
+    return done
+
+
+def _read_idx_stream(path, stream) -> numpy.ndarray:
+    start = stream.read(4)
+    if len(start) < 4 or start[:2] != b"\0\0" or start[2] not in _IDX_TYPES or not 1 <= start[3] <= 4:
         raise DatasetError(f"{path} should start with an IDX header (two zero bytes, a type code "
                            f"in {sorted(hex(code) for code in _IDX_TYPES)} and a rank 1 to 4) but "
-                           f"starts with {data[:4].hex(' ') or 'nothing'}; {_REMEDY}.")
-    dtype, rank = _IDX_TYPES[data[2]], data[3]
-    header = 4 + 4 * rank
-    if len(data) < header:
+                           f"starts with {start.hex(' ') or 'nothing'}; {_REMEDY}.")
+    dtype, rank = _IDX_TYPES[start[2]], start[3]
+    sizes = stream.read(4 * rank)
+    if len(sizes) < 4 * rank:
         raise DatasetError(f"{path} should hold {rank} dimension sizes after its magic number but "
-                           f"ends after {len(data)} bytes; {_REMEDY}.")
-    shape = struct.unpack(f">{rank}I", data[4:header])
+                           f"ends after {4 + len(sizes)} bytes; {_REMEDY}.")
+    shape = struct.unpack(f">{rank}I", sizes)
     expected = math.prod(shape) * dtype.itemsize
-    found = len(data) - header
-    if found != expected:
+    array = numpy.empty(shape, dtype)
+    found = _read_exactly(stream, memoryview(array.reshape(-1).view(numpy.uint8)))
+    if found < expected or stream.read(1):
         problem = "is truncated" if found < expected else "has trailing data"
+        follow = f"{found}" if found < expected else "more"
         raise DatasetError(f"{path} {problem}: its header promises {expected} bytes of "
-                           f"{dtype.name} data for shape {shape} but {found} follow; {_REMEDY}.")
-    array = numpy.frombuffer(data, dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))  # a copy: writable and native-endian
+                           f"{dtype.name} data for shape {shape} but {follow} follow; {_REMEDY}.")
+    return array.astype(dtype.newbyteorder("="), copy=False)  # native-endian (a copy where it was not)
 
 
 def write_idx(path, array, compress=None) -> None:

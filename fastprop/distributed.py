@@ -55,6 +55,10 @@ class Communicator:
     def abort(self, code=1):
         """End every rank of the job (used when one rank fails, so the others do not wait forever)."""
 
+    def allgather(self, row):
+        """Every rank's host int64 ``row`` (all of one length), as a ``(size, len(row))`` array."""
+        return numpy.asarray(row, numpy.int64)[None, :].copy()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
 
@@ -96,6 +100,12 @@ class MPICommunicator(Communicator):
 
     def abort(self, code=1):
         self.comm.Abort(code)
+
+    def allgather(self, row):
+        row = numpy.ascontiguousarray(row, numpy.int64)
+        table = numpy.empty((self.size, row.size), numpy.int64)
+        self.comm.Allgather(row, table)  # over MPI, also under NCCL: a few host numbers
+        return table
 
 
 class NCCLCommunicator(MPICommunicator):
@@ -167,6 +177,52 @@ def init(kind="auto"):
         if get_backend().name == "cupy":  # gradients live on the GPUs: sum them there
             return NCCLCommunicator(communicator.comm)
     return communicator
+
+
+def check_same_data(communicator, arrays, checksum):
+    """Refuse, on every rank at once, data that differs between ranks: rows, shape, dtype or values.
+
+    Each rank takes its share of every global batch of the same rows, so every rank must hold the
+    same data; a rank given only its own shard would train on other rows than the others believe
+    (or, with fewer rows, make the collectives disagree: MPI's "message truncated"). ``arrays``
+    maps names ("training images") to arrays, ``checksum(array)`` gives a 64-bit checksum of the
+    values. Every rank raises the same ValueError, naming the first array and rank that differ from
+    rank 0.
+    """
+    if communicator.size <= 1:
+        return
+    width, row = 7, []  # per array: ndim, four dimensions, the dtype's number, the values' checksum
+    for array in arrays.values():
+        shape = tuple(getattr(array, "shape", ()))[:4]
+        total = numpy.array([checksum(array)], numpy.uint64).view(numpy.int64)[0]
+        row += [len(shape), *shape, *([0] * (4 - len(shape))), numpy.dtype(array.dtype).num, total]
+    table = communicator.allgather(numpy.array(row, numpy.int64))
+    for rank in range(1, communicator.size):
+        for index, name in enumerate(arrays):
+            part = slice(index * width, (index + 1) * width)
+            if numpy.array_equal(table[rank, part], table[0, part]):
+                continue
+            theirs, ours = _described(table[rank, part]), _described(table[0, part])
+            held = (f"{name} of {theirs} where rank 0 holds {ours}" if theirs != ours else
+                    f"other {name} than rank 0 (the same {ours}, other values)")
+            raise ValueError(
+                f"Data-parallel training needs the same data on every rank, but rank {rank} holds {held}; "
+                "give every rank the whole data set (each rank takes its own share of every batch)."
+            )
+
+
+def _described(entry):
+    ndim, *dims, number, _ = (int(value) for value in entry)
+    return f"shape {tuple(dims[:ndim])}, dtype {_dtype_name(number)}"
+
+
+def _dtype_name(number):
+    """The name of the NumPy dtype whose ``num`` is ``number``."""
+    for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                 "uint32", "uint64", "bool"):
+        if numpy.dtype(name).num == number:
+            return name
+    return f"number {number}"
 
 
 def warn_about_threads(communicator):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import math
 import os
 import time
@@ -16,7 +17,7 @@ from fastprop.backends import get_backend, get_dtype, load_backend, use_backend
 from fastprop.backends.arrays import accept_array
 
 from .checks import is_real, is_whole, positive_integer, whole_number
-from .distributed import Communicator, abort_on_error, shard, warn_about_threads
+from .distributed import Communicator, abort_on_error, check_same_data, shard, warn_about_threads
 from .history import History
 from .layers.base import Layer, is_native, leaves_of, takes_input_gradient
 from .lowering import lower
@@ -111,14 +112,28 @@ def _train(net, cost_function, number_epochs, batch_size, learning_rate, data, d
             f"got {type(data).__name__}{f' of length {len(data)}' if hasattr(data, '__len__') else ''}."
         )
     backend, dtype = _backend_of(net)
+    if communicator.size > 1:
+        names = ("training images", "training labels", "validation images", "validation labels")
+        arrays = [a if backend.is_native(a) else numpy.asarray(a) for a in data]
+        check_same_data(communicator, dict(zip(names, arrays)),
+                        lambda a: (backend if backend.is_native(a) else load_backend("numpy")).checksum(a))
     with computing_on(backend, dtype):
         images, targets = prepare_training_data(net, data[0], data[1], "training")
         validation_images = _checked_images(backend, dtype, data[2], "validation images", allow_empty=True)
         _check_lengths("validation", validation_images, data[3])
         # Checked and turned into class ids once, before any step.
         validation_labels = class_ids(backend, data[3], targets.shape[1], "validation labels")
+        if patience is not None and len(validation_images) == 0:
+            raise ValueError(
+                f"train got patience={patience} but no validation rows: early stopping compares validation "
+                "accuracies and there would be none to compare; give validation data, or drop patience."
+            )
 
         history, first_epoch, state = History(), 1, None
+        if checkpoint is not None and root:  # what could not be saved is said before the first step
+            from .checkpoint import check_savable
+
+            check_savable(net, checkpoint)
         if checkpoint is not None and os.path.exists(checkpoint):
             history, first_epoch, state = _resume(checkpoint, net, optimizer)
         seed = _shuffle_seed(shuffle, seed, state, checkpoint)
@@ -177,7 +192,8 @@ def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate
     it converts and checks them (and the backend prepares its whole-epoch program) once, where the
     backend can tell cheaply that they did not change since (:data:`PREPARED`).
     """
-    _, batch_size, learning_rate, _ = _check_arguments(1, batch_size, learning_rate, None)
+    whole_number(e, "epoch number e", "train_epoch")
+    _, batch_size, learning_rate, _ = _check_arguments(1, batch_size, learning_rate, None, "train_epoch")
     _check_optimizer(net, optimizer)
     backend, dtype = _backend_of(net)
     with computing_on(backend, dtype):
@@ -237,6 +253,8 @@ PREPARED = PreparedEpochs()
 
 def validate_epoch(e, net, images, labels, batch_size, *, quiet=False, communicator=None):
     """The notebook's ``validate_epoch``: the accuracy on ``images``, with a ``validation, e=<e>`` bar."""
+    whole_number(e, "epoch number e", "validate_epoch")
+    positive_integer(batch_size, "batch_size", "validate_epoch")
     return validate(net, images, labels, batch_size, quiet=quiet, desc=f"validation, e={e}",
                     communicator=communicator)
 
@@ -637,11 +655,37 @@ def _resume(path, net, optimizer):
     ``(history, next epoch, loop state or None)``."""
     from .checkpoint import load_into
 
+    before = _Snapshot(net)
     saved = load_into(net, path)
-    if optimizer is not None and saved.optimizer_state is not None:
+    given, stored = _optimizer_settings(optimizer), _optimizer_settings(saved.optimizer_state)
+    if given != stored:
+        before.restore(net)  # nothing changes when the resume is refused
+        raise ValueError(
+            f"train cannot resume {path}: it was written with {_describe_settings(stored)}, but this call "
+            f"trains with {_describe_settings(given)}; resume with the optimizer and settings it was "
+            "written with (the checkpoint keeps their state), or start a new checkpoint path."
+        )
+    if optimizer is not None:
         optimizer.load_state_dict(saved.optimizer_state)
     history = saved.history or History()
     return history, (saved.epoch or len(history)) + 1, saved.loop
+
+
+def _optimizer_settings(optimizer):
+    """``(type name, hyperparameters as JSON values)`` of an optimizer or its state dict; None for
+    the notebook's plain SGD (no optimizer)."""
+    if optimizer is None:
+        return None
+    state = optimizer if isinstance(optimizer, dict) else {
+        "type": type(optimizer).__name__, "hyperparameters": optimizer.hyperparameters()}
+    return state.get("type"), json.loads(json.dumps(state.get("hyperparameters"), default=str))
+
+
+def _describe_settings(settings):
+    if settings is None:
+        return "the notebook's plain SGD (no optimizer)"
+    kind, hyperparameters = settings
+    return f"{kind}({', '.join(f'{key}={value!r}' for key, value in (hyperparameters or {}).items())})"
 
 
 def _factor(schedule, epoch):
@@ -656,12 +700,12 @@ def _factor(schedule, epoch):
     return float(factor)
 
 
-def _check_arguments(number_epochs, batch_size, learning_rate, patience):
-    """The loop's hyper-parameters as Python numbers, or one clear error."""
-    number_epochs = positive_integer(number_epochs, "number_epochs", "train")
-    batch_size = positive_integer(batch_size, "batch_size", "train")
+def _check_arguments(number_epochs, batch_size, learning_rate, patience, where="train"):
+    """The loop's hyper-parameters as Python numbers, or one clear error naming ``where``."""
+    number_epochs = positive_integer(number_epochs, "number_epochs", where)
+    batch_size = positive_integer(batch_size, "batch_size", where)
     if not (is_real(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"train needs a positive finite learning_rate, got {learning_rate!r}.")
+        raise ValueError(f"{where} needs a positive finite learning_rate, got {learning_rate!r}.")
     if patience is not None and not (is_whole(patience) and patience >= 1):
         raise ValueError(f"train needs patience to be a positive number of epochs or None, got {patience!r}.")
     return number_epochs, batch_size, float(learning_rate), None if patience is None else int(patience)
@@ -683,6 +727,8 @@ def prepare_training_data(net, images, labels, what):
     _check_lengths(what, images, labels)
     labels = labels if backend.is_native(labels) else backend.asarray(numpy.asarray(labels))
     n_classes = _output_width(net, images)
+    if n_classes == 1 and labels.ndim == 1:
+        labels = labels.reshape(-1, 1)  # one output: the target is the label itself (0/1 for a classifier)
     if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1 and n_classes != 1):
         ids = class_ids(backend, labels, n_classes, f"{what} labels")
         targets = backend.zeros((len(ids), n_classes), dtype)
@@ -723,7 +769,13 @@ def class_ids(backend, labels, n_classes, what):
         raise ValueError(f"{what} have dtype {ids.dtype}; give integer class ids or one-hot rows.")
     if ids.size:
         low, high = int(ids.min()), int(ids.max())
-        if low < 0 or high >= n_classes:
+        if n_classes == 1 and (low < 0 or high > 1):
+            raise ValueError(
+                f"{what} hold the class {low if low < 0 else high}, but a network with one output is a "
+                "binary classifier whose labels are 0 or 1; give 0/1 labels, or give the network one "
+                "output per class."
+            )
+        if n_classes > 1 and (low < 0 or high >= n_classes):
             bad = low if low < 0 else high
             raise ValueError(
                 f"{what} hold the class {bad}, outside [0, {n_classes}) for a network with {n_classes} "
@@ -777,6 +829,7 @@ def predict(net, images, batch_size=10000):
 
     Zero rows give an array of shape ``(0, outputs)``, as N rows give ``(N, outputs)``.
     """
+    batch_size = positive_integer(batch_size, "batch_size", "predict")
     backend = _backend_of(net)[0]
     outputs = [backend.to_numpy(y) for y in forward_batches(net, images, batch_size, True, None)]
     return numpy.concatenate(outputs)
@@ -786,10 +839,13 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
     """Fraction of ``images`` whose largest output is at the label's class (0.0 for no rows).
 
     ``labels`` are one-hot rows ``(N, C)`` or class ids ``(N,)`` / ``(N, 1)`` in ``[0, C)`` for a
-    network with ``C`` outputs. Counting happens on the backend; only the final count crosses to
-    the host. A non-finite output is an error naming its row (and the input, when that is where the
-    non-finite value is), never a silent wrong guess.
+    network with ``C`` outputs. A network with one output is a binary classifier: its output is read
+    as the probability of class 1 (class 1 above 0.5, as Keras's binary accuracy reads it; end a
+    network that gives logits with a ``Sigmoid``), and the labels are 0 or 1. Counting happens on
+    the backend; only the final count crosses to the host. A non-finite output is an error naming
+    its row (and the input, when that is where the non-finite value is), never a silent wrong guess.
     """
+    batch_size = positive_integer(batch_size, "batch_size", "validate")
     if len(images) != len(labels):
         raise ValueError(
             f"validate got {len(images)} images but {len(labels)} labels; give one label per image."
@@ -807,7 +863,8 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
             classes = class_ids(backend, labels, int(outputs.shape[1]), "validation labels")
         stop = start + outputs.shape[0]
         finite = finite & xp.isfinite(outputs).all()  # looked at once, after the loop: no sync per batch
-        correct += xp.count_nonzero(outputs.argmax(axis=1) == classes[start:stop])
+        guesses = outputs.argmax(axis=1) if outputs.shape[1] > 1 else (outputs[:, 0] > 0.5)
+        correct += xp.count_nonzero(guesses == classes[start:stop])
         start = stop
     if not bool(finite):
         _report_non_finite(net, images, batch_size, backend, offset)

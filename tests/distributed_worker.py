@@ -20,9 +20,12 @@ def build(model):
     return fastprop.Network(layers), fastprop.SoftmaxCrossEntropy()
 
 
-def run(backend, model, epochs, out=None, checkpoint=None, fail_rank=None, optimizer=None, communicator=None):
+def run(backend, model, epochs, out=None, checkpoint=None, fail_rank=None, optimizer=None, communicator=None,
+        shard=False):
     x, t = separable_problem(700, seed=2)
     data = (x[:500], t[:500], x[500:], t[500:])
+    if shard:  # each rank only its own part of the rows, as some launch scripts split data
+        data = tuple(a[communicator.rank::communicator.size] for a in data)
     with fastprop.use_backend(backend, "float64"):
         net, cost = build(model)
         optimizer = fastprop.Adam(1e-2) if optimizer == "adam" else None
@@ -50,6 +53,7 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--fail-rank", type=int, default=None)
     parser.add_argument("--optimizer", default=None)
+    parser.add_argument("--shard", action="store_true")
     args = parser.parse_args()
     run(args.backend, args.model, args.epochs, args.out, args.checkpoint, args.fail_rank, args.optimizer,
-        distributed.init("mpi"))
+        distributed.init("mpi"), args.shard)

@@ -126,6 +126,35 @@ def test_bad_idx_files_fail_with_one_sentence_naming_the_file(tmp_path, content,
     assert isinstance(caught.value, ValueError)
 
 
+def test_a_file_is_read_no_further_than_its_header_promises(tmp_path, monkeypatch):
+    """A small gzip file whose stream expands to 64 MiB past the 6 bytes its header declares (a
+    decompression bomb) is refused after reading the declared bytes and one more."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # a gzip stream, written in pieces
+    path = tmp_path / "labels.gz"
+    with open(path, "wb") as stream:
+        stream.write(packer.compress(_idx(bytes(6), dims=(6,))))
+        for _ in range(64):
+            stream.write(packer.compress(bytes(2**20)))
+        stream.write(packer.flush())
+    assert path.stat().st_size < 200_000
+    delivered = []
+    for name in ("read", "readinto"):
+        original = getattr(gzip.GzipFile, name)
+
+        def counting(self, *arguments, original=original, name=name):
+            result = original(self, *arguments)
+            delivered.append(result if name == "readinto" else len(result))
+            return result
+
+        monkeypatch.setattr(gzip.GzipFile, name, counting)
+    with pytest.raises(DatasetError, match="has trailing data: its header promises 6 bytes"):
+        datasets.read_idx(path)
+    # magic, sizes, the declared bytes and one more, then at most a bounded look for a damaged stream
+    assert sum(delivered) <= 64 + datasets._LOOK_FURTHER  # never the 64 MiB (readinto counts its read too)
+
+
 @pytest.mark.parametrize("array", [numpy.zeros(3, bool), numpy.zeros((), numpy.uint8),
                                    numpy.zeros((1,) * 5, numpy.uint8), numpy.zeros(2, numpy.int64)])
 def test_write_idx_rejects_what_idx_cannot_hold(tmp_path, array):

@@ -191,3 +191,46 @@ def test_nccl_sums_device_buffers_in_place():
     assert cupy.asnumpy(buffer).tolist() == [0, 1, 2, 3, 4, 5]
     communicator.broadcast(buffer)
     assert communicator.allreduce_seconds >= 0
+
+
+@needs_mpi
+def test_ranks_holding_different_data_are_refused_with_one_sentence(tmp_path):
+    """Each rank passing only its own shard (250 rows each, other values) is refused on every rank."""
+    done = _mpiexec(tmp_path, "--backend", "numpy", "--out", str(tmp_path / "run"), "--shard")
+    assert done.returncode != 0
+    assert ("Data-parallel training needs the same data on every rank, but rank 1 holds other training "
+            "images than rank 0 (the same shape (250, 40), dtype float64, other values)") in done.stderr
+    assert not list(tmp_path.glob("run.*.npz"))  # nothing trained, nothing written
+
+
+def test_ranks_with_other_rows_or_dtypes_are_told_which_and_how():
+    """The check's sentences, with a stand-in for rank 1: more rows, another dtype."""
+    backend = fastprop.backends.load_backend("numpy")
+    x = numpy.random.default_rng(0).random((51, 40))
+
+    class Recorder(distributed.Communicator):
+        size = 2
+
+        def allgather(self, row):
+            self.row = row
+            return numpy.stack([row, row])
+
+    def refused(ours, theirs):
+        recorder = Recorder()
+        distributed.check_same_data(recorder, {"training images": theirs}, backend.checksum)
+
+        class Pair(distributed.Communicator):
+            size = 2
+
+            def allgather(self, row):
+                return numpy.stack([row, recorder.row])
+
+        with pytest.raises(ValueError) as error:
+            distributed.check_same_data(Pair(), {"training images": ours}, backend.checksum)
+        return str(error.value)
+
+    assert ("rank 1 holds training images of shape (50, 40), dtype float64 where rank 0 holds shape "
+            "(51, 40), dtype float64; give every rank the whole data set") in refused(x, x[:50])
+    assert "of shape (51, 40), dtype float32 where rank 0 holds shape (51, 40), dtype float64" in refused(
+        x, x.astype(numpy.float32))
+    distributed.check_same_data(Recorder(), {"training images": x}, backend.checksum)  # the same: no error

@@ -389,3 +389,33 @@ def test_validate_refuses_a_non_finite_label_with_its_row(backend_name):
     tv[57, 3] = numpy.nan  # numpy's argmax would take the NaN for the class: a silent wrong count
     with pytest.raises(ValueError, match=r"validation labels .*row 57\b"):
         validate(net, xv, tv, 50)
+
+
+# -- every layer class resumes, its constructor arguments back with their types --------------------
+
+def _every_layer_net(backend_name):
+    """One network holding every layer class a checkpoint knows, with tuple arguments where a layer
+    takes them (they come back from the file's JSON as lists)."""
+    from fastprop import Conv2D, Flatten, MaxPool2D, Reshape, SoftMax, Tanh
+
+    with fastprop.use_backend(backend_name, "float64"):
+        return Network([
+            Reshape((1, 5, 8)), Conv2D(1, 2, (3, 3), stride=(1, 2), padding=(1, 1), rng=0), ReLU(),
+            MaxPool2D((2, 2)), Flatten(), Network([Linear(8, 12, rng=1), Tanh()], fuse=False),
+            Dropout(0.25, rng=3), Linear(12, 10, rng=2), Sigmoid(), Linear(10, 10, rng=4), SoftMax(),
+        ])
+
+
+def test_every_checkpoint_layer_class_has_a_resume_case():
+    from fastprop.layer_types import CHECKPOINT_LAYERS
+
+    covered = {type(leaf) for leaf in _every_layer_net("numpy").leaves()} | {Network}
+    missing = set(CHECKPOINT_LAYERS.values()) - covered
+    assert not missing, f"layer classes without a resume case: {sorted(c.__name__ for c in missing)}"
+
+
+def test_a_network_of_every_layer_class_resumes_exactly(backend_name, tmp_path):
+    from fastprop import CrossEntropy
+
+    _compare_resumed(tmp_path, lambda: _every_layer_net(backend_name), 3, 1, cost=CrossEntropy, shuffle=True,
+                     seed=5)

@@ -31,6 +31,20 @@ class _NotebookLayer:
         return self.layer.backward(d_out)
 
 
+def _placed(layers, where):
+    """``(index path, layer)`` for every layer in ``layers`` and inside the networks among them."""
+    for index, layer in enumerate(layers):
+        path = (*where, index)
+        yield path, layer
+        inner = getattr(layer, "layers", None)
+        if isinstance(inner, (list, tuple)) and inner is not layers:
+            yield from _placed(inner, path)
+
+
+def _index(path):
+    return ".".join(map(str, path))
+
+
 class Network(Layer):
     """Apply ``layers`` in order; ``backward`` runs them in reverse and returns the input gradient.
 
@@ -57,6 +71,20 @@ class Network(Layer):
         self.layers = layers
         self.fuse, self.input_gradient = fuse, input_gradient
         self._plan_key = None
+        self._check_each_layer_once()
+
+    def _check_each_layer_once(self):
+        """Refuse a layer object that sits in two places: it keeps one input for its backward pass and
+        one set of gradients, so the second place would give wrong gradients silently."""
+        seen = {}
+        for where, layer in _placed(self.layers, ()):
+            first = seen.setdefault(id(layer), where)
+            if first is not where:
+                raise ValueError(
+                    f"Network got the same {layer!r} object at layers {_index(first)} and {_index(where)}; "
+                    "a layer keeps its last input and one set of gradients, so it cannot sit in two "
+                    "places: give each place its own layer (copy.deepcopy(layer) makes one)."
+                )
 
     @property
     def backend(self):
@@ -83,6 +111,7 @@ class Network(Layer):
     def _plan(self):
         key = (self.fuse, tuple(map(id, self.layers)))
         if key != self._plan_key:
+            self._check_each_layer_once()  # the list may have changed since the network was built
             steps, layers, i = [], self.layers, 0
             while i < len(layers):
                 run = self._fused_run(layers[i:]) if self.fuse else None
