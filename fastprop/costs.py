@@ -149,11 +149,16 @@ class CrossEntropy(Cost):
 
     def estimate(self, target, x_in):
         backend, self.target, self.x_in = self._prepare(target, x_in)
-        return self._reduced(-self.target * backend.xp.log(self.x_in + self.eps))
+        return self._reduced(-self.target * backend.xp.log(self.x_in + self._eps_for(self.x_in)))
 
     def gradient(self, d_out=None):
         x_in, target = self._stored("x_in", "target")
-        return self._reduced(-target / (x_in + self.eps))
+        return self._reduced(-target / (x_in + self._eps_for(x_in)))
+
+    def _eps_for(self, x_in):
+        """``eps`` in ``x_in``'s dtype, at least its smallest normal number: an eps that rounds to zero
+        there (1e-300 in float32) would let ``log(0)`` and ``1 / 0`` through."""
+        return max(self.eps, float(numpy.finfo(x_in.dtype).tiny))
 
 
 class SoftmaxCrossEntropy(Cost):

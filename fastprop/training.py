@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import os
+import sys
 import time
 import weakref
 
@@ -267,9 +268,13 @@ def epoch_generator(seed, epoch) -> numpy.random.Generator:
 def progress_bar(**options):
     """A tqdm bar: a notebook widget inside Jupyter when ipywidgets is installed, text otherwise.
 
-    Bars stay on screen when done (``leave=True``), as in the notebook's recorded output.
+    Bars stay on screen when done (``leave=True``), as in the notebook's recorded output. A process
+    whose standard error is closed (started without a terminal, with ``2>&-``) gets no bars.
     """
     options.setdefault("leave", True)
+    stream = options.get("file", sys.stderr)
+    if stream is None or getattr(stream, "closed", False):
+        options["disable"] = True
     return _bar_class()(**options)
 
 
