@@ -399,3 +399,42 @@ def test_gpu_bench_times_both_paths_of_a_backend_with_an_epoch_program():
     assert modes["numba step", "train"]["epoch_mode"] == "step loop"
     assert modes["numba graph", "train"]["epoch_mode"] == "fast path"
     assert modes["numba graph", "train"]["target_ms"] == module.TARGETS_MS["W1"]
+
+
+@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_step_loop_runner_takes_the_steps_train_takes(name, workload):
+    """``<backend>-steps``, the notebook's loop by hand over the epoch's rows in slices, takes train()'s
+    steps in train()'s order (the input gradient it also computes changes nothing)."""
+    images, targets, _ = bench.load_rows(_tiny_rows(workload), "synthetic")
+    spec = bench.WORKLOADS[workload]
+    steps, trained = (bench.make_runner(runner, spec, "float32", images, targets)
+                      for runner in (name + bench.STEPS, name))
+    assert isinstance(steps, bench.StepLoopRunner) and steps.name == name
+    for _ in range(2):
+        steps.before_epoch()
+        assert steps.train_epoch() == pytest.approx(trained.train_epoch(), rel=1e-5)
+    _assert_same_training(steps, trained, workload, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="call before_epoch"):  # a prepared epoch is used once
+        next(steps.epoch_rows.batches(10))
+
+
+def test_step_loop_runners_are_named_listed_and_left_out_on_request():
+    statuses = fastprop.available_backends()
+    names, skipped = bench.timing._fastprop_runners(None, statuses, True)
+    assert [n for n in names if not n.endswith(bench.STEPS)] == AVAILABLE
+    assert [n for n in names if n.endswith(bench.STEPS)] == [n + bench.STEPS for n in AVAILABLE]
+    assert bench.timing._fastprop_runners(["numpy-steps"], statuses, True)[0] == ["numpy-steps"]
+    assert bench.timing._fastprop_runners(["numpy"], statuses, False)[0] == ["numpy"]
+    names, skipped = bench.timing._fastprop_runners(["nope-steps"], statuses, True)
+    assert names == [] and "not registered" in skipped[0]["reason"]
+
+
+def test_markdown_table_has_a_row_per_training_and_inference_figure(bench_run):
+    report = bench_run[0]
+    table = bench.markdown_table(report).splitlines()
+    figures = [r for r in report["results"] if r["mode"] != "cold"]
+    assert len(table) == 2 + len(figures)
+    assert table[0].startswith("| workload | runner | samples/s | ms/epoch |")
+    assert any("fastprop `numpy`, notebook's step loop" in line for line in table)
+    assert any(line.startswith("| W1 train") and "| notebook-style NumPy loop |" in line for line in table)

@@ -167,8 +167,11 @@ def test_a_layer_checkpoints_cannot_hold_stops_train_before_any_step(tmp_path):
               checkpoint=tmp_path / "missing" / "run.npz", quiet=True)
 
 
-def test_a_class_defined_again_is_named_truly():
+def test_a_class_defined_again_is_named_truly(monkeypatch):
     """A notebook cell run twice defines the class again: the old layer's class is not the one kept."""
+    from fastprop.layer_types import CHECKPOINT_LAYERS
+
+    monkeypatch.setitem(CHECKPOINT_LAYERS, "Scaled", None)  # the registration is undone afterwards
     namespace = {"fastprop": fastprop}
     source = textwrap.dedent("""
         class Scaled(fastprop.Layer):

@@ -34,7 +34,7 @@ and :mod:`~fastprop.bench.cli` (``fastprop bench``).
 from .cli import add_arguments, command
 from .data import load_rows
 from .machine import machine_info
-from .report import add_ratios, format_report, format_results, plot, result_row, write_json
+from .report import add_ratios, format_report, format_results, markdown_table, plot, result_row, write_json
 from .runners import (BASELINE, STEPS, TORCH_CPU, FastpropRunner, NotebookRunner, Runner, StepLoopRunner,
                       TorchRunner, cannot_run, make_runner, torch_devices)
 from .timing import cold_start, run_bench, timed
@@ -45,5 +45,6 @@ __all__ = [
     "StepLoopRunner",
     "TorchRunner", "Workload", "add_arguments", "add_ratios", "cannot_run", "cold_start", "command",
     "dense_layers", "format_report", "format_results", "initial_network", "initial_parameters", "load_rows",
+    "markdown_table",
     "machine_info", "make_runner", "plot", "result_row", "run_bench", "timed", "torch_devices", "write_json",
 ]

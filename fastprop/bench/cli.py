@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..files import write_text_atomically
 from .data import SOURCES
+from .report import markdown_table
 from .timing import run_bench
 from .workloads import WORKLOADS
 
@@ -43,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: Fashion-MNIST when installed locally, else seeded synthetic pixels; "
                              "continuous: seeded uniform floats, not 8-bit pixels")
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the full report here")
+    parser.add_argument("--markdown", dest="markdown_path", metavar="PATH",
+                        help="write the results as a markdown table (the README's Performance table)")
     parser.add_argument("--plot", dest="plot_path", metavar="PNG", help="draw a bar chart (needs matplotlib)")
     parser.add_argument("--no-torch", dest="torch", action="store_false", help="leave out the PyTorch peer")
     parser.add_argument("--no-steps", dest="steps", action="store_false",
@@ -55,10 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args) -> int:
     """Run ``fastprop bench`` with parsed ``args``; return the exit status."""
     try:
-        run_bench(args.backends, tuple(args.workloads or WORKLOADS), args.epochs, args.json_path,
+        report = run_bench(args.backends, tuple(args.workloads or WORKLOADS), args.epochs, args.json_path,
                   args.plot_path, args.rows, tuple(args.dtypes or ("float32",)), args.torch, sys.stdout,
                   data=args.data, fresh_process=args.fresh_process, steps=args.steps)
     except (ImportError, RuntimeError, ValueError) as error:
         print(f"fastprop bench: {error}", file=sys.stderr)
         return 2
+    if args.markdown_path is not None:
+        write_text_atomically(args.markdown_path, markdown_table(report) + "\n", "markdown table")
     return 0

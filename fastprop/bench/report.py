@@ -8,7 +8,7 @@ import numpy
 
 from ..files import write_atomically, write_text_atomically
 from ..plot import require_matplotlib
-from .runners import BASELINE, TORCH_CPU
+from .runners import BASELINE, STEPS, TORCH_CPU
 from .workloads import REFERENCE
 
 
@@ -51,6 +51,33 @@ def format_results(results) -> str:
                      f"{r['samples_per_second']:>11,.0f} {r['ms_per_epoch']:>10.1f} "
                      f"{ratio(r.get('x_baseline')):>10} {ratio(r.get('x_numpy')):>8} "
                      f"{ratio(r.get('x_torch')):>8}  {note}".rstrip())
+    return "\n".join(lines)
+
+
+#: How the markdown table names each kind of runner.
+RUNNER_NAMES = {BASELINE: "notebook-style NumPy loop", TORCH_CPU: "PyTorch eager (CPU)",
+                "torch-cuda": "PyTorch eager (CUDA)"}
+
+
+def markdown_table(report) -> str:
+    """The report's training and inference rows as a markdown table (the README's Performance table)."""
+    ratio = lambda value: "–" if value is None else f"{value:.2f}"  # noqa: E731
+    lines = ["| workload | runner | samples/s | ms/epoch | × notebook-style loop | × NumPy backend "
+             "| × PyTorch |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["results"]:
+        if r["mode"] == "cold":
+            continue
+        name = r["backend"]
+        if name not in RUNNER_NAMES:
+            steps = name.endswith(STEPS)
+            name = (f"fastprop `{name[:-len(STEPS)]}`, notebook's step loop" if steps
+                    else f"fastprop `{name}`, `train()`")
+        else:
+            name = RUNNER_NAMES[name]
+        mode = "train" if r["mode"] == "train" else "inference"
+        ratios = " | ".join(ratio(r.get(column)) for column in ("x_baseline", "x_numpy", "x_torch"))
+        lines.append(f"| {r['workload']} {mode} ({r['rows']:,} rows) | {name} | "
+                     f"{r['samples_per_second']:,.0f} | {r['ms_per_epoch']:.1f} | {ratios} |")
     return "\n".join(lines)
 
 

@@ -156,9 +156,10 @@ class StepLoopRunner(Runner):
         if not self.epoch_rows.ready:
             self.before_epoch()
         net, cost_function, optimizer, xp = self.net, self.cost, self.optimizer, self.backend.xp
-        rate, total = self.workload.learning_rate, 0.0
+        rate, total, batches = self.workload.learning_rate, 0.0, 0
         with use_backend(self.name, self.dtype):  # where the cost computes, as set_backend would say
             for x, t in self.epoch_rows.batches(self.workload.batch_size):
+                batches += 1
                 net.zero_gradients()
                 prediction = net.forward(x)
                 cost = cost_function.estimate(t, prediction)
@@ -169,7 +170,7 @@ class StepLoopRunner(Runner):
                 else:
                     optimizer.step(net, rate)
             self.backend.synchronize()
-        return total
+        return float(total) / max(batches, 1)  # train()'s epoch figure: the mean of the batches' means
 
     def infer_epoch(self):
         with use_backend(self.name, self.dtype):
