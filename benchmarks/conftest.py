@@ -69,7 +69,8 @@ def pytest_generate_tests(metafunc):
     if "fastprop" in kinds:
         for name, status in STATUSES.items():
             cpu = status.available and str(status.device).lower().startswith("cpu")
-            params += [(name, dtype, status.reason) for dtype in ("float32", "float64")[:1 + cpu]]
+            for runner in (name, name + bench.STEPS):  # train()'s runner and the notebook's step loop
+                params += [(runner, dtype, status.reason) for dtype in ("float32", "float64")[:1 + cpu]]
     metafunc.parametrize("name, dtype", [
         pytest.param(name, dtype, id=f"{name}-{dtype}",
                      marks=[pytest.mark.skip(reason=reason)] if reason else [])
