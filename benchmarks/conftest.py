@@ -49,7 +49,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 def pytest_configure(config):
     config.addinivalue_line("markers",
-                            "runners(*kinds): which of fastprop, baseline, torch to parametrize over")
+                            "runners(*kinds): which of fastprop, steps, baseline, torch to parametrize over")
 
 
 def pytest_generate_tests(metafunc):
@@ -60,17 +60,18 @@ def pytest_generate_tests(metafunc):
     if not {"name", "dtype"} <= set(metafunc.fixturenames):
         return
     marker = metafunc.definition.get_closest_marker("runners")
-    kinds = marker.args if marker else ("baseline", "torch", "fastprop")
+    kinds = marker.args if marker else ("baseline", "torch", "fastprop", "steps")
     params = []
     if "baseline" in kinds:
         params += [(bench.BASELINE, dtype, None) for dtype in ("float32", "float64")]
     if "torch" in kinds:
         params += [(peer, "float32", reason) for peer, reason in TORCH.items()]
-    if "fastprop" in kinds:
-        for name, status in STATUSES.items():
-            cpu = status.available and str(status.device).lower().startswith("cpu")
-            for runner in (name, name + bench.STEPS):  # train()'s runner and the notebook's step loop
-                params += [(runner, dtype, status.reason) for dtype in ("float32", "float64")[:1 + cpu]]
+    for name, status in STATUSES.items():
+        cpu = status.available and str(status.device).lower().startswith("cpu")
+        # train()'s runner ("fastprop") and the notebook's step loop on that backend ("steps")
+        runners = [name] * ("fastprop" in kinds) + [name + bench.STEPS] * ("steps" in kinds)
+        for runner in runners:
+            params += [(runner, dtype, status.reason) for dtype in ("float32", "float64")[:1 + cpu]]
     metafunc.parametrize("name, dtype", [
         pytest.param(name, dtype, id=f"{name}-{dtype}",
                      marks=[pytest.mark.skip(reason=reason)] if reason else [])
