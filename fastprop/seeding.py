@@ -8,16 +8,32 @@ building a network gives the notebook's weights. :func:`seed` switches every lay
 
 from __future__ import annotations
 
+import os
+
 import numpy
 
 _generator = numpy.random.default_rng()
 _seeded = False
 
 
+def _fresh_entropy_in_child():
+    """A forked child must not repeat its parent's "fresh" draws (every worker the same dropout
+    masks): without :func:`seed`, the shared generator starts again from new entropy, in place, so
+    layers already holding it draw anew too. Seeded runs stay as seeded: the user asked for them."""
+    if not _seeded:
+        _generator.bit_generator.state = numpy.random.PCG64().state
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_entropy_in_child)
+
+
 def seed(value: int | None) -> None:
     """Draw initial parameters and dropout masks from a generator seeded with ``value`` from now on.
 
-    ``None`` goes back to the defaults: NumPy's global generator for weights, fresh entropy for masks.
+    ``None`` goes back to the defaults: NumPy's global generator for weights, fresh entropy for masks
+    (fresh again in every process forked afterwards; a seeded generator is copied into forked
+    processes as it is, so seeded runs repeat there too).
     """
     global _generator, _seeded
     _generator = numpy.random.default_rng(value)

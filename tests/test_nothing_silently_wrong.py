@@ -256,3 +256,34 @@ def test_cross_entropy_stays_finite_for_any_legal_eps(backend_name, dtype, eps):
         assert bool(backend.xp.isfinite(array).all()), f"eps={eps} in {dtype} gave {array}"
     expected = -numpy.log(max(eps, numpy.finfo(dtype).tiny))  # what the notebook's formula means
     assert float(values[0, 0]) == pytest.approx(expected, rel=1e-6)
+
+
+# -- forked worker processes draw their own masks --------------------------------------------------
+
+def _mask_in_child(layer_and_queue):
+    layer, queue = layer_and_queue
+    queue.put(numpy.asarray(layer.forward(numpy.ones((4, 50)))))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+@pytest.mark.parametrize("seeded", [False, True], ids=["fresh entropy", "seeded"])
+def test_forked_workers_draw_their_own_dropout_masks_unless_seeded(seeded):
+    """Without fastprop.seed, each forked child draws new masks (not its parent's next ones); with a
+    seed, every child repeats the seeded stream, as asked."""
+    import multiprocessing
+
+    from fastprop import Dropout
+
+    fastprop.seed(11 if seeded else None)
+    layer = Dropout(0.5)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_mask_in_child, args=((layer, queue),)) for _ in range(2)]
+    for child in children:
+        child.start()
+    masks = [queue.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(60)
+    mine = numpy.asarray(layer.forward(numpy.ones((4, 50))))
+    same = [numpy.array_equal(masks[0], masks[1]), numpy.array_equal(masks[0], mine)]
+    assert same == ([True, True] if seeded else [False, False])
