@@ -60,3 +60,16 @@ def _check_numeric(dtype, where):
             f"{where} has dtype {dtype}, but fastprop needs real numbers; convert it with "
             ".astype(numpy.float32) first."
         )
+
+
+#: The dtypes the accelerated backends' kernels take; anything else goes to the NumPy reference.
+KERNEL_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+def kernel_ready(*arrays, ndim=None) -> bool:
+    """True when the arrays are C-contiguous, all of one dtype in :data:`KERNEL_FLOATS` (and all
+    ``ndim``-D when ``ndim`` is given): what a backend's own kernels take."""
+    dtype = arrays[0].dtype
+    return dtype in KERNEL_FLOATS and all(
+        a.dtype == dtype and a.flags.c_contiguous and (ndim is None or a.ndim == ndim) for a in arrays)
+

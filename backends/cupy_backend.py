@@ -16,6 +16,7 @@ import warnings
 
 import numpy
 
+from .arrays import KERNEL_FLOATS, kernel_ready
 from .base import Backend, window_output
 from .registry import BackendUnavailableError
 
@@ -27,15 +28,9 @@ else:
     _IMPORT_ERROR = None
     from . import cupy_kernels as kernels
 
-_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
-
-
 def _fits(*arrays, ndim=2) -> bool:
     """True when the arrays are C-contiguous ``ndim``-D arrays of one float dtype (what the kernels take)."""
-    dtype = arrays[0].dtype
-    return dtype in _FLOATS and all(
-        a.ndim == ndim and a.dtype == dtype and a.flags.c_contiguous for a in arrays
-    )
+    return kernel_ready(*arrays, ndim=ndim)
 
 
 def _window_output(image_shape, kernel, stride, padding=(0, 0)):
@@ -110,7 +105,7 @@ class CupyBackend(Backend):
         arrays = [images, targets] + [a for p in plan.parameters() for a in (p.value, p.gradient)]
         return (
             all(isinstance(a, cupy.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
-            and dtype in _FLOATS
+            and dtype in KERNEL_FLOATS
             and images.shape == (n, steps[0].n_in) and targets.shape == (n, steps[-1].n_out)
             and all(a.n_out == b.n_in for a, b in zip(steps, steps[1:]))
             and min(batch_size, n) <= 32 * 65535  # the dense kernels' grid rows
@@ -212,7 +207,7 @@ class CupyBackend(Backend):
         return self._rows(1, super().softmax_cross_entropy_gradient, z, t)
 
     def sgd_update(self, param, grad, learning_rate: float) -> None:
-        if param.dtype not in _FLOATS or grad.dtype != param.dtype or grad.shape != param.shape:
+        if param.dtype not in KERNEL_FLOATS or grad.dtype != param.dtype or grad.shape != param.shape:
             return super().sgd_update(param, grad, learning_rate)
         kernels.elementwise("sgd")(grad, param.dtype.type(learning_rate), param)
 
@@ -275,7 +270,7 @@ class CupyBackend(Backend):
     # -- helpers --------------------------------------------------------------------------------
 
     def _elementwise(self, name, fallback, *arrays):
-        if arrays[0].dtype not in _FLOATS or any(a.dtype != arrays[0].dtype for a in arrays):
+        if arrays[0].dtype not in KERNEL_FLOATS or any(a.dtype != arrays[0].dtype for a in arrays):
             return fallback(*arrays)
         return kernels.elementwise(name)(*arrays)
 

@@ -47,23 +47,32 @@ class SoftmaxRows(enum.IntEnum):
 def cuda_source(family: str) -> str:
     """The CUDA source of ``family`` (``"step_kernels"``, ``"epoch_kernels"``, ``"conv_kernels"``) for NVRTC.
 
-    The codes of :mod:`.plan` and :class:`SoftmaxRows` as ``#define`` lines, then ``cuda/common.cuh``,
+    The codes of :mod:`.plan` and :class:`SoftmaxRows` and the launch shapes (:func:`launch_defines`) as
+    ``#define`` lines, then ``cuda/common.cuh``,
     then ``cuda/<family>.cu``, read from the installed package. One string, so that CuPy's kernel
     cache, keyed by the source, sees a change in any part.
     """
     folder = resources.files(__package__).joinpath("cuda")
     modes = "".join(f"#define SOFTMAX_ROWS_{mode.name} {mode.value}\n" for mode in SoftmaxRows)
     files = (folder.joinpath("common.cuh"), folder.joinpath(f"{family}.cu"))
-    return cuda_defines() + modes + "".join(file.read_text(encoding="utf-8") for file in files)
+    text = "".join(file.read_text(encoding="utf-8") for file in files)
+    return cuda_defines() + modes + launch_defines() + text
 
 
 #: Tile shapes of the dense kernels, largest first; the first that fills the device is used.
 TILES = ((64, 64), (32, 64), (32, 32))
 #: Widest layer for the warp-per-row forward and the shared-memory weight step.
 NARROW_FORWARD, NARROW_UPDATE = (8, 16, 32), (8, 16)
-#: Launch shapes matching the CUDA source: batch rows (warps) per block of the warp-per-row kernels,
-#: and the (COLUMNS, SLICES) block of narrow_update.
-ROWS_PER_BLOCK, COLUMNS, SLICES = 4, 8, 32
+#: Launch shapes, defined here once and handed to the CUDA sources as ``#define`` lines
+#: (:func:`launch_defines`): threads per block of the one-dimensional kernels, batch rows (warps) per
+#: block of the warp-per-row kernels, and the (COLUMNS, SLICES) block of narrow_update.
+THREADS, ROWS_PER_BLOCK, COLUMNS, SLICES = 256, 4, 8, 32
+
+
+def launch_defines() -> str:
+    """The launch shapes as ``#define`` lines, for the CUDA sources."""
+    shapes = {"THREADS": THREADS, "ROWS_PER_BLOCK": ROWS_PER_BLOCK, "COLUMNS": COLUMNS, "SLICES": SLICES}
+    return "".join(f"#define {name} {value}\n" for name, value in shapes.items())
 #: The loss argument of the kernels for a layer that is not the last: no cost is fused in.
 _NO_LOSS = 0
 _I32, _I64 = numpy.int32, numpy.int64
@@ -134,9 +143,9 @@ def elementwise(name: str) -> cupy.ElementwiseKernel:
 def gather_rows(table, index, out) -> None:
     """``out[r] = table[index[r]]`` for a 2-D table and 1-D int64 index (indices wrap modulo rows)."""
     kernel = step_kernels(table.dtype)[f"gather_rows<{_ctype(table.dtype)}>"]
-    blocks = min(_blocks(out.size, 256), 65535)
+    blocks = min(_blocks(out.size, THREADS), 65535)
     rows, cols = out.shape
-    kernel((blocks,), (256,), (table, index, out, _I64(rows), _I64(cols), _I64(table.shape[0])))
+    kernel((blocks,), (THREADS,), (table, index, out, _I64(rows), _I64(cols), _I64(table.shape[0])))
 
 
 def column_sums(g, out, accumulate: bool) -> None:
@@ -190,7 +199,7 @@ def _image_kernel(name, dtype, arrays, image_shape, out_size, window) -> None:
     kernel = conv_kernels(dtype)[f"{name}<{_ctype(dtype)}>"]
     sizes = (*image_shape[1:], *out_size, *(v for pair in window for v in pair))  # H, W, C, Ho, Wo, kh, ...
     size = arrays[-1].size
-    kernel((min(_blocks(size, 256), 65535),), (256,), (*arrays, *map(_I32, sizes), _I64(size)))
+    kernel((min(_blocks(size, THREADS), 65535),), (THREADS,), (*arrays, *map(_I32, sizes), _I64(size)))
 
 
 def im2col(x, window, out_size):
@@ -214,7 +223,8 @@ def add_bias(y, b, relu: bool) -> None:
     """In place on a contiguous ``(rows, K)`` ``y``: ``y += b`` (``b`` has K elements), then ``max(y, 0)``
     when ``relu``."""
     kernel = conv_kernels(y.dtype)[f"add_bias<{_ctype(y.dtype)}>"]
-    kernel((min(_blocks(y.size, 256), 65535),), (256,), (y, b, _I32(y.shape[1]), _I32(relu), _I64(y.size)))
+    grid = (min(_blocks(y.size, THREADS), 65535),)
+    kernel(grid, (THREADS,), (y, b, _I32(y.shape[1]), _I32(relu), _I64(y.size)))
 
 
 def maxpool_forward(x, window, out_size):
@@ -392,7 +402,7 @@ class EpochProgram:
             else:
                 bm, bn = self._tile(rows, n_out)
                 grid = (_blocks(n_out, bn), _blocks(rows, bm))
-                launches.append((k[f"dense_forward<{t}, {bm}, {bn}>"], grid, (256,),
+                launches.append((k[f"dense_forward<{t}, {bm}, {bn}>"], grid, (THREADS,),
                                  head + (_I64(rows), _I64(n_out), _I64(n_in), _I32(act))))
                 if loss != _NO_LOSS:
                     launches.append((k[f"batch_loss<{t}>"], row_blocks, row_threads, (
@@ -406,7 +416,7 @@ class EpochProgram:
             if index > 0:  # the input gradient first: it needs the weights before their update
                 bm, bn = self._tile(rows, n_in)
                 grid, previous_act = (_blocks(n_in, bn), _blocks(rows, bm)), self.layers[index - 1][1]
-                launches.append((k[f"dense_backward_input<{t}, {bm}, {bn}>"], grid, (256,), (
+                launches.append((k[f"dense_backward_input<{t}, {bm}, {bn}>"], grid, (THREADS,), (
                     g, weight.value, self.outputs[index - 1], self.deltas[index - 1],
                     _I64(rows), _I64(n_in), _I64(n_out), _I32(previous_act))))
             x, gather = (self.images, 1) if index == 0 else (self.outputs[index - 1], 0)
@@ -419,5 +429,5 @@ class EpochProgram:
             else:
                 bm, bn = self._tile(n_out, n_in)
                 launches.append((k[f"dense_update<{t}, {bm}, {bn}>"], (_blocks(n_in, bn), _blocks(n_out, bm)),
-                                 (256,), head + (_I64(n_out), _I64(n_in), _I64(rows))))
+                                 (THREADS,), head + (_I64(n_out), _I64(n_in), _I64(rows))))
         return launches

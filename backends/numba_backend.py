@@ -34,6 +34,7 @@ import time
 import numpy
 
 from . import blas_spin, numba_target, numba_threading
+from .arrays import kernel_ready
 from .base import Backend, window_output
 from .plan import Activation, Loss
 from .registry import BackendUnavailableError
@@ -52,13 +53,7 @@ COLUMN_BYTES = 2 * 2**20
 BLAS_SPIN_SECONDS = 0.2
 #: Training images that are all exactly ``k / PIXEL_LEVELS`` (k = 0..255) are kept as uint8 codes.
 PIXEL_LEVELS = 255
-_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
-
-
-def _fits(*arrays):
-    """True when the arrays are C-contiguous and all float32 or all float64."""
-    dtype = arrays[0].dtype
-    return dtype in _FLOATS and all(a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+_fits = kernel_ready  # C-contiguous arrays of one float dtype: what the kernels take
 
 
 def _elementwise(kernel, reference, *arrays):

@@ -88,6 +88,20 @@ def test_the_loader_assembles_each_family_from_the_shipped_files(kernels):
     assert used == set(_cuda_files()), "a CUDA file that no family compiles"
 
 
+def test_launch_shapes_are_defined_once_in_python(kernels):
+    """THREADS, ROWS_PER_BLOCK, COLUMNS and SLICES come from cupy_kernels only: the CUDA files use them and
+    never define them, and every assembled source defines each with the value Python launches with."""
+    shapes = {name: getattr(kernels, name) for name in ("THREADS", "ROWS_PER_BLOCK", "COLUMNS", "SLICES")}
+    for name in _cuda_files():
+        text = CUDA.joinpath(name).read_text(encoding="utf-8")
+        for shape in shapes:
+            assert not re.search(rf"(#define\s+{shape}\b|\b{shape}\s*=)", text), f"{name} defines {shape}"
+    for family in FAMILIES:
+        source = kernels.cuda_source(family)
+        for shape, value in shapes.items():
+            assert source.count(f"#define {shape} {value}\n") == 1
+
+
 def test_the_kernels_compare_codes_by_name_not_by_number(kernels):
     for family in FAMILIES:
         bare = re.findall(r"\b(?:act|loss|mode)\s*[=!]=\s*\d", kernels.cuda_source(family))

@@ -3,7 +3,7 @@
 // last of them fused with the cost. Compiled after common.cuh and backends/plan.py's ACTIVATION_*
 // and LOSS_* codes (cupy_kernels.py); a loss argument of 0 means that no loss is fused.
 
-enum { BK = 16, COLUMNS = 8, SLICES = 32 };  // tile depth; the (COLUMNS, SLICES) block of narrow_update
+enum { BK = 16 };  // tile depth (the (COLUMNS, SLICES) block of narrow_update is #defined by the loader)
 
 // y from z for an ACTIVATION_* code.
 template <typename T> __device__ __forceinline__ T activate(T z, int act) {
