@@ -106,6 +106,11 @@ class NumbaBackend(Backend):
         thread_safe = self.threading_layer in numba_threading.THREAD_SAFE
         self._one_at_a_time = contextlib.nullcontext() if thread_safe else threading.Lock()
 
+    @property
+    def kernels(self):
+        """The package of Numba kernels this backend calls (:mod:`.numba_kernels`)."""
+        return self._k
+
     def _parallel(self, kernel, *arguments):
         """Run a parallel kernel, on one thread while BLAS threads may still be spinning."""
         with self._one_at_a_time:

@@ -47,8 +47,8 @@ class _Slot:
 class Optimizer:
     """Base class: ``step(net, learning_rate=None)`` updates every parameter of ``net`` in place.
 
-    ``learning_rate`` given to the constructor is the default for ``step`` (and, with the lead's
-    wiring, for :func:`fastprop.train`); a rate passed to ``step`` wins. Subclasses set
+    ``learning_rate`` given to the constructor is the default for ``step`` (and for
+    :func:`fastprop.train` when it is given no learning rate); a rate passed to ``step`` wins. Subclasses set
     ``self.state_names`` (the arrays kept per parameter, zero-initialised) and implement
     ``_update`` and ``hyperparameters``.
     """

@@ -1,4 +1,4 @@
-"""Issue 11, "Data given explicitly is used, or refused" and "Processes and files".
+"""Data given explicitly is used, or refused; processes and files.
 
 * A folder the user names (``path=`` / ``--data-dir``) is the only place searched: missing files there
   are one error naming the folder and listing them, never a silent fall back to another copy; the name

@@ -263,20 +263,20 @@ def test_pixel_images_are_encoded_exactly_and_anything_else_is_refused(backend, 
     pixels = rng.integers(0, 256, (37, 29), dtype=numpy.uint8)
     pixels[0, :2] = 0, 255  # both ends of the range
     images, codes = pixels.astype(dtype) / dtype(255), numpy.empty(pixels.shape, numpy.uint8)
-    assert backend._k.encode_pixels(images, numba_backend.PIXEL_LEVELS, codes)
+    assert backend.kernels.encode_pixels(images, numba_backend.PIXEL_LEVELS, codes)
     assert numpy.array_equal(codes, pixels)
     one_ulp_up = numpy.nextafter(images[5, 7], dtype(2), dtype=dtype)
     outside = dtype(-1) / dtype(255), dtype(256) / dtype(255)
     for bad in (one_ulp_up, numpy.nan, numpy.inf, *outside, dtype(0.5)):
         spoiled = images.copy()
         spoiled[5, 7] = bad
-        assert not backend._k.encode_pixels(spoiled, numba_backend.PIXEL_LEVELS, codes), bad
+        assert not backend.kernels.encode_pixels(spoiled, numba_backend.PIXEL_LEVELS, codes), bad
 
 
 def test_whole_epoch_kernel_reads_pixel_images_as_uint8_codes(backend, monkeypatch):
     seen = []
-    kernel = backend._k.sigmoid_mse_epoch
-    monkeypatch.setattr(backend._k, "sigmoid_mse_epoch",
+    kernel = backend.kernels.sigmoid_mse_epoch
+    monkeypatch.setattr(backend.kernels, "sigmoid_mse_epoch",
                         lambda images, *rest: seen.append(images.dtype) or kernel(images, *rest))
     order = numpy.arange(40)
     for pixels in (True, False):
@@ -287,7 +287,7 @@ def test_whole_epoch_kernel_reads_pixel_images_as_uint8_codes(backend, monkeypat
 
 @DTYPES
 def test_vectorizable_sigmoid_is_accurate_everywhere_and_keeps_nan(backend, dtype):
-    kernels = backend._k
+    kernels = backend.kernels
 
     @numba.njit
     def apply(z, out):

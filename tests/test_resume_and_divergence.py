@@ -1,4 +1,4 @@
-"""Issue 11, "Training state": early stopping keeps the best parameters, a resumed run is the
+"""Training state: early stopping keeps the best parameters, a resumed run is the
 uninterrupted run bit for bit, a diverged run leaves finite parameters, and a non-finite value in
 the data is reported with its array and row before training starts."""
 

@@ -1,4 +1,4 @@
-"""Issue 11: values and hyper-parameters, labels, and costs computing on the network's backend.
+"""Values and hyper-parameters, labels, and costs computing on the network's backend.
 
 * Every hyper-parameter is checked where it is given, in one sentence naming it.
 * NumPy scalars are numbers (and NumPy bools are not).

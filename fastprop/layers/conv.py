@@ -60,6 +60,21 @@ class ImageLayer(Layer):
         self.check_fits(x.shape[2], x.shape[3])
         return x, self.backend.xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
+    def keep_input(self, x_in):
+        """Check ``x_in`` and keep it for the backward pass (``x_in`` as given, and its channels-last
+        images); return the images. Fused steps call it: the layer's state stays its own."""
+        self.x_in, self._images = self.images_in(x_in)
+        return self._images
+
+    def forget_input(self):
+        """Keep no input: a fused step that never makes this layer's input (a pooling after a fused
+        convolution) says so, instead of leaving the last batch's."""
+        self._forget_batch()
+
+    def kept_images(self):
+        """The channels-last images of the last input (for the backward pass of a fused step)."""
+        return self._saved("_images")
+
     def check_fits(self, height, width):
         """One clear error unless images of ``height`` x ``width`` pixels fit the window."""
         (kh, kw), _, (ph, pw) = self._window()
@@ -165,8 +180,8 @@ class Conv2D(ImageLayer, WeightedLayer):
     def convolve(self, x_in, relu=False):
         """The channels-last output for ``x_in``; with ``relu`` (a ``ReLU`` fused after this layer)
         ``max(output, 0)``."""
-        self.x_in, self._images = self.images_in(x_in)
-        return self.backend.conv2d_forward(self._images, self.w, self.b, self.stride, self.padding, relu=relu)
+        images = self.keep_input(x_in)
+        return self.backend.conv2d_forward(images, self.w, self.b, self.stride, self.padding, relu=relu)
 
     def convolve_backward(self, dy, input_gradient, output=None):
         """The channels-last input gradient (or ``None``) for the checked channels-last gradient ``dy``

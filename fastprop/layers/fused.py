@@ -115,12 +115,13 @@ class Conv2DReLUMaxPool:
 
     def forward(self, x_in):
         conv, pool = self.conv, self.pool
-        conv.x_in, conv._images = conv.images_in(x_in)
-        pool.check_fits(*conv.output_shape(conv._images)[1:3])
+        images = conv.keep_input(x_in)
+        pool.check_fits(*conv.output_shape(images)[1:3])
         y, argmax = conv.backend.conv2d_relu_maxpool_forward(
-            conv._images, conv.w, conv.b, conv.stride, conv.padding, pool.size, pool.stride)
+            images, conv.w, conv.b, conv.stride, conv.padding, pool.size, pool.stride)
         self.saved = y, argmax
-        pool.x_in = self.relu.x_in = None
+        pool.forget_input()
+        self.relu.x_in = None
         self.relu.x_out = y.transpose(0, 3, 1, 2)
         return self.relu.x_out
 
@@ -133,7 +134,7 @@ class Conv2DReLUMaxPool:
         conv, pool, (y, argmax) = self.conv, self.pool, self.saved
         dy = conv.gradient_in(d_out, y.shape, f"{self.conv!r} + {self.relu!r} + {self.pool!r}")
         dx = conv.backend.conv2d_relu_maxpool_backward(
-            conv._images, conv.w, y, argmax, dy, conv.dw, conv.db, conv.stride, conv.padding, pool.size,
+            conv.kept_images(), conv.w, y, argmax, dy, conv.dw, conv.db, conv.stride, conv.padding, pool.size,
             pool.stride, accumulate=not conv.gradients_fresh(), need_dx=input_gradient,
         )
         conv.gradients_written()
