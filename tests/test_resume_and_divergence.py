@@ -60,7 +60,7 @@ def scripted_accuracy(monkeypatch):
         def validate_epoch(e, net, images, labels, batch_size, *, quiet=False, communicator=None):
             return script[e]
 
-        monkeypatch.setattr(fastprop.training, "validate_epoch", validate_epoch)
+        monkeypatch.setattr(fastprop.training.api, "validate_epoch", validate_epoch)
 
     return install
 

@@ -299,11 +299,12 @@ def test_train_epoch_prepares_its_arrays_once_and_again_when_they_change(backend
     """The notebook's epoch loop pays the conversions, checks and the backend's preparation once per
     array on backends with a fast checksum; a change made in place is seen at the next call."""
     from fastprop import training
+    from fastprop.training import data
 
     x, t = (a.astype(numpy.float64) for a in separable_problem(700))
     prepared = []
-    original = training.prepare_training_data
-    monkeypatch.setattr(training, "prepare_training_data", lambda *a: prepared.append(1) or original(*a))
+    original = data.prepare_training_data
+    monkeypatch.setattr(data, "prepare_training_data", lambda *a: prepared.append(1) or original(*a))
     kept = _epochs_on(backend_name, x, t, 3, forget=False)
     fresh = _epochs_on(backend_name, x, t, 3, forget=True)
     assert all(numpy.array_equal(a, b) for a, b in zip(kept, fresh))  # the same bits either way
