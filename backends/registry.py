@@ -212,6 +212,22 @@ def set_backend(name: str, dtype=None) -> Backend:
 
 
 @contextlib.contextmanager
+def computing_on(backend: Backend, dtype) -> Iterator[None]:
+    """Make ``backend`` (a backend object, e.g. a network's) current in ``dtype`` inside the block, so
+    that what computes without a layer (costs) uses its kernels; a backend object that is not
+    registered under its name leaves the selection as it is."""
+    try:
+        registered = load_backend(backend.name) is backend
+    except Exception:  # a backend object that is not registered under its name
+        registered = False
+    if not registered:
+        yield
+        return
+    with use_backend(backend.name, dtype):
+        yield
+
+
+@contextlib.contextmanager
 def use_backend(name: str, dtype=None) -> Iterator[Backend]:
     """Use backend ``name`` (and ``dtype``) inside a ``with`` block, in this context only."""
     token = _override.set(_selection(name, dtype))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from .training import computing_on
+from fastprop.backends import computing_on
 
 
 @dataclass

@@ -12,11 +12,10 @@ from .api import train, train_epoch
 from .data import PREPARED, PreparedEpochs, class_ids, prepare_training_data
 from .epochs import EpochRunner, TrainingDiverged, epoch_generator
 from .evaluation import forward_batches, predict, validate, validate_epoch
-from .parts import computing_on
 from .progress import progress_bar
 
 __all__ = [
-    "PREPARED", "EpochRunner", "PreparedEpochs", "TrainingDiverged", "class_ids", "computing_on",
+    "PREPARED", "EpochRunner", "PreparedEpochs", "TrainingDiverged", "class_ids",
     "epoch_generator", "forward_batches", "predict", "prepare_training_data", "progress_bar", "train",
     "train_epoch", "validate", "validate_epoch",
 ]

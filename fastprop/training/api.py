@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import numpy
 
-from fastprop.backends import load_backend
+from fastprop.backends import computing_on, load_backend
 
 from ..checks import whole_number
 from ..distributed import Communicator, abort_on_error, check_same_data, warn_about_threads
@@ -16,8 +17,7 @@ from .data import (PREPARED, _check_arguments, _check_lengths, _checked_images, 
                    prepare_training_data)
 from .epochs import EpochRunner, epoch_generator
 from .evaluation import validate_epoch
-from .parts import (_backend_of, _check_optimizer, _factor, _set_generators, _start_together,
-                    computing_on)
+from .parts import _backend_of, _check_optimizer, _factor, _set_generators, _start_together
 from .state import _EarlyStopping, _loop_state, _resume, _shuffle_seed
 
 
@@ -73,38 +73,70 @@ def train(
     """
     communicator = communicator if communicator is not None else Communicator()
     try:
-        return _train(net, cost_function, number_epochs, batch_size, learning_rate, data, dataset, data_dir,
-                      shuffle, seed, quiet, verbose, optimizer, schedule, checkpoint, patience, communicator)
+        config = TrainingConfig.checked(
+            number_epochs, batch_size, learning_rate, shuffle=shuffle, seed=seed, quiet=quiet,
+            verbose=verbose, optimizer=optimizer, schedule=schedule, checkpoint=checkpoint,
+            patience=patience, communicator=communicator)
+        _check_optimizer(net, optimizer)
+        return _train(net, cost_function, config, _training_data(data, dataset, data_dir, communicator))
     except BaseException:
         abort_on_error(communicator)
         raise
 
 
-def _train(net, cost_function, number_epochs, batch_size, learning_rate, data, dataset, data_dir, shuffle,
-           seed, quiet, verbose, optimizer, schedule, checkpoint, patience, communicator):
-    root = communicator.is_root
-    quiet, verbose = quiet or not root, verbose and root
-    warn_about_threads(communicator)
-    if learning_rate is None:
-        learning_rate = getattr(optimizer, "learning_rate", None) or 1e-4
-    number_epochs, batch_size, learning_rate, patience = _check_arguments(
-        number_epochs, batch_size, learning_rate, patience)
-    if seed is not None:
-        seed = whole_number(seed, "seed", "train")
-    _check_optimizer(net, optimizer)
+@dataclass(frozen=True)
+class TrainingConfig:
+    """:func:`train`'s settings, checked once: what every part of a run reads. ``quiet`` and
+    ``verbose`` already say what this rank shows (only rank 0 shows bars and lines)."""
+
+    number_epochs: int
+    batch_size: int
+    learning_rate: float
+    shuffle: bool
+    seed: int | None
+    quiet: bool
+    verbose: bool
+    optimizer: object
+    schedule: object
+    checkpoint: object
+    patience: int | None
+    communicator: object
+
+    @classmethod
+    def checked(cls, number_epochs, batch_size, learning_rate, *, shuffle, seed, quiet, verbose, optimizer,
+                schedule, checkpoint, patience, communicator):
+        if learning_rate is None:
+            learning_rate = getattr(optimizer, "learning_rate", None) or 1e-4
+        number_epochs, batch_size, learning_rate, patience = _check_arguments(
+            number_epochs, batch_size, learning_rate, patience)
+        seed = None if seed is None else whole_number(seed, "seed", "train")
+        root = communicator.is_root
+        return cls(number_epochs, batch_size, learning_rate, shuffle, seed, quiet or not root,
+                   verbose and root, optimizer, schedule, checkpoint, patience, communicator)
+
+
+def _training_data(data, dataset, data_dir, communicator):
+    """``(train_images, train_labels, validation_images, validation_labels)``: ``data`` as given, or
+    the notebook's ``load_data`` (rows shuffled with NumPy's global generator, rank 0's order)."""
     if data is None:
         from ..datasets import load_training_rows, split_rows
 
-        # The notebook's load_data: the rows shuffled with NumPy's global generator (rank 0's order).
         images, labels = load_training_rows(dataset, data_dir)
+        root = communicator.is_root
         order = numpy.random.permutation(len(images)) if root else numpy.zeros(len(images), numpy.int64)
         data = split_rows(*(array[communicator.broadcast(order)] for array in (images, labels)))
-        del images, labels
     if not (isinstance(data, (tuple, list)) and len(data) == 4):
         raise ValueError(
             "train needs data=(train_images, train_labels, validation_images, validation_labels), "
             f"got {type(data).__name__}{f' of length {len(data)}' if hasattr(data, '__len__') else ''}."
         )
+    return data
+
+
+def _train(net, cost_function, config, data):
+    communicator, checkpoint, optimizer = config.communicator, config.checkpoint, config.optimizer
+    root = communicator.is_root
+    warn_about_threads(communicator)
     backend, dtype = _backend_of(net)
     if communicator.size > 1:
         names = ("training images", "training labels", "validation images", "validation labels")
@@ -117,10 +149,11 @@ def _train(net, cost_function, number_epochs, batch_size, learning_rate, data, d
         _check_lengths("validation", validation_images, data[3])
         # Checked and turned into class ids once, before any step.
         validation_labels = class_ids(backend, data[3], targets.shape[1], "validation labels")
-        if patience is not None and len(validation_images) == 0:
+        if config.patience is not None and len(validation_images) == 0:
             raise ValueError(
-                f"train got patience={patience} but no validation rows: early stopping compares validation "
-                "accuracies and there would be none to compare; give validation data, or drop patience."
+                f"train got patience={config.patience} but no validation rows: early stopping compares "
+                "validation accuracies and there would be none to compare; give validation data, or drop "
+                "patience."
             )
 
         history, first_epoch, state = History(), 1, None
@@ -130,34 +163,34 @@ def _train(net, cost_function, number_epochs, batch_size, learning_rate, data, d
             check_savable(net, checkpoint)
         if checkpoint is not None and os.path.exists(checkpoint):
             history, first_epoch, state = _resume(checkpoint, net, optimizer)
-        seed = _shuffle_seed(shuffle, seed, state, checkpoint)
+        seed = _shuffle_seed(config.shuffle, config.seed, state, checkpoint)
         if communicator.size > 1:  # every rank starts from rank 0's parameters, state and shuffle
             _start_together(net, optimizer, communicator)
             seed = int(communicator.broadcast(numpy.array([-1 if seed is None else seed]))[0])
             seed = None if seed == -1 else seed
-        stopper = _EarlyStopping(patience)
+        stopper = _EarlyStopping(config.patience)
         if checkpoint is not None and len(history):
             stopper.load(net, state, history)
             if state is not None:
                 _set_generators(net, state["state"].get("generators"))
             if stopper.exhausted(first_epoch - 1):  # the saved run had already stopped early
-                first_epoch = number_epochs + 1
-        loop = EpochRunner(net, cost_function, images, targets, batch_size, optimizer,
+                first_epoch = config.number_epochs + 1
+        loop = EpochRunner(net, cost_function, images, targets, config.batch_size, optimizer,
                            communicator=communicator)
 
         last = first_epoch - 1
-        for epoch in range(first_epoch, number_epochs + 1):
+        for epoch in range(first_epoch, config.number_epochs + 1):
             e = epoch - 1  # the notebook counts epochs from 0 on screen
-            rate = learning_rate * _factor(schedule, epoch)
-            order = backend.permutation(epoch_generator(seed, epoch), len(images)) if shuffle else None
+            rate = config.learning_rate * _factor(config.schedule, epoch)
+            order = backend.permutation(epoch_generator(seed, epoch), len(images)) if config.shuffle else None
             started = time.perf_counter()
-            cost = loop.epoch(order, rate, e, quiet)
+            cost = loop.epoch(order, rate, e, config.quiet)
             seconds = time.perf_counter() - started
-            accuracy = validate_epoch(e, net, validation_images, validation_labels, batch_size, quiet=quiet,
-                                      communicator=communicator)
+            accuracy = validate_epoch(e, net, validation_images, validation_labels, config.batch_size,
+                                      quiet=config.quiet, communicator=communicator)
             history.append(cost=cost, accuracy=accuracy, seconds=seconds,
                            samples_per_second=len(images) / seconds)
-            if verbose:
+            if config.verbose:
                 print("cost=%5.6f, accuracy=%2.6f" % (cost, accuracy), flush=True)
             last, stop = epoch, stopper.update(net, epoch, accuracy)
             if checkpoint is not None and root:
@@ -166,11 +199,12 @@ def _train(net, cost_function, number_epochs, batch_size, learning_rate, data, d
                 save(net, checkpoint, optimizer=optimizer, history=history, epoch=epoch,
                      loop=_loop_state(net, seed, stopper))
             if stop:
-                if verbose:
-                    print(f"early stop: no better validation accuracy for {patience} epochs", flush=True)
+                if config.verbose:
+                    print(f"early stop: no better validation accuracy for {config.patience} epochs",
+                          flush=True)
                 break
         kept = stopper.keep_best(net, last)
-        if kept is not None and verbose:
+        if kept is not None and config.verbose:
             print(f"kept the parameters of e={kept - 1}, the best validation accuracy "
                   f"({stopper.best_accuracy:.6f})", flush=True)
     return history

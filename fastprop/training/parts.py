@@ -3,29 +3,14 @@ layers and random generators, and the schedule's factor."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy
 
-from fastprop.backends import get_backend, get_dtype, load_backend, use_backend
+from fastprop.backends import get_backend, get_dtype
 
 from ..checks import is_real
 from ..layers.base import Layer, is_native, leaves_of
-
-
-@contextlib.contextmanager
-def computing_on(backend, dtype):
-    """Make the network's backend current, so that costs compute with its kernels."""
-    try:
-        registered = load_backend(backend.name) is backend
-    except Exception:  # a backend object that is not registered under its name
-        registered = False
-    if not registered:
-        yield
-        return
-    with use_backend(backend.name, dtype):
-        yield
 
 
 def _foreign_arrays(net):
