@@ -31,7 +31,8 @@ from .layers import (
     Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, Network, Parameter, ReLU, Reshape, Sigmoid, SoftMax,
     Tanh,
 )
-from .optimizers import SGD, Adam, CosineLR, Optimizer, StepLR
+from .optimizers import SGD, Adam, Optimizer
+from .schedules import CosineLR, StepLR
 from .plot import learning_curves
 from .seeding import seed
 from .training import TrainingDiverged, predict, train, train_epoch, validate, validate_epoch

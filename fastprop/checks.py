@@ -40,3 +40,10 @@ def finite_number(value, name, where) -> float:
     if not is_real(value) or not math.isfinite(value):
         raise ValueError(f"{where} needs a finite number for {name}, got {value!r}.")
     return float(value)
+
+
+def nonnegative_number(value, name, where) -> float:
+    """``value`` as a finite ``float`` >= 0, or one clear error."""
+    if finite_number(value, name, where) < 0:
+        raise ValueError(f"{where} needs {name} >= 0, got {value!r}.")
+    return float(value)

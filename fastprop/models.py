@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from .costs import MeanSquareError, SoftmaxCrossEntropy
 from .layers import Conv2D, Dropout, Flatten, Linear, MaxPool2D, Network, ReLU, Reshape, Sigmoid
-from .optimizers import Adam, CosineLR
+from .optimizers import Adam
+from .schedules import CosineLR
 from .seeding import generator
 
 

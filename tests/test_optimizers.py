@@ -9,7 +9,8 @@ import pytest
 
 import fastprop
 from fastprop import Linear, Network, SoftmaxCrossEntropy, Tanh
-from fastprop.optimizers import SGD, Adam, CosineLR, StepLR, constant, from_state_dict
+from fastprop.optimizers import SGD, Adam, from_state_dict
+from fastprop.schedules import CosineLR, StepLR, constant
 
 W0 = numpy.array([[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]])
 B0 = numpy.array([[0.05, -0.05]])
