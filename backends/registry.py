@@ -131,6 +131,30 @@ def load_backend(name: str) -> Backend:
         return backend
 
 
+def owner_of(array) -> Backend | None:
+    """The backend whose native arrays include ``array``: the current one first, then those already
+    loaded, then (only for an array none of them owns) the other registered ones, loaded to ask;
+    None when no backend owns it."""
+    current_backend = current().backend
+    if current_backend.is_native(array):
+        return current_backend
+    with _lock:
+        loaded = list(_instances.values())
+    for backend in loaded:
+        if backend.is_native(array):
+            return backend
+    for name in backend_names():
+        if name in _failures:
+            continue
+        try:
+            backend = load_backend(name)
+        except BackendUnavailableError:  # unavailable backends own nothing
+            continue
+        if backend.is_native(array):
+            return backend
+    return None
+
+
 def available_backends() -> dict[str, BackendStatus]:
     """Every registered backend: whether it runs here, its version and device, or why not."""
     report = {}

@@ -11,7 +11,7 @@ import math
 
 import numpy
 
-from fastprop.backends import BackendError, backend_names, get_backend, load_backend
+from fastprop.backends import BackendError, owner_of
 from fastprop.backends.arrays import accept_array
 
 from .checks import is_real
@@ -89,20 +89,13 @@ def _as_prediction(prediction, cost):
 
 
 def _owner(prediction, cost):
-    backend = get_backend()
-    if backend.is_native(prediction):
-        return backend
-    for name in backend_names():
-        try:
-            candidate = load_backend(name)
-        except Exception:  # unavailable backends own nothing
-            continue
-        if candidate.is_native(prediction):
-            return candidate
-    raise BackendError(
-        f"{cost!r} got a prediction of type {type(prediction).__module__}.{type(prediction).__name__}, "
-        "which no fastprop backend owns; pass a NumPy array or the output of a fastprop layer."
-    )
+    backend = owner_of(prediction)
+    if backend is None:
+        raise BackendError(
+            f"{cost!r} got a prediction of type {type(prediction).__module__}.{type(prediction).__name__}, "
+            "which no fastprop backend owns; pass a NumPy array or the output of a fastprop layer."
+        )
+    return backend
 
 
 class MeanSquareError(Cost):

@@ -137,3 +137,16 @@ def test_reference_kernels_against_independent_formulas():
     with numpy.errstate(over="raise"):
         assert numpy.isfinite(backend.sigmoid(numpy.array([[-1000.0, 1000.0]]))).all()
         assert numpy.isfinite(backend.log_softmax(numpy.array([[1000.0, -1000.0]]))).all()
+
+
+def test_owner_of_an_array_is_the_current_backend_first_then_a_loaded_one():
+    from fastprop.backends import owner_of
+
+    array = numpy.zeros(3)
+    with fastprop.use_backend("numpy"):
+        assert owner_of(array) is fastprop.backends.load_backend("numpy")
+    for name, status in fastprop.available_backends().items():
+        if status.available and status.device == "cpu":
+            with fastprop.use_backend(name):
+                assert owner_of(array) is fastprop.backends.load_backend(name)  # the one in force
+    assert owner_of([1.0, 2.0]) is None and owner_of(object()) is None
