@@ -7,13 +7,12 @@ import os
 import secrets
 
 
-def write_atomically(path, write, what="file"):
-    """Run ``write(stream)`` on a temporary file beside ``path``, sync it, then rename it over ``path``.
-
-    ``stream`` is binary. On any failure, an interrupt included, the temporary file is removed and
-    the previous ``path`` is left untouched. A missing folder is one error naming it (``what`` names
-    the file's role, e.g. ``"checkpoint"``). Returns ``path``.
-    """
+@contextlib.contextmanager
+def atomic_file(path, what="file"):
+    """Yield a binary stream on a temporary file beside ``path``; when the block ends, sync it and
+    rename it over ``path``. On any failure, an interrupt included, the temporary file is removed
+    and the previous ``path`` is left untouched. A missing folder is one error naming it (``what``
+    names the file's role, e.g. ``"checkpoint"``)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -24,7 +23,7 @@ def write_atomically(path, write, what="file"):
     temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     try:
         with open(temporary, "wb") as stream:
-            write(stream)
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -32,6 +31,12 @@ def write_atomically(path, write, what="file"):
         with contextlib.suppress(OSError):
             os.remove(temporary)
         raise
+
+
+def write_atomically(path, write, what="file"):
+    """Run ``write(stream)`` inside :func:`atomic_file`; returns ``path``."""
+    with atomic_file(path, what) as stream:
+        write(stream)
     return path
 
 

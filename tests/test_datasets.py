@@ -12,7 +12,7 @@ import numpy
 import platformdirs
 import pytest
 
-from fastprop import datasets
+from fastprop import datasets, idx
 from fastprop.datasets import DatasetError, DatasetNotFoundError, DatasetSpec
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -152,7 +152,7 @@ def test_a_file_is_read_no_further_than_its_header_promises(tmp_path, monkeypatc
     with pytest.raises(DatasetError, match="has trailing data: its header promises 6 bytes"):
         datasets.read_idx(path)
     # magic, sizes, the declared bytes and one more, then at most a bounded look for a damaged stream
-    assert sum(delivered) <= 64 + datasets._LOOK_FURTHER  # never the 64 MiB (readinto counts its read too)
+    assert sum(delivered) <= 64 + idx._LOOK_FURTHER  # never the 64 MiB (readinto counts its read too)
 
 
 @pytest.mark.parametrize("array", [numpy.zeros(3, bool), numpy.zeros((), numpy.uint8),
@@ -367,7 +367,8 @@ def test_not_found_after_downloads_fail_lists_each_mirror_and_its_error(monkeypa
         host = mirror.split("/")[2]
         assert f"{mirror}{FILES[0]} (<urlopen error no route to {host}>)" in message
     assert "apt-get" not in message  # MNIST has no Debian package to suggest
-    assert not list((Path(os.environ["FASTPROP_CACHE"])).rglob("*.part"))
+    leftovers = [p for p in Path(os.environ["FASTPROP_CACHE"]).rglob("*") if p.name.startswith(".")]
+    assert not leftovers  # no temporary file of a failed download is left behind
 
 
 # ---------------------------------------------------------------- the notebook's loaders
