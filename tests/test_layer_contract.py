@@ -18,7 +18,7 @@ from fastprop import (
     Tanh,
 )
 from fastprop.layer_types import CHECKPOINT_LAYERS
-from tests.conftest import AVAILABLE_BACKENDS, relative_error
+from tests.conftest import relative_error
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,3 @@ def test_layer_comes_back_from_a_checkpoint(backend_name, name, tmp_path):
     assert type(loaded) is type(layer)
     outputs = [model.backend.to_numpy(model.forward(x)) for model in (layer, loaded)]
     assert numpy.array_equal(*outputs)
-
-
-def test_the_table_runs_on_every_available_backend():
-    assert "numpy" in AVAILABLE_BACKENDS

@@ -22,15 +22,14 @@ def machine_info(statuses=None) -> dict:
     from threadpoolctl import threadpool_info
 
     statuses = statuses or available_backends()
-    cpu, flags = platform.processor() or platform.machine(), set()
+    fields = {}  # the first CPU's entries of /proc/cpuinfo
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
             for line in stream:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and cpu == (platform.processor() or platform.machine()):
-                    cpu = value.strip()
-                elif key.strip() in ("flags", "Features"):  # x86, Arm
-                    flags.update(value.split())
+                fields.setdefault(key.strip(), value.strip())
+    cpu = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())  # x86, Arm
     info = {"cpu": cpu, "vector_extensions": [flag for flag in VECTOR_FLAGS if flag in flags],
             "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "numpy": numpy.__version__,
