@@ -1,4 +1,6 @@
-"""fastprop's backends: one contract (:mod:`.base`) and one thin module per backend.
+"""fastprop's backends: one contract (:mod:`.base`, with the NumPy reference of every method) and
+one subpackage per backend (:mod:`.numpy`, :mod:`.numba`, :mod:`.cupy`), each with its backend module
+and its kernels beside it.
 
 Built-in backends are registered here by name and imported only when first used, so a missing
 optional package (numba, cupy) costs nothing until somebody asks for that backend.
@@ -62,4 +64,4 @@ def _builtin(module: str):
 
 
 for _name in ("numpy", "numba", "cupy"):
-    register_backend(_name, _builtin(f"{_name}_backend"))
+    register_backend(_name, _builtin(_name))

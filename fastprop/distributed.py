@@ -28,6 +28,9 @@ import warnings
 
 import numpy
 
+#: Seconds a failing rank waits, after writing its traceback, before it aborts the job.
+ABORT_GRACE_SECONDS = 0.5
+
 
 class Communicator:
     """One process: ``rank`` 0 of ``size`` 1, and every collective a no-op."""
@@ -243,10 +246,12 @@ def warn_about_threads(communicator):
 def abort_on_error(communicator):
     """Print the traceback and end every rank, when one rank fails while others wait in a collective."""
     if communicator.size > 1:
-        print(f"fastprop: rank {communicator.rank} failed; ending all {communicator.size} ranks",
-              file=sys.stderr)
-        traceback.print_exc()
+        # One write, then a moment for mpiexec to forward it: output still in flight when the job is
+        # aborted can be dropped, and the traceback is what the user needs.
+        sys.stderr.write(f"fastprop: rank {communicator.rank} failed; ending all {communicator.size} ranks\n"
+                         + traceback.format_exc())
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_SECONDS)
         communicator.abort(1)
 
 

@@ -1,8 +1,9 @@
 """The CuPy backend's CUDA sources: shipped as package data, assembled by the loader, compilable.
 
-These run without CuPy or a GPU: ``cupy_kernels`` is loaded against a stand-in ``cupy`` that records
-what would be compiled (a fresh module object, never registered in ``sys.modules``). Compiling the
-assembled sources needs ``nvcc`` and skips without it. The conv kernels, which neither share memory
+These run without CuPy or a GPU: ``fastprop.backends.cupy.kernels`` is loaded against a stand-in ``cupy``
+that records what would be compiled (a fresh module object, never registered in ``sys.modules``).
+Compiling the assembled sources needs ``nvcc`` and skips without it.
+The conv kernels, which neither share memory
 nor synchronize, also run on the CPU (built with ``g++``, skipped without it) under the CuPy backend's
 own methods, against the NumPy reference.
 """
@@ -25,18 +26,18 @@ from pathlib import Path
 import numpy
 import pytest
 
-from fastprop import backends as backends_package
+import fastprop.backends.cupy as cupy_package  # imported before any test puts a stand-in cupy in place
 from fastprop.backends import Backend
 from fastprop.backends.plan import Activation, Loss, cuda_defines
 from tests.conftest import relative_error
 
 FAMILIES = ("step_kernels", "epoch_kernels", "conv_kernels")
-CUDA = importlib.resources.files("fastprop.backends").joinpath("cuda")
+CUDA = importlib.resources.files("fastprop.backends.cupy").joinpath("cuda")
 
 
 @pytest.fixture
 def kernels(monkeypatch):
-    """``cupy_kernels`` on a stand-in ``cupy`` whose RawModule records (source, name expressions)."""
+    """The CuPy kernels module on a stand-in ``cupy`` whose RawModule records (source, name expressions)."""
     compiled = []
 
     class RawModule:
@@ -49,7 +50,7 @@ def kernels(monkeypatch):
     stand_in = types.ModuleType("cupy")
     stand_in.RawModule = RawModule
     monkeypatch.setitem(sys.modules, "cupy", stand_in)
-    spec = importlib.util.find_spec("fastprop.backends.cupy_kernels")
+    spec = importlib.util.find_spec("fastprop.backends.cupy.kernels")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.recorded = compiled
@@ -66,7 +67,7 @@ def test_every_cuda_file_is_declared_as_package_data():
         pytest.skip("not a source checkout: no pyproject.toml beside the backends")
     tomllib = pytest.importorskip("tomllib")
     patterns = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]
-    shipped = patterns["fastprop.backends"]
+    shipped = patterns["fastprop.backends.cupy"]
     assert _cuda_files(), "no CUDA sources found beside the backends"
     for name in _cuda_files():
         assert any(fnmatch.fnmatch(f"cuda/{name}", pattern) for pattern in shipped), name
@@ -89,8 +90,9 @@ def test_the_loader_assembles_each_family_from_the_shipped_files(kernels):
 
 
 def test_launch_shapes_are_defined_once_in_python(kernels):
-    """THREADS, ROWS_PER_BLOCK, COLUMNS and SLICES come from cupy_kernels only: the CUDA files use them and
-    never define them, and every assembled source defines each with the value Python launches with."""
+    """THREADS, ROWS_PER_BLOCK, COLUMNS and SLICES come from the kernels module only: the CUDA files use
+    them and never define them, and every assembled source defines each with the value Python launches
+    with."""
     shapes = {name: getattr(kernels, name) for name in ("THREADS", "ROWS_PER_BLOCK", "COLUMNS", "SLICES")}
     for name in _cuda_files():
         text = CUDA.joinpath(name).read_text(encoding="utf-8")
@@ -210,18 +212,18 @@ def host_backend(monkeypatch, tmp_path):
         "fastprop_relu_backward": lambda y, dy, out: numpy.multiply(dy, y > 0, out=out)}[definition[-1]]
     monkeypatch.setitem(sys.modules, "cupy", stand_in)
     modules = {}
-    for name in ("cupy_kernels", "cupy_backend"):  # fresh modules, seen by each other only
-        spec = importlib.util.find_spec(f"fastprop.backends.{name}")
+    for name in ("kernels", "backend"):  # fresh modules, seen by each other only
+        spec = importlib.util.find_spec(f"fastprop.backends.cupy.{name}")
         modules[name] = importlib.util.module_from_spec(spec)
         monkeypatch.setitem(sys.modules, spec.name, modules[name])
-        monkeypatch.setattr(backends_package, name, modules[name], raising=False)
+        monkeypatch.setattr(cupy_package, name, modules[name], raising=False)
         spec.loader.exec_module(modules[name])
 
     def column_sums(g, out, accumulate):
         out[...] = out + g.sum(0) if accumulate else g.sum(0)
 
-    monkeypatch.setattr(modules["cupy_kernels"], "column_sums", column_sums)
-    backend = modules["cupy_backend"].CupyBackend()
+    monkeypatch.setattr(modules["kernels"], "column_sums", column_sums)
+    backend = modules["backend"].CupyBackend()
     backend.launched = launched
     return backend
 

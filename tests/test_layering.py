@@ -15,22 +15,37 @@ BACKENDS = Path(fastprop.backends.__file__).parent
 
 
 def _imports(path):
+    """The absolute names ``path`` imports, relative imports resolved against its package."""
+    package = ["fastprop", "backends", *path.parent.relative_to(BACKENDS).parts]
+    package[:2] = ["fastprop.backends"]
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level > len(package):  # above the backends
+            yield ".".join(["fastprop"] + ([node.module] if node.module else []))
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1]
+            yield ".".join(base + ([node.module] if node.module else []))
         elif isinstance(node, ast.ImportFrom):
-            yield ("." * node.level) + (node.module or "")
+            yield node.module
 
 
 def test_nothing_under_backends_imports_fastprop():
+    inside = ("fastprop.backends", "fastprop.backends.")
     offenders = {
-        path.name: name
+        str(path.relative_to(BACKENDS)): name
         for path in sorted(BACKENDS.rglob("*.py"))
         for name in _imports(path)
-        if name == "fastprop" or name.startswith("fastprop.") or name.startswith("..")
+        if (name == "fastprop" or name.startswith("fastprop.")) and not name.startswith(inside)
     }
     assert offenders == {}, f"backends import fastprop's models: {offenders}"
+
+
+def test_the_import_check_resolves_relative_imports():
+    probe = BACKENDS / "numba" / "backend.py"
+    names = set(_imports(probe))
+    assert "fastprop.backends.base" in names and "fastprop.backends.numba" in names
 
 
 def test_the_backends_cannot_be_imported_under_another_name():

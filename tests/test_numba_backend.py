@@ -15,7 +15,8 @@ numba = pytest.importorskip("numba", reason="numba is not installed (pip install
 
 import fastprop  # noqa: E402
 from fastprop import Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftmaxCrossEntropy  # noqa: E402
-from fastprop.backends import Backend, BackendUnavailableError, blas_spin, load_backend, numba_backend  # noqa: E402
+from fastprop.backends import Backend, BackendUnavailableError, blas_spin, load_backend  # noqa: E402
+from fastprop.backends.numba import backend as numba_backend  # noqa: E402
 from tests.conftest import relative_error  # noqa: E402
 
 REFERENCE = Backend()

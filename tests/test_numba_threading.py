@@ -13,7 +13,8 @@ import pytest
 
 numba = pytest.importorskip("numba", reason="numba is not installed (pip install 'fastprop[numba]')")
 
-from fastprop.backends import load_backend, numba_threading  # noqa: E402
+from fastprop.backends import load_backend  # noqa: E402
+from fastprop.backends.numba import threads as numba_threading  # noqa: E402
 
 TBB = numba_threading.tbb_library()
 needs_tbb = pytest.mark.skipif(TBB is None, reason="the tbb wheel is not installed for this platform")

@@ -1,7 +1,7 @@
-// Epoch kernels: the kernels of cupy_kernels.EpochProgram, a whole training step without cuBLAS.
+// Epoch kernels: the kernels of kernels.EpochProgram, a whole training step without cuBLAS.
 // Tiled matrix products with fused epilogues, warp-per-row kernels for layers with few outputs, the
 // last of them fused with the cost. Compiled after common.cuh and backends/plan.py's ACTIVATION_*
-// and LOSS_* codes (cupy_kernels.py); a loss argument of 0 means that no loss is fused.
+// and LOSS_* codes (kernels.py); a loss argument of 0 means that no loss is fused.
 
 enum { BK = 16 };  // tile depth (the (COLUMNS, SLICES) block of narrow_update is #defined by the loader)
 

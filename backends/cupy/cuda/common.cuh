@@ -1,11 +1,11 @@
 // Device helpers shared by the kernel families: step_kernels.cu, epoch_kernels.cu, conv_kernels.cu.
 //
-// cupy_kernels.cuda_source() compiles each of those files as one source: first the named codes as
-// #defines (ACTIVATION_* and LOSS_* from backends/plan.py, SOFTMAX_ROWS_* from cupy_kernels.py),
+// kernels.cuda_source() compiles each of those files as one source: first the named codes as
+// #defines (ACTIVATION_* and LOSS_* from backends/plan.py, SOFTMAX_ROWS_* from kernels.py),
 // and the launch shapes, then this file, then the kernels, so that CuPy's kernel cache keys on everything compiled.
 
 // THREADS (threads per block of the one-dimensional kernels), ROWS_PER_BLOCK, COLUMNS and SLICES come
-// from cupy_kernels.launch_defines(): Python launches with the same numbers.
+// from kernels.launch_defines(): Python launches with the same numbers.
 
 __device__ __forceinline__ float fp_exp(float x) { return expf(x); }
 __device__ __forceinline__ double fp_exp(double x) { return exp(x); }

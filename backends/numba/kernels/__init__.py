@@ -1,4 +1,4 @@
-"""Numba kernels behind :mod:`fastprop.backends.numba_backend`.
+"""Numba kernels behind :mod:`fastprop.backends.numba.backend`.
 
 Five modules: :mod:`.intrinsics` (compile options, a prefetch hint, ``2**n`` from its bits, a
 sigmoid LLVM can vectorize), :mod:`.dense` (forward and backward of dense layers with few

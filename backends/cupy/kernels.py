@@ -33,7 +33,7 @@ from importlib import resources
 import cupy
 import numpy
 
-from .plan import cuda_defines
+from ..plan import cuda_defines
 
 
 class SoftmaxRows(enum.IntEnum):

@@ -1,5 +1,5 @@
 // Step kernels: what the CuPy backend's contract methods launch around cuBLAS products, one call
-// at a time. Compiled after common.cuh and the SOFTMAX_ROWS_* modes (cupy_kernels.py).
+// at a time. Compiled after common.cuh and the SOFTMAX_ROWS_* modes (kernels.py).
 
 // out = table[index] along rows; out is rows x cols, table n x cols. Indices wrap around modulo n.
 template <typename T>

@@ -1,7 +1,7 @@
 """The CuPy backend: fastprop's layers on an NVIDIA GPU.
 
 Matrix products go to cuBLAS, convolutions as products of im2col column matrices; the elementwise,
-row-wise and pooling parts run as fused kernels from :mod:`.cupy_kernels`, compiled on first use and
+row-wise and pooling parts run as fused kernels from :mod:`.kernels`, compiled on first use and
 memoized per dtype. Training data stays on the device: each epoch is shuffled there and batches are
 gathered there. For an epoch plan of dense steps (each with no activation, a sigmoid or a ReLU)
 trained with plain SGD on the summed squared error or softmax cross-entropy,
@@ -16,9 +16,9 @@ import warnings
 
 import numpy
 
-from .arrays import KERNEL_FLOATS, kernel_ready
-from .base import Backend, window_output
-from .registry import BackendUnavailableError
+from ..arrays import KERNEL_FLOATS, kernel_ready
+from ..base import Backend, window_output
+from ..registry import BackendUnavailableError
 
 try:
     import cupy
@@ -26,11 +26,7 @@ except Exception as error:  # not installed, or its CUDA libraries fail to load
     cupy, _IMPORT_ERROR = None, error
 else:
     _IMPORT_ERROR = None
-    from . import cupy_kernels as kernels
-
-def _fits(*arrays, ndim=2) -> bool:
-    """True when the arrays are C-contiguous ``ndim``-D arrays of one float dtype (what the kernels take)."""
-    return kernel_ready(*arrays, ndim=ndim)
+    from . import kernels
 
 
 def _window_output(image_shape, kernel, stride, padding=(0, 0)):
@@ -142,8 +138,8 @@ class CupyBackend(Backend):
         rows = indices.shape[0] if indices.ndim == 1 else -1
         if (
             indices.ndim == 1 and indices.dtype == numpy.int64 and indices.flags.c_contiguous
-            and array.ndim == 2 and array.shape[0] > 0 and _fits(array)
-            and (out is None or (_fits(array, out) and out.shape == (rows, array.shape[1])))
+            and array.ndim == 2 and array.shape[0] > 0 and kernel_ready(array)
+            and (out is None or (kernel_ready(array, out) and out.shape == (rows, array.shape[1])))
         ):
             result = cupy.empty((rows, array.shape[1]), array.dtype) if out is None else out
             kernels.gather_rows(array, indices, result)
@@ -163,21 +159,21 @@ class CupyBackend(Backend):
     # -- fused kernels --------------------------------------------------------------------------
 
     def linear_sigmoid_forward(self, x, W, b):
-        if not _fits(x, W, b):
+        if not kernel_ready(x, W, b):
             return super().linear_sigmoid_forward(x, W, b)
         z = cupy.matmul(x, W.T)
         z += b
         return z, kernels.elementwise("sigmoid")(z)
 
     def linear_backward(self, x, W, dz, dW, db, *, accumulate=True, need_dx=True):
-        if not _fits(x, W, dz, dW, db):
+        if not kernel_ready(x, W, dz, dW, db):
             return super().linear_backward(x, W, dz, dW, db, accumulate=accumulate, need_dx=need_dx)
         kernels.weight_gradient(dz, x, dW, accumulate)
         kernels.column_sums(dz, db, accumulate)
         return cupy.matmul(dz, W) if need_dx else None
 
     def linear_sigmoid_backward(self, x, W, p, dp, dW, db, *, accumulate=True, need_dx=True):
-        if not _fits(x, W, p, dp, dW, db):
+        if not kernel_ready(x, W, p, dp, dW, db):
             return super().linear_sigmoid_backward(
                 x, W, p, dp, dW, db, accumulate=accumulate, need_dx=need_dx
             )
@@ -215,7 +211,7 @@ class CupyBackend(Backend):
 
     def conv2d_forward(self, x, W, b, stride, padding, *, relu=False):
         out = self._conv_output(x, W, stride, padding)
-        if out is None or not (_fits(b) and b.dtype == x.dtype and b.shape == (1, W.shape[0])):
+        if out is None or not (kernel_ready(b) and b.dtype == x.dtype and b.shape == (1, W.shape[0])):
             return super().conv2d_forward(x, W, b, stride, padding, relu=relu)
         columns = kernels.im2col(x, (W.shape[2:], stride, padding), out)
         y = cupy.matmul(columns, self._weight_matrix(W).T)
@@ -227,8 +223,8 @@ class CupyBackend(Backend):
         out = self._conv_output(x, W, stride, padding)
         K, C, kh, kw = W.shape
         if (
-            out is None or tuple(dy.shape) != (x.shape[0], *out, K) or not _fits(x, dy, ndim=4)
-            or not (_fits(db) and db.dtype == x.dtype and db.shape == (1, K))
+            out is None or tuple(dy.shape) != (x.shape[0], *out, K) or not kernel_ready(x, dy, ndim=4)
+            or not (kernel_ready(db) and db.dtype == x.dtype and db.shape == (1, K))
             or dW.shape != W.shape or dW.dtype != x.dtype
             or (relu and (y.shape != dy.shape or y.dtype != dy.dtype))
         ):
@@ -252,7 +248,7 @@ class CupyBackend(Backend):
         return kernels.col2im(cupy.matmul(dz, self._weight_matrix(W)), x.shape, window, out)
 
     def maxpool2d_forward(self, x, size, stride):
-        out = _window_output(x.shape, size, stride) if _fits(x, ndim=4) else None
+        out = _window_output(x.shape, size, stride) if kernel_ready(x, ndim=4) else None
         if out is None:
             return super().maxpool2d_forward(x, size, stride)
         return kernels.maxpool_forward(x, (size, stride), out)
@@ -261,7 +257,8 @@ class CupyBackend(Backend):
         input_shape = tuple(input_shape)
         out = _window_output(input_shape, size, stride) if len(input_shape) == 4 else None
         if (
-            out is None or not _fits(dy, ndim=4) or tuple(dy.shape) != (input_shape[0], *out, input_shape[3])
+            out is None or not kernel_ready(dy, ndim=4)
+            or tuple(dy.shape) != (input_shape[0], *out, input_shape[3])
             or argmax.dtype != numpy.int32 or argmax.shape != dy.shape or not argmax.flags.c_contiguous
         ):
             return super().maxpool2d_backward(argmax, dy, size, stride, input_shape)
@@ -276,14 +273,14 @@ class CupyBackend(Backend):
 
     def _rows(self, mode, fallback, z, t=None):
         arrays = (z,) if t is None else (z, t)
-        if not z.size or not _fits(*arrays) or any(a.shape != z.shape for a in arrays):
+        if not z.size or not kernel_ready(*arrays) or any(a.shape != z.shape for a in arrays):
             return fallback(*arrays)
         return kernels.softmax_rows(z, arrays[-1], mode)
 
     @staticmethod
     def _conv_output(x, W, stride, padding):
         """``(Ho, Wo)`` when the conv kernels take ``x`` and ``W``, else ``None``."""
-        if not (_fits(x, ndim=4) and W.ndim == 4 and W.dtype == x.dtype and W.shape[1] == x.shape[3]):
+        if not (kernel_ready(x, ndim=4) and W.ndim == 4 and W.dtype == x.dtype and W.shape[1] == x.shape[3]):
             return None
         out = _window_output(x.shape, W.shape[2:], stride, padding)
         if out is None:

@@ -1,5 +1,5 @@
 // Convolution and pooling kernels: what the CuPy backend's conv2d_* and maxpool2d_* methods launch
-// around cuBLAS products. Compiled after common.cuh (cupy_kernels.py).
+// around cuBLAS products. Compiled after common.cuh (kernels.py).
 //
 // Images are channels-last, (n, height, width, channels), C-contiguous; a window is kh x kw pixels
 // moved by (sh, sw) over the image padded with (ph, pw) zeros, giving out_h x out_w positions. Each

@@ -1,4 +1,4 @@
-"""The Numba backend: JIT-compiled CPU kernels (:mod:`.numba_kernels`) for the hot paths.
+"""The Numba backend: JIT-compiled CPU kernels (:mod:`.kernels`) for the hot paths.
 
 Kernels run for C-contiguous float32/float64 arrays; anything else goes to the NumPy reference.
 Layers with more than ``SMALL_LAYER`` outputs go to the reference too: BLAS beats a hand-written
@@ -33,11 +33,12 @@ import time
 
 import numpy
 
-from . import blas_spin, numba_target, numba_threading
-from .arrays import kernel_ready
-from .base import Backend, window_output
-from .plan import Activation, Loss
-from .registry import BackendUnavailableError
+from .. import blas_spin
+from . import target, threads
+from ..arrays import kernel_ready
+from ..base import Backend, window_output
+from ..plan import Activation, Loss
+from ..registry import BackendUnavailableError
 
 #: Parameters with at least this many elements are updated in parallel.
 PARALLEL_UPDATE = 2**16
@@ -53,13 +54,13 @@ COLUMN_BYTES = 2 * 2**20
 BLAS_SPIN_SECONDS = 0.2
 #: Training images that are all exactly ``k / PIXEL_LEVELS`` (k = 0..255) are kept as uint8 codes.
 PIXEL_LEVELS = 255
-_fits = kernel_ready  # C-contiguous arrays of one float dtype: what the kernels take
 
 
 def _elementwise(kernel, reference, *arrays):
     """``kernel(*arrays)`` on same-shaped, non-empty 2-D arrays it takes; ``reference(*arrays)`` otherwise."""
     first = arrays[0]
-    if first.ndim == 2 and first.size and all(a.shape == first.shape for a in arrays) and _fits(*arrays):
+    same_shape = all(a.shape == first.shape for a in arrays)
+    if first.ndim == 2 and first.size and same_shape and kernel_ready(*arrays):
         return kernel(*arrays)
     return reference(*arrays)
 
@@ -71,7 +72,7 @@ def _small(x, W, b, *batch, dW=None):
     return (
         m <= SMALL_LAYER and n > 0 and x.ndim == W.ndim == 2 and x.shape[1] == W.shape[1]
         and b.shape == (1, m) and all(a.shape == (n, m) for a in batch)
-        and all(a.shape == W.shape for a in gradient) and _fits(x, W, b, *batch, *gradient)
+        and all(a.shape == W.shape for a in gradient) and kernel_ready(x, W, b, *batch, *gradient)
     )
 
 
@@ -99,16 +100,16 @@ class NumbaBackend(Backend):
         self._blas_until = 0.0
         self._local = threading.local()  # scratch arrays, one set per Python thread
         tiny = numpy.zeros((1, 1))
-        #: The layer parallel kernels run on (see :mod:`.numba_threading`), known from the start.
-        self.threading_layer = numba_threading.layer_in_use(
+        #: The layer parallel kernels run on (see :mod:`.threads`), known from the start.
+        self.threading_layer = threads.layer_in_use(
             numba, lambda: kernels.take_rows(tiny, numpy.zeros(1, numpy.intp), tiny.copy()))
         # workqueue aborts the process when two Python threads launch kernels at once: take turns.
-        thread_safe = self.threading_layer in numba_threading.THREAD_SAFE
+        thread_safe = self.threading_layer in threads.THREAD_SAFE
         self._one_at_a_time = contextlib.nullcontext() if thread_safe else threading.Lock()
 
     @property
     def kernels(self):
-        """The package of Numba kernels this backend calls (:mod:`.numba_kernels`)."""
+        """The package of Numba kernels this backend calls (:mod:`.kernels`)."""
         return self._k
 
     def _parallel(self, kernel, *arguments):
@@ -116,12 +117,12 @@ class NumbaBackend(Backend):
         with self._one_at_a_time:
             if time.perf_counter() >= self._blas_until:
                 return kernel(*arguments)
-            threads = self._numba.get_num_threads()
+            count = self._numba.get_num_threads()
             self._numba.set_num_threads(1)
             try:
                 return kernel(*arguments)
             finally:
-                self._numba.set_num_threads(threads)
+                self._numba.set_num_threads(count)
 
     def _blas(self, reference, *arguments, **options):
         """Run a reference method, whose matrix products may leave BLAS threads spinning."""
@@ -134,7 +135,7 @@ class NumbaBackend(Backend):
     def info(self):
         return {"version": f"numba {self._numba.__version__}", "device": "cpu",
                 "threads": self._numba.get_num_threads(), "threading_layer": self.threading_layer,
-                "instruction_set": numba_target.choice}
+                "instruction_set": target.choice}
 
     def warmup(self, dtype):
         started, x = time.perf_counter(), numpy.ones((3, 4), dtype)
@@ -166,7 +167,7 @@ class NumbaBackend(Backend):
         weight, bias = step.weight, step.bias
         if step.activation is not Activation.SIGMOID or not (
                 _small(images, weight.value, bias.value, targets, dW=weight.gradient)
-                and _fits(images, bias.gradient)):
+                and kernel_ready(images, bias.gradient)):
             return None
 
         # 8-bit pixels scaled to [0, 1] (what the loaders give) are kept as exact uint8 codes: a
@@ -193,9 +194,9 @@ class NumbaBackend(Backend):
         return int(self._parallel(self._k.checksum, self._checksum_words(array), self.CHECKSUM_BLOCK))
 
     def take_rows(self, array, indices, out=None):
-        if array.ndim == 2 and indices.ndim == 1 and indices.dtype.kind == "i" and _fits(array):
+        if array.ndim == 2 and indices.ndim == 1 and indices.dtype.kind == "i" and kernel_ready(array):
             shape = (indices.shape[0], array.shape[1])
-            if out is None or (out.shape == shape and _fits(array, out)):
+            if out is None or (out.shape == shape and kernel_ready(array, out)):
                 result = numpy.empty(shape, array.dtype) if out is None else out
                 if self._parallel(self._k.take_rows, array, indices, result):  # False: index out of range
                     return result
@@ -220,7 +221,7 @@ class NumbaBackend(Backend):
         if _small(x, W, b):
             self._parallel(self._k.dense_forward, x, W, b, y, y, self._k.RELU)
         elif (x.ndim == W.ndim == 2 and x.shape[0] and x.shape[1] == W.shape[1] and b.shape == (1, W.shape[0])
-              and _fits(x, W, b)):
+              and kernel_ready(x, W, b)):
             self._blas(numpy.matmul, x, W.T, out=y)  # then the bias and the ReLU in one pass over y
             self._parallel(self._k.bias_epilogue, y, b, True)
         else:
@@ -241,7 +242,7 @@ class NumbaBackend(Backend):
         if _small(x, W, db, y, dy, dW=dW):
             return self._dense_backward(x, W, y, dy, dW, db, self._k.RELU, accumulate, need_dx)
         if not (x.ndim == 2 and y.shape == dy.shape == (x.shape[0], W.shape[0]) and dW.shape == W.shape
-                and x.shape[0] and _fits(x, W, y, dy, dW, db)):
+                and x.shape[0] and kernel_ready(x, W, y, dy, dW, db)):
             return super().linear_relu_backward(x, W, y, dy, dW, db, accumulate=accumulate, need_dx=need_dx)
         dz, bias_gradient = self._masked(dy, y, True)  # the mask and the bias gradient in one pass
         if accumulate:
@@ -274,7 +275,7 @@ class NumbaBackend(Backend):
     def adam_update(self, param, grad, first_moment, second_moment, scratch, learning_rate,
                     beta1, beta2, eps, step, *, weight_decay=0.0, decoupled=False):
         arrays = (param, grad, first_moment, second_moment)
-        if all(a.shape == param.shape for a in arrays) and _fits(*arrays):
+        if all(a.shape == param.shape for a in arrays) and kernel_ready(*arrays):
             self._parallel(self._k.adam_update, param, grad, first_moment, second_moment,
                            float(learning_rate), float(beta1), float(beta2), float(eps), int(step),
                            float(weight_decay), bool(decoupled))
@@ -283,7 +284,7 @@ class NumbaBackend(Backend):
                                 beta2, eps, step, weight_decay=weight_decay, decoupled=decoupled)
 
     def sgd_update(self, param, grad, learning_rate):
-        if param.shape == grad.shape and _fits(param, grad):
+        if param.shape == grad.shape and kernel_ready(param, grad):
             if param.size < PARALLEL_UPDATE:  # a launch costs more than the loop
                 self._k.sgd_update(param, grad, learning_rate)
             else:
@@ -294,7 +295,7 @@ class NumbaBackend(Backend):
     # -- convolution and pooling (channels-last images; see backends/base.py) -------------------
 
     def conv2d_forward(self, x, W, b, stride, padding, *, relu=False):
-        if not (x.ndim == 4 and x.shape[0] and _fits(x, W, b)):
+        if not (x.ndim == 4 and x.shape[0] and kernel_ready(x, W, b)):
             return super().conv2d_forward(x, W, b, stride, padding, relu=relu)
         (sh, sw), (ph, pw), (K, C, kh, kw) = stride, padding, W.shape
         n, H, Wd, _ = x.shape
@@ -314,7 +315,7 @@ class NumbaBackend(Backend):
     def conv2d_backward(self, x, W, y, dy, dW, db, stride, padding, *, relu=False,
                         accumulate=True, need_dx=True):
         masks = (y,) if relu else ()
-        if not (x.ndim == 4 and x.shape[0] and _fits(x, W, dy, dW, db, *masks)
+        if not (x.ndim == 4 and x.shape[0] and kernel_ready(x, W, dy, dW, db, *masks)
                 and (not relu or y.shape == dy.shape)):
             return super().conv2d_backward(x, W, y, dy, dW, db, stride, padding, relu=relu,
                                            accumulate=accumulate, need_dx=need_dx)
@@ -377,7 +378,7 @@ class NumbaBackend(Backend):
             yield start, stop, columns
 
     def maxpool2d_forward(self, x, size, stride):
-        if not (x.ndim == 4 and x.shape[0] and _fits(x)):
+        if not (x.ndim == 4 and x.shape[0] and kernel_ready(x)):
             return super().maxpool2d_forward(x, size, stride)
         (kh, kw), (sh, sw), (n, H, Wd, C) = size, stride, x.shape
         shape = (n, *window_output(H, Wd, size, stride), C)
@@ -387,7 +388,7 @@ class NumbaBackend(Backend):
         return y, argmax
 
     def maxpool2d_backward(self, argmax, dy, size, stride, input_shape):
-        if not (dy.ndim == 4 and dy.shape[0] and _fits(dy) and argmax.dtype == numpy.int32
+        if not (dy.ndim == 4 and dy.shape[0] and kernel_ready(dy) and argmax.dtype == numpy.int32
                 and argmax.flags.c_contiguous and argmax.shape == dy.shape):
             return super().maxpool2d_backward(argmax, dy, size, stride, input_shape)
         dx = numpy.empty(tuple(input_shape), dy.dtype)
@@ -402,8 +403,8 @@ def create() -> NumbaBackend:
         raise BackendUnavailableError(
             "numba is not installed; install it with pip install 'fastprop[numba]'"
         ) from None
-    numba_threading.configure(numba)  # TBB where pip put it, before a parallel kernel fixes the layer
-    numba_target.configure(numba)  # vector width, before the kernels are defined
-    from . import numba_kernels
+    threads.configure(numba)  # TBB where pip put it, before a parallel kernel fixes the layer
+    target.configure(numba)  # vector width, before the kernels are defined
+    from . import kernels
 
-    return NumbaBackend(numba, numba_kernels)
+    return NumbaBackend(numba, kernels)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Backend
+from ..base import Backend
 
 
 class NumpyBackend(Backend):
