@@ -15,7 +15,7 @@ import json
 import math
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy
 
@@ -48,9 +48,50 @@ class Checkpoint:
     extra: object = None
     epoch: int | None = None
     version: int = FORMAT_VERSION
-    #: What :func:`fastprop.train` needs to resume exactly: ``{"state": JSON values, "arrays": [host
-    #: arrays]}`` (early stopping, shuffle seed, random generators), or None.
-    loop: dict | None = None
+    #: What :func:`fastprop.train` needs to resume exactly, or None.
+    loop: LoopState | None = None
+
+
+@dataclass
+class LoopState:
+    """What :func:`fastprop.train` keeps across a resume beyond parameters and optimizer state.
+
+    ``shuffle_seed`` orders the epochs; ``generators`` are the bit-generator states of the layers'
+    random generators (dropout masks); early stopping's ``best_accuracy`` and ``best_epoch`` (None in
+    files written before they were kept) and ``best``, the best epoch's parameters as host arrays.
+    """
+
+    shuffle_seed: int | None = None
+    generators: list | None = None
+    best_accuracy: float | None = None
+    best_epoch: int | None = None
+    best: list = field(default_factory=list)
+
+    def _header(self, arrays):
+        """The JSON the checkpoint's header holds, its arrays stored in ``arrays``."""
+        state = {"shuffle_seed": self.shuffle_seed, "generators": self.generators}
+        if self.best_epoch is not None:
+            state.update(best_accuracy=self.best_accuracy, best_epoch=self.best_epoch)
+        return {"state": state, "arrays": [_entry(arrays, f"loop.{i}", numpy.asarray(a))
+                                           for i, a in enumerate(self.best)]}
+
+    @classmethod
+    def _read(cls, node, arrays, used):
+        node = _check(node, dict, "loop state")
+        state = _check(node["state"], dict, "loop state")
+        best = [_array(entry, arrays, used, f"loop.{i}", tuple(entry["shape"]))
+                for i, entry in enumerate(_check(node["arrays"], list, "loop arrays"))]
+        values = {key: state.get(key) for key in ("shuffle_seed", "best_epoch")}
+        for key, value in values.items():
+            if value is not None:
+                _check(value, int, f"loop state's {key}")
+        accuracy = state.get("best_accuracy")
+        if accuracy is not None and not isinstance(accuracy, (int, float)):
+            raise _Invalid(f"its loop state's best_accuracy is {accuracy!r}, expected a number")
+        generators = state.get("generators")
+        if generators is not None:
+            _check(generators, list, "loop state's generators")
+        return cls(best=best, best_accuracy=accuracy, generators=generators, **values)
 
 
 # -- saving ---------------------------------------------------------------------------------------
@@ -60,8 +101,8 @@ def save(net, path, *, optimizer=None, history=None, extra=None, epoch=None, loo
     """Write ``net`` (and optionally an optimizer's state, a History, JSON ``extra``) to ``path``.
 
     ``path`` is used exactly as given (no ``.npz`` is appended). ``epoch`` defaults to the number
-    of epochs in ``history``. ``loop`` is the training loop's own state (``{"state": JSON values,
-    "arrays": [arrays]}``), written by :func:`fastprop.train`. The previous file at ``path`` stays
+    of epochs in ``history``. ``loop`` is the training loop's own state (a :class:`LoopState`),
+    written by :func:`fastprop.train`. The previous file at ``path`` stays
     intact until the new one is complete on disk. Returns ``path``.
     """
     arrays = {}
@@ -79,10 +120,7 @@ def save(net, path, *, optimizer=None, history=None, extra=None, epoch=None, loo
     if optimizer is not None:
         header["optimizer"] = _describe_optimizer(optimizer.state_dict(), arrays)
     if loop is not None:
-        header["loop"] = {
-            "state": loop["state"],
-            "arrays": [_entry(arrays, f"loop.{i}", numpy.asarray(a)) for i, a in enumerate(loop["arrays"])],
-        }
+        header["loop"] = loop._header(arrays)
     try:
         text = json.dumps(header)
     except (TypeError, ValueError) as error:
@@ -306,12 +344,7 @@ def _assemble(header, arrays, backend_name=None, dtype=None, net=None) -> Checkp
         epoch = header["epoch"]
         if epoch is not None:
             _check(epoch, int, "epoch")
-        loop = None
-        if header.get("loop") is not None:
-            node = _check(header["loop"], dict, "loop state")
-            loop = {"state": _check(node["state"], dict, "loop state"), "arrays": [
-                _array(entry, arrays, used, f"loop.{i}", tuple(entry["shape"]))
-                for i, entry in enumerate(_check(node["arrays"], list, "loop arrays"))]}
+        loop = None if header.get("loop") is None else LoopState._read(header["loop"], arrays, used)
     except _Invalid:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as error:

@@ -5,7 +5,21 @@ from __future__ import annotations
 
 import math
 
-from .checks import finite_number, is_whole, nonnegative_number, positive_integer
+from .checks import finite_number, is_real, is_whole, nonnegative_number, positive_integer
+
+
+def factor_of(schedule, epoch: int) -> float:
+    """``schedule(epoch)`` checked to be a finite factor >= 0 (1.0 without a schedule)."""
+    if schedule is None:
+        return 1.0
+    factor = schedule(epoch)
+    if not (is_real(factor) and math.isfinite(factor) and factor >= 0):
+        raise ValueError(
+            f"train's schedule {schedule!r} gave {factor!r} for epoch {epoch}; "
+            "a schedule must return a finite factor >= 0."
+        )
+    return float(factor)
+
 
 def constant(epoch: int) -> float:
     """The factor 1 for every epoch."""

@@ -5,7 +5,8 @@ One module per job: :mod:`.api` (``train``, ``train_epoch``), :mod:`.epochs` (on
 loop or the backend's whole-epoch program, and the divergence replay), :mod:`.data` (training data
 converted and checked once; what ``train_epoch`` keeps per array), :mod:`.evaluation`
 (``validate``, ``validate_epoch``, ``predict``), :mod:`.state` (early stopping, the shuffle seed,
-resuming), :mod:`.parts` (what the loop asks of a network) and :mod:`.progress` (the bars).
+resuming), :mod:`.trainee` (the loop's one view of a network, foreign or not) and :mod:`.progress`
+(the bars).
 """
 
 from .api import train, train_epoch

@@ -17,8 +17,9 @@ from .data import (PREPARED, _check_arguments, _check_lengths, _checked_images, 
                    prepare_training_data)
 from .epochs import EpochRunner, epoch_generator
 from .evaluation import validate_epoch
-from .parts import _backend_of, _check_optimizer, _factor, _set_generators, _start_together
+from ..schedules import factor_of
 from .state import _EarlyStopping, _loop_state, _resume, _shuffle_seed
+from .trainee import Trainee
 
 
 def train(
@@ -77,8 +78,9 @@ def train(
             number_epochs, batch_size, learning_rate, shuffle=shuffle, seed=seed, quiet=quiet,
             verbose=verbose, optimizer=optimizer, schedule=schedule, checkpoint=checkpoint,
             patience=patience, communicator=communicator)
-        _check_optimizer(net, optimizer)
-        return _train(net, cost_function, config, _training_data(data, dataset, data_dir, communicator))
+        trainee = Trainee(net)
+        trainee.check_optimizer(optimizer)
+        return _train(trainee, cost_function, config, _training_data(data, dataset, data_dir, communicator))
     except BaseException:
         abort_on_error(communicator)
         raise
@@ -133,18 +135,18 @@ def _training_data(data, dataset, data_dir, communicator):
     return data
 
 
-def _train(net, cost_function, config, data):
+def _train(trainee, cost_function, config, data):
     communicator, checkpoint, optimizer = config.communicator, config.checkpoint, config.optimizer
     root = communicator.is_root
     warn_about_threads(communicator)
-    backend, dtype = _backend_of(net)
+    net, backend, dtype = trainee.net, trainee.backend, trainee.dtype
     if communicator.size > 1:
         names = ("training images", "training labels", "validation images", "validation labels")
         arrays = [a if backend.is_native(a) else numpy.asarray(a) for a in data]
         check_same_data(communicator, dict(zip(names, arrays)),
                         lambda a: (backend if backend.is_native(a) else load_backend("numpy")).checksum(a))
     with computing_on(backend, dtype):
-        images, targets = prepare_training_data(net, data[0], data[1], "training")
+        images, targets = prepare_training_data(trainee, data[0], data[1], "training")
         validation_images = _checked_images(backend, dtype, data[2], "validation images", allow_empty=True)
         _check_lengths("validation", validation_images, data[3])
         # Checked and turned into class ids once, before any step.
@@ -156,54 +158,54 @@ def _train(net, cost_function, config, data):
                 "patience."
             )
 
-        history, first_epoch, state = History(), 1, None
+        history, first_epoch, saved = History(), 1, None
         if checkpoint is not None and root:  # what could not be saved is said before the first step
             from ..checkpoint import check_savable
 
             check_savable(net, checkpoint)
         if checkpoint is not None and os.path.exists(checkpoint):
-            history, first_epoch, state = _resume(checkpoint, net, optimizer)
-        seed = _shuffle_seed(config.shuffle, config.seed, state, checkpoint)
+            history, first_epoch, saved = _resume(checkpoint, trainee, optimizer)
+        seed = _shuffle_seed(config.shuffle, config.seed, saved, checkpoint)
         if communicator.size > 1:  # every rank starts from rank 0's parameters, state and shuffle
-            _start_together(net, optimizer, communicator)
+            trainee.start_together(optimizer, communicator)
             seed = int(communicator.broadcast(numpy.array([-1 if seed is None else seed]))[0])
             seed = None if seed == -1 else seed
         stopper = _EarlyStopping(config.patience)
         if checkpoint is not None and len(history):
-            stopper.load(net, state, history)
-            if state is not None:
-                _set_generators(net, state["state"].get("generators"))
+            stopper.load(trainee, saved, history)
+            if saved is not None:
+                trainee.set_generator_states(saved.generators)
             if stopper.exhausted(first_epoch - 1):  # the saved run had already stopped early
                 first_epoch = config.number_epochs + 1
-        loop = EpochRunner(net, cost_function, images, targets, config.batch_size, optimizer,
-                           communicator=communicator)
+        runner = EpochRunner(trainee, cost_function, images, targets, config.batch_size, optimizer,
+                             communicator=communicator)
 
         last = first_epoch - 1
         for epoch in range(first_epoch, config.number_epochs + 1):
             e = epoch - 1  # the notebook counts epochs from 0 on screen
-            rate = config.learning_rate * _factor(config.schedule, epoch)
+            rate = config.learning_rate * factor_of(config.schedule, epoch)
             order = backend.permutation(epoch_generator(seed, epoch), len(images)) if config.shuffle else None
             started = time.perf_counter()
-            cost = loop.epoch(order, rate, e, config.quiet)
+            cost = runner.epoch(order, rate, e, config.quiet)
             seconds = time.perf_counter() - started
-            accuracy = validate_epoch(e, net, validation_images, validation_labels, config.batch_size,
+            accuracy = validate_epoch(e, trainee, validation_images, validation_labels, config.batch_size,
                                       quiet=config.quiet, communicator=communicator)
             history.append(cost=cost, accuracy=accuracy, seconds=seconds,
                            samples_per_second=len(images) / seconds)
             if config.verbose:
                 print("cost=%5.6f, accuracy=%2.6f" % (cost, accuracy), flush=True)
-            last, stop = epoch, stopper.update(net, epoch, accuracy)
+            last, stop = epoch, stopper.update(trainee, epoch, accuracy)
             if checkpoint is not None and root:
                 from ..checkpoint import save
 
                 save(net, checkpoint, optimizer=optimizer, history=history, epoch=epoch,
-                     loop=_loop_state(net, seed, stopper))
+                     loop=_loop_state(trainee, seed, stopper))
             if stop:
                 if config.verbose:
                     print(f"early stop: no better validation accuracy for {config.patience} epochs",
                           flush=True)
                 break
-        kept = stopper.keep_best(net, last)
+        kept = stopper.keep_best(trainee, last)
         if kept is not None and config.verbose:
             print(f"kept the parameters of e={kept - 1}, the best validation accuracy "
                   f"({stopper.best_accuracy:.6f})", flush=True)
@@ -222,8 +224,8 @@ def train_epoch(e, net, images, labels, cost_function, batch_size, learning_rate
     """
     whole_number(e, "epoch number e", "train_epoch")
     _, batch_size, learning_rate, _ = _check_arguments(1, batch_size, learning_rate, None, "train_epoch")
-    _check_optimizer(net, optimizer)
-    backend, dtype = _backend_of(net)
-    with computing_on(backend, dtype):
-        runner = PREPARED.runner(net, images, labels, cost_function, batch_size, optimizer)
+    trainee = Trainee(net)
+    trainee.check_optimizer(optimizer)
+    with computing_on(trainee.backend, trainee.dtype):
+        runner = PREPARED.runner(trainee, images, labels, cost_function, batch_size, optimizer)
         return runner.epoch(None, learning_rate, e, quiet)

@@ -13,7 +13,7 @@ from fastprop.backends.arrays import accept_array
 from ..checks import is_real, is_whole, positive_integer
 from ..layers.base import leaves_of
 from .epochs import EpochRunner
-from .parts import _backend_of, _set_mode
+from .trainee import Trainee
 
 
 def _check_arguments(number_epochs, batch_size, learning_rate, patience, where="train"):
@@ -37,12 +37,14 @@ def _check_lengths(name, images, labels):
 
 def prepare_training_data(net, images, labels, what):
     """``(images, targets)`` on the network's backend and dtype, checked: same number of rows, every
-    value finite, and labels given as class ids ``(N,)`` / ``(N, 1)`` turned into one-hot rows."""
-    backend, dtype = _backend_of(net)
+    value finite, and labels given as class ids ``(N,)`` / ``(N, 1)`` turned into one-hot rows.
+    ``net`` is a network or its :class:`Trainee`."""
+    trainee = Trainee.of(net)
+    backend, dtype = trainee.backend, trainee.dtype
     images = _checked_images(backend, dtype, images, f"{what} images")
     _check_lengths(what, images, labels)
     labels = labels if backend.is_native(labels) else backend.asarray(numpy.asarray(labels))
-    n_classes = _output_width(net, images)
+    n_classes = _output_width(trainee, images)
     if n_classes == 1 and labels.ndim == 1:
         labels = labels.reshape(-1, 1)  # one output: the target is the label itself (0/1 for a classifier)
     if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1 and n_classes != 1):
@@ -100,14 +102,10 @@ def class_ids(backend, labels, n_classes, what):
     return ids.astype(numpy.int64)
 
 
-def _output_width(net, images):
+def _output_width(trainee, images):
     """How many outputs the network gives per row, from one row in evaluation mode (draws nothing)."""
-    was_training = getattr(net, "training", True)
-    _set_mode(net, False)
-    try:
+    with trainee.evaluating() as net:
         return int(net.forward(images[:1]).shape[1])
-    finally:
-        _set_mode(net, was_training)
 
 
 def _checked_images(backend, dtype, array, what, allow_empty=False):
@@ -153,23 +151,24 @@ class PreparedEpochs:
         self._kept = {}  # id(images) -> (weak reference to images, key, checksums, runner)
 
     def runner(self, net, images, labels, cost_function, batch_size, optimizer):
-        backend, dtype = _backend_of(net)
+        trainee = Trainee.of(net)
+        net, backend, dtype = trainee.net, trainee.backend, trainee.dtype
         if not (backend.fast_checksum and isinstance(images, numpy.ndarray | backend.xp.ndarray)):
-            return self._made(net, images, labels, cost_function, batch_size, optimizer)
+            return self._made(trainee, images, labels, cost_function, batch_size, optimizer)
         key = (id(net), tuple(map(id, leaves_of(net))), id(labels), id(cost_function), batch_size,
                id(optimizer), backend, dtype, images.shape, images.dtype, getattr(labels, "shape", None))
         sums = (backend.checksum(images), _labels_checksum(backend, labels))
         kept = self._kept.get(id(images))
         if kept is not None and kept[0]() is images and kept[1] == key and kept[2] == sums:
             return kept[3]
-        runner = self._made(net, images, labels, cost_function, batch_size, optimizer)
+        runner = self._made(trainee, images, labels, cost_function, batch_size, optimizer)
         self._kept[id(images)] = (weakref.ref(images, self._forget(id(images))), key, sums, runner)
         return runner
 
     @staticmethod
-    def _made(net, images, labels, cost_function, batch_size, optimizer):
-        images, targets = prepare_training_data(net, images, labels, "training")
-        return EpochRunner(net, cost_function, images, targets, batch_size, optimizer)
+    def _made(trainee, images, labels, cost_function, batch_size, optimizer):
+        images, targets = prepare_training_data(trainee, images, labels, "training")
+        return EpochRunner(trainee, cost_function, images, targets, batch_size, optimizer)
 
     def _forget(self, key):
         return lambda _: self._kept.pop(key, None)

@@ -11,7 +11,7 @@ import numpy
 from ..distributed import Communicator, shard
 from ..layers.base import takes_input_gradient
 from ..lowering import lower
-from .parts import _backend_of, _flatten_gradients, _foreign_arrays, _generators, _parameters, _set_mode
+from .trainee import Trainee
 from .progress import progress_bar
 
 
@@ -26,17 +26,19 @@ def epoch_generator(seed, epoch) -> numpy.random.Generator:
 
 class EpochRunner:
     """Runs one epoch of the notebook's step loop, or the backend's whole-epoch program when it has one
-    (``fast=False`` keeps the step loop)."""
+    (``fast=False`` keeps the step loop). ``net`` is a network or its :class:`Trainee`."""
 
     def __init__(self, net, cost_function, images, targets, batch_size, optimizer, *, fast=True,
                  communicator=None):
-        self.net, self.cost, self.optimizer = net, cost_function, optimizer
+        self.trainee = trainee = Trainee.of(net)
+        self.net, self.cost, self.optimizer = trainee.net, cost_function, optimizer
+        net = self.net
         self.communicator = communicator if communicator is not None else Communicator()
         self.gradients = None  # one flat buffer holding every gradient, all-reduced once per step
         if self.communicator.size > 1:
-            fast, self.gradients = False, _flatten_gradients(net)
+            fast, self.gradients = False, trainee.flatten_gradients()
         self.images, self.targets = images, targets
-        self.backend = backend = _backend_of(net)[0]
+        self.backend = backend = trainee.backend
         n = images.shape[0]
         self.batches = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
         self.full = self.batches[0][1]
@@ -50,13 +52,13 @@ class EpochRunner:
             plan = lower(net, cost_function)
             if plan is not None:
                 self.fast = backend.compile_epoch(plan, images, targets, batch_size)
-        self._start = _Snapshot(net)  # the epoch's starting parameters, refilled every epoch
+        self._start = _Snapshot(trainee)  # the epoch's starting parameters, refilled every epoch
         self._input_gradient = takes_input_gradient(net)
 
     def run(self, order, rate, bar=None):
         """One epoch of steps over the batches (in ``order``, or in row order when it is None);
         return the mean over batches of the mean cost per element (a float)."""
-        _set_mode(self.net, True)
+        self.trainee.set_mode(True)
         if self.fast is None:
             return float(sum(self._steps(order, rate, bar))) / len(self.batches)
         if order is None:
@@ -64,7 +66,7 @@ class EpochRunner:
                 self.in_order = self.backend.asarray(numpy.arange(self.images.shape[0]))
             order = self.in_order
         costs = self.backend.to_numpy(self.fast(order, rate))
-        for parameter in _parameters(self.net):  # the gradients hold the last batch's sums, as after a step
+        for parameter in self.trainee.parameters():  # the gradients hold the last batch's sums, as a step's
             parameter.fresh = False
         if bar is not None:
             bar.update(len(self.batches))
@@ -81,9 +83,9 @@ class EpochRunner:
 
     def epoch(self, order, rate, e, quiet=False):
         """Run one epoch with its bar; return its cost, or raise TrainingDiverged at the last finite step."""
-        net = self.net
-        self._start.refill(net)
-        generators = _generators(net)
+        trainee = self.trainee
+        self._start.refill(trainee)
+        generators = trainee.generators()
         random_states = [generator.bit_generator.state for generator in generators]
         optimizer_state = self.optimizer.snapshot() if self.optimizer is not None else None
         with progress_bar(total=len(self.batches), desc=f"training, e={e}", disable=quiet) as bar:
@@ -92,13 +94,13 @@ class EpochRunner:
             return cost
         # Find the batch that diverged: replay the epoch from its start (same parameters, optimizer
         # state and dropout masks), checking the cost and the parameters after every batch.
-        self._start.restore(net)
+        self._start.restore(trainee)
         for generator, state in zip(generators, random_states):
             generator.bit_generator.state = state
         if self.optimizer is not None:
             self.optimizer.restore(optimizer_state)
         total = 0.0
-        for batch, (cost, finite) in enumerate(self._steps(order, rate, None, check=_Snapshot(net))):
+        for batch, (cost, finite) in enumerate(self._steps(order, rate, None, check=_Snapshot(trainee))):
             if not (math.isfinite(cost) and finite):
                 what = (f"the cost became {cost}" if not math.isfinite(cost)
                         else "its update made a parameter infinite or NaN")
@@ -113,7 +115,7 @@ class EpochRunner:
     def _finite(self) -> bool:
         """True when every parameter of the network is finite."""
         xp = self.backend.xp
-        return all(bool(xp.isfinite(parameter.value).all()) for parameter in _parameters(self.net))
+        return all(bool(xp.isfinite(parameter.value).all()) for parameter in self.trainee.parameters())
 
     def _steps(self, order, rate, bar, check=None):
         """Yield each batch's mean cost per element (a backend scalar).
@@ -122,6 +124,7 @@ class EpochRunner:
         instead and stop at the first non-finite step, with the parameters as before that step.
         """
         net, backend, cost_function, communicator = self.net, self.backend, self.cost, self.communicator
+        trainee = self.trainee
         for start, stop in self.batches:
             rows = stop - start
             if communicator.size > 1:
@@ -134,7 +137,7 @@ class EpochRunner:
                 x = backend.take_rows(self.images, index, out=self.buffers[0] if whole else None)
                 t = backend.take_rows(self.targets, index, out=self.buffers[1] if whole else None)
             if check is not None:
-                check.refill(net)
+                check.refill(trainee)
             net.zero_gradients()
             prediction = net.forward(x)
             cost = cost_function.estimate(t, prediction)
@@ -168,27 +171,28 @@ class EpochRunner:
             elif self._finite():
                 yield float(mean), True
             else:
-                check.restore(net)
+                check.restore(trainee)
                 yield float(mean), False
                 return
 
 
 class _Snapshot:
-    """A copy of a network's parameters, and of the NumPy arrays its foreign layers hold, to go back to."""
+    """A copy of a :class:`Trainee`'s parameters, and of the NumPy arrays its foreign layers hold, to go
+    back to."""
 
-    def __init__(self, net, values=None):
-        self.values = [parameter.value.copy() for parameter in _parameters(net)] if values is None else values
-        self.foreign = _foreign_arrays(net)
+    def __init__(self, trainee, values=None):
+        self.values = [p.value.copy() for p in trainee.parameters()] if values is None else values
+        self.foreign = trainee.foreign_arrays()
 
-    def refill(self, net):
+    def refill(self, trainee):
         """Copy the network's current state into this snapshot (reusing its arrays)."""
-        for value, parameter in zip(self.values, _parameters(net)):
+        for value, parameter in zip(self.values, trainee.parameters()):
             value[...] = parameter.value
-        self.foreign = _foreign_arrays(net)
+        self.foreign = trainee.foreign_arrays()
 
-    def restore(self, net):
+    def restore(self, trainee):
         """Put the snapshot back into the network: fastprop's arrays in place, foreign ones rebound."""
-        for parameter, value in zip(_parameters(net), self.values):
+        for parameter, value in zip(trainee.parameters(), self.values):
             parameter.value[...] = value
         for layer, arrays in self.foreign:
             for key, array in arrays.items():

@@ -10,7 +10,7 @@ from fastprop.backends.arrays import accept_array
 from ..checks import positive_integer, whole_number
 from ..distributed import shard
 from .data import class_ids
-from .parts import _backend_of, _set_mode
+from .trainee import Trainee
 from .progress import progress_bar
 
 
@@ -28,8 +28,8 @@ def predict(net, images, batch_size=10000):
     Zero rows give an array of shape ``(0, outputs)``, as N rows give ``(N, outputs)``.
     """
     batch_size = positive_integer(batch_size, "batch_size", "predict")
-    backend = _backend_of(net)[0]
-    outputs = [backend.to_numpy(y) for y in forward_batches(net, images, batch_size, True, None)]
+    trainee = Trainee.of(net)
+    outputs = [trainee.backend.to_numpy(y) for y in forward_batches(trainee, images, batch_size, True, None)]
     return numpy.concatenate(outputs)
 
 
@@ -48,14 +48,15 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
         raise ValueError(
             f"validate got {len(images)} images but {len(labels)} labels; give one label per image."
         )
-    backend = _backend_of(net)[0]
+    trainee = Trainee.of(net)
+    backend = trainee.backend
     xp, classes, correct, start, finite = backend.xp, None, 0, 0, True
     total, offset = len(images), 0
     if communicator is not None and communicator.size > 1:  # each rank counts its share of the rows
         offset, last = shard(0, total, communicator)
         images, labels = images[offset:last], labels[offset:last]
         quiet = quiet or not communicator.is_root
-    for outputs in forward_batches(net, images, batch_size, quiet, desc):
+    for outputs in forward_batches(trainee, images, batch_size, quiet, desc):
         outputs = outputs if backend.is_native(outputs) else backend.asarray(outputs)
         if classes is None:
             classes = class_ids(backend, labels, int(outputs.shape[1]), "validation labels")
@@ -65,17 +66,17 @@ def validate(net, images, labels, batch_size=600, *, quiet=True, desc="validatio
         correct += xp.count_nonzero(guesses == classes[start:stop])
         start = stop
     if not bool(finite):
-        _report_non_finite(net, images, batch_size, backend, offset)
+        _report_non_finite(trainee, images, batch_size, backend, offset)
     correct = int(correct)
     if communicator is not None and communicator.size > 1:
         correct = int(communicator.allreduce(numpy.array([correct], numpy.int64))[0])
     return correct / max(total, 1)
 
 
-def _report_non_finite(net, images, batch_size, backend, offset):
+def _report_non_finite(trainee, images, batch_size, backend, offset):
     """Raise the error for the first row whose output is not finite (``offset``: the row of ``images[0]``)."""
     xp, start = backend.xp, 0
-    for inputs, outputs in forward_batches(net, images, batch_size, True, None, with_inputs=True):
+    for inputs, outputs in forward_batches(trainee, images, batch_size, True, None, with_inputs=True):
         outputs = outputs if backend.is_native(outputs) else backend.asarray(outputs)
         rows = xp.isfinite(outputs).all(axis=1)
         if not bool(rows.all()):
@@ -93,15 +94,14 @@ def _report_non_finite(net, images, batch_size, backend, offset):
 
 def forward_batches(net, images, batch_size, quiet, desc, with_inputs=False):
     """Yield the network's outputs batch by batch (or ``(inputs, outputs)``), in evaluation mode
-    (restored afterwards). No rows still run one empty batch, so the outputs have their shape."""
-    was_training = getattr(net, "training", True)
-    backend, dtype = _backend_of(net)
-    if not backend.is_native(images):
-        images = accept_array(backend, dtype, images, "the images")
+    (restored afterwards). No rows still run one empty batch, so the outputs have their shape.
+    ``net`` is a network or its :class:`Trainee`."""
+    trainee = Trainee.of(net)
+    if not trainee.backend.is_native(images):
+        images = accept_array(trainee.backend, trainee.dtype, images, "the images")
     if images.ndim == 1:  # one sample is one row, as Linear.forward takes it
         images = images.reshape(1, -1)
-    _set_mode(net, False)
-    try:
+    with trainee.evaluating() as net:
         starts = range(0, max(len(images), 1), batch_size)
         with progress_bar(total=len(starts), desc=desc, disable=quiet) as bar:
             for start in starts:
@@ -109,5 +109,3 @@ def forward_batches(net, images, batch_size, quiet, desc, with_inputs=False):
                 outputs = net.forward(batch)
                 yield (batch, outputs) if with_inputs else outputs
                 bar.update()
-    finally:
-        _set_mode(net, was_training)

@@ -8,9 +8,9 @@ import json
 import numpy
 
 
+from ..checkpoint import LoopState
 from ..history import History
 from .epochs import _Snapshot
-from .parts import _backend_of, _generator_states, _parameters
 
 
 class _EarlyStopping:
@@ -20,66 +20,58 @@ class _EarlyStopping:
         self.patience = patience
         self.best_accuracy, self.best_epoch, self.best = -1.0, 0, None
 
-    def update(self, net, epoch, accuracy) -> bool:
+    def update(self, trainee, epoch, accuracy) -> bool:
         """Record epoch ``epoch``'s accuracy; True when training should stop."""
         if not self.patience:
             return False
         if accuracy > self.best_accuracy:
             self.best_accuracy, self.best_epoch = accuracy, epoch
             if self.best is None:
-                self.best = _Snapshot(net)
+                self.best = _Snapshot(trainee)
             else:
-                self.best.refill(net)
+                self.best.refill(trainee)
         return self.exhausted(epoch)
 
     def exhausted(self, epoch) -> bool:
         """True when ``epoch`` is ``patience`` epochs past the best one."""
         return bool(self.patience) and self.best_epoch > 0 and epoch - self.best_epoch >= self.patience
 
-    def keep_best(self, net, last):
+    def keep_best(self, trainee, last):
         """Restore the best epoch's parameters when the last epoch run (``last``) was not the best;
         returns the epoch restored, or None."""
         if not self.patience or self.best is None or self.best_epoch == last:
             return None
-        self.best.restore(net)
+        self.best.restore(trainee)
         return self.best_epoch
 
-    def state(self):
-        """``(JSON values, host arrays)`` for a checkpoint."""
-        values = [] if self.best is None else list(self.best.values)
-        return {"best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch}, values
-
-    def load(self, net, loop, history):
-        """Take the state a checkpoint saved (``loop``), or, from an older checkpoint without it, the
-        last saved epoch as the best one known."""
+    def load(self, trainee, loop, history):
+        """Take the state a checkpoint saved (``loop``, a :class:`LoopState`), or, from an older
+        checkpoint without it, the last saved epoch as the best one known."""
         if not self.patience:
             return
-        if loop is not None and "best_epoch" in loop["state"]:
-            self.best_accuracy = float(loop["state"]["best_accuracy"])
-            self.best_epoch = int(loop["state"]["best_epoch"])
+        if loop is not None and loop.best_epoch is not None:
+            self.best_accuracy, self.best_epoch = float(loop.best_accuracy), loop.best_epoch
             if self.best_epoch:
-                backend = _backend_of(net)[0]
-                values = [backend.asarray(array, dtype=parameter.value.dtype)
-                          for array, parameter in zip(loop["arrays"], _parameters(net))]
-                self.best = _Snapshot(net, values)
+                values = [trainee.backend.asarray(array, dtype=parameter.value.dtype)
+                          for array, parameter in zip(loop.best, trainee.parameters())]
+                self.best = _Snapshot(trainee, values)
         elif len(history):
             self.best_accuracy, self.best_epoch, self.best = (
-                history.accuracy[-1], len(history), _Snapshot(net)
+                history.accuracy[-1], len(history), _Snapshot(trainee)
             )
 
 
-def _loop_state(net, seed, stopper):
+def _loop_state(trainee, seed, stopper) -> LoopState:
     """What a checkpoint must hold, beyond parameters and optimizer, to resume exactly."""
-    values, arrays = stopper.state()
-    backend = _backend_of(net)[0]
-    return {"state": {**values, "shuffle_seed": seed, "generators": _generator_states(net)},
-            "arrays": [backend.to_numpy(array) for array in arrays]}
+    best = [] if stopper.best is None else [trainee.backend.to_numpy(array) for array in stopper.best.values]
+    return LoopState(shuffle_seed=seed, generators=trainee.generator_states(),
+                     best_accuracy=stopper.best_accuracy, best_epoch=stopper.best_epoch, best=best)
 
 
 def _shuffle_seed(shuffle, seed, loop, checkpoint):
     """The seed of the epoch orders: the checkpoint's when resuming, else ``seed``, else one drawn from
     NumPy's global generator."""
-    saved = loop["state"].get("shuffle_seed") if loop is not None else None
+    saved = loop.shuffle_seed if loop is not None else None
     if saved is not None:
         if seed is not None and seed != saved:
             raise ValueError(
@@ -92,16 +84,16 @@ def _shuffle_seed(shuffle, seed, loop, checkpoint):
     return seed
 
 
-def _resume(path, net, optimizer):
-    """Fill ``net`` (and ``optimizer``) from the checkpoint at ``path``; return
-    ``(history, next epoch, loop state or None)``."""
+def _resume(path, trainee, optimizer):
+    """Fill the network (and ``optimizer``) from the checkpoint at ``path``; return
+    ``(history, next epoch, LoopState or None)``."""
     from ..checkpoint import load_into
 
-    before = _Snapshot(net)
-    saved = load_into(net, path)
+    before = _Snapshot(trainee)
+    saved = load_into(trainee.net, path)
     given, stored = _optimizer_settings(optimizer), _optimizer_settings(saved.optimizer_state)
     if given != stored:
-        before.restore(net)  # nothing changes when the resume is refused
+        before.restore(trainee)  # nothing changes when the resume is refused
         raise ValueError(
             f"train cannot resume {path}: it was written with {_describe_settings(stored)}, but this call "
             f"trains with {_describe_settings(given)}; resume with the optimizer and settings it was "
