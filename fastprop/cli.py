@@ -11,7 +11,7 @@ import numpy
 
 from . import backends as _backends
 from .datasets import DATASETS
-from .models import MODELS
+from .models import MODELS, RENAMED_MODELS
 
 
 def _positive(kind):
@@ -37,7 +37,7 @@ def _add_train(commands):
     parser.add_argument("--backend", default=None,
                         help="backend name, or 'auto' (the default unless FASTPROP_BACKEND is set): "
                              "the fastest one available here, cupy on a GPU, else numba, else numpy")
-    parser.add_argument("--model", choices=sorted(MODELS), default="seed",
+    parser.add_argument("--model", choices=sorted(MODELS) + sorted(RENAMED_MODELS), default="notebook",
                         help="; ".join(f"{name}: {spec.description}" for name, spec in MODELS.items()))
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
     parser.add_argument("--data-dir", default=None, help="folder holding the four IDX files")
@@ -62,7 +62,10 @@ def _train(args, parser) -> int:
     from .datasets import load_split_and_test
     from .training import train, validate
 
-    spec = MODELS[args.model]
+    if args.model in RENAMED_MODELS:
+        print(f"fastprop: --model {args.model} is now called --model {RENAMED_MODELS[args.model]}",
+              file=sys.stderr)
+    spec = MODELS[RENAMED_MODELS.get(args.model, args.model)]
     from .distributed import Communicator, init
 
     communicator = init("mpi") if args.distributed else Communicator()

@@ -1,4 +1,7 @@
-"""Ready-made networks: the notebook's ``seed`` model, the better ``mlp`` and the convolutional ``cnn``."""
+"""Ready-made models: the lab notebook's network (``notebook``), the better ``mlp`` and the convolutional
+``cnn``, each a :class:`ModelSpec`: how to build the network and how it is meant to be trained. The
+benchmark's workloads (:mod:`fastprop.bench.workloads`) are model specs too, with the sizes a benchmark
+times."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from .seeding import generator
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build one model and the training settings it is meant to be used with."""
+    """How to build one model (``build(rng)``) and the training settings it is meant to be used with."""
 
     description: str
     build: object
@@ -30,10 +33,14 @@ class ModelSpec:
     shuffle: bool = True
 
 
-def seed_network(rng=None) -> Network:
-    """The notebook's network: ``Linear(784, 10)`` then ``Sigmoid``."""
+def notebook_network(rng=None) -> Network:
+    """The lab notebook's network: ``Linear(784, 10)`` then ``Sigmoid``."""
     rng = generator(rng)
     return Network([Linear(784, 10, rng=rng), Sigmoid()])
+
+
+#: The former name of :func:`notebook_network`.
+seed_network = notebook_network
 
 
 def mlp_network(rng=None, hidden=(512, 512), dropout=0.0, output_init="xavier") -> Network:
@@ -69,9 +76,9 @@ def cnn_network(rng=None, channels=(32, 64), hidden=128, side=28, classes=10, dr
 
 
 MODELS = {
-    "seed": ModelSpec(
-        "the notebook's Linear(784, 10) + Sigmoid with MeanSquareError and plain SGD",
-        seed_network, MeanSquareError, epochs=100, batch_size=600, learning_rate=1e-4,
+    "notebook": ModelSpec(
+        "the lab notebook's Linear(784, 10) + Sigmoid with MeanSquareError and plain SGD",
+        notebook_network, MeanSquareError, epochs=100, batch_size=600, learning_rate=1e-4,
     ),
     "mlp": ModelSpec(
         "784-512-512-10 ReLU network, softmax cross-entropy, Adam with a cosine schedule",
@@ -86,3 +93,5 @@ MODELS = {
         optimizer=Adam, schedule=CosineLR,
     ),
 }
+#: Former model names, still accepted by ``fastprop train --model`` (with a note of the new name).
+RENAMED_MODELS = {"seed": "notebook"}

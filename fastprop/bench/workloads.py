@@ -1,7 +1,8 @@
-"""The workloads every benchmark times, built from :mod:`fastprop.models`.
+"""The workloads every benchmark times: a :class:`~fastprop.models.ModelSpec` (network, cost, optimizer,
+rate, batch size) and the sizes a benchmark uses.
 
-* **W1**, the seed notebook: ``seed_network()`` (``Linear(784, 10)`` + ``Sigmoid``), mean square error,
-  plain SGD at 1e-4 on batches of 600.
+* **W1**, the lab notebook: ``MODELS["notebook"]``, ``Linear(784, 10)`` + ``Sigmoid``, mean square
+  error, plain SGD at 1e-4 on batches of 600.
 * **W2**: ``mlp_network(hidden=(512, 512))`` (784-512-512-10 ReLU, He initialisation throughout),
   softmax cross-entropy, plain SGD at 1e-4 on batches of 600.
 * **CNN**: ``cnn_network()`` (two 3 x 3 convolutions with ReLU and 2 x 2 max pooling, then
@@ -15,6 +16,7 @@ A workload says what to train; which runner can train it is each runner's busine
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import numpy
 from fastprop.backends import use_backend
 from ..costs import MeanSquareError, SoftmaxCrossEntropy
 from ..layers import Linear, Network, ReLU, Sigmoid
-from ..models import MODELS, cnn_network, mlp_network, seed_network
+from ..models import MODELS, ModelSpec, cnn_network, mlp_network
 
 #: The backend the peers' initial weights are drawn on (on the host, so the same for every backend).
 REFERENCE = "numpy"
@@ -39,26 +41,36 @@ LOSSES = {MeanSquareError: "mse", SoftmaxCrossEntropy: "softmax-cross-entropy"}
 
 @dataclass(frozen=True)
 class Workload:
-    """A network builder from :mod:`fastprop.models` (``network(rng)``), its cost class, its optimizer
-    and its settings.
-
-    ``optimizer(learning_rate)`` builds a fastprop optimizer (e.g. :class:`fastprop.Adam`); ``None``
-    is the notebook's plain SGD. ``rows`` is the training rows of an epoch when the run asks for no
-    other count.
+    """A model (a :class:`~fastprop.models.ModelSpec`: ``build(rng)``, its cost class, its optimizer,
+    learning rate and batch size) as a benchmark times it: ``inference_batch`` rows per forward pass
+    when timing inference, and ``rows`` training rows per epoch when the run asks for no other count.
     """
 
     name: str
-    network: Callable[[numpy.random.Generator], Network]
-    cost: type
-    learning_rate: float = 1e-4
-    batch_size: int = 600
+    model: ModelSpec
     inference_batch: int = 10_000
-    optimizer: Callable | None = None
     rows: int = DEFAULT_ROWS
+
+    @property
+    def cost(self) -> type:
+        return self.model.cost
+
+    @property
+    def learning_rate(self) -> float:
+        return self.model.learning_rate
+
+    @property
+    def batch_size(self) -> int:
+        return self.model.batch_size
+
+    @property
+    def optimizer(self) -> Callable | None:
+        """``optimizer(learning_rate)`` builds a fastprop optimizer; ``None`` is the notebook's plain SGD."""
+        return self.model.optimizer
 
     def build(self, seed=0) -> Network:
         """The network on the current backend, initialised identically on every backend."""
-        return self.network(numpy.random.default_rng(seed))
+        return self.model.build(numpy.random.default_rng(seed))
 
     def cost_function(self):
         return self.cost()
@@ -117,15 +129,16 @@ def initial_parameters(workload, dtype, seed=0) -> list:
     return [parameter.value.copy() for parameter in initial_network(workload, dtype, seed).parameters()]
 
 
-_CNN = MODELS["cnn"]
+_TIMED = {"epochs": 1, "batch_size": 600, "learning_rate": 1e-4, "shuffle": False}
 
 WORKLOADS = {
-    "W1": Workload("W1", seed_network, MeanSquareError),
-    "W2": Workload("W2", functools.partial(mlp_network, hidden=(512, 512), output_init="he"),
-                   SoftmaxCrossEntropy),
+    "W1": Workload("W1", MODELS["notebook"]),
+    "W2": Workload("W2", ModelSpec(
+        "784-512-512-10 ReLU network (He initialisation throughout), softmax cross-entropy, plain SGD",
+        functools.partial(mlp_network, hidden=(512, 512), output_init="he"), SoftmaxCrossEntropy, **_TIMED)),
     # Inference in batches of 1,000: a batch of 10,000 images would hold gigabytes of feature maps.
-    # The network of cnn_network() without the dropout `fastprop train --model cnn` adds: the same
-    # work, and the peers' random masks could never match.
-    "CNN": Workload("CNN", cnn_network, _CNN.cost, _CNN.learning_rate, _CNN.batch_size, 1_000,
-                    _CNN.optimizer, rows=2_560),
+    # The network of cnn_network() without the dropout and schedule `fastprop train --model cnn` adds:
+    # the same work, and the peers' random masks could never match.
+    "CNN": Workload("CNN", dataclasses.replace(MODELS["cnn"], build=cnn_network, schedule=None),
+                    inference_batch=1_000, rows=2_560),
 }
