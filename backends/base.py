@@ -65,7 +65,7 @@ class Backend:
         """An optional fast path that runs a whole training epoch without per-batch Python.
 
         ``plan`` is the network and cost lowered to an :class:`~fastprop.backends.plan.EpochPlan`
-        (dense steps whose parameters are read live, and a loss).
+        (dense layers whose parameters are read live, and a loss).
 
         Return ``None`` (the reference does) to let :func:`fastprop.train` run its step loop, or a
         callable ``run(order, learning_rate) -> costs`` that performs the step loop's updates (the

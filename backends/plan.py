@@ -1,4 +1,4 @@
-"""What a whole-epoch program is given: a network lowered to dense steps and a loss.
+"""What a whole-epoch program is given: a network lowered to dense layers and a loss.
 
 fastprop lowers a model once, above the backends (``fastprop.lowering``), into these plain
 records, so that no backend needs to know fastprop's layer or cost classes. The named codes are
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 
 class Activation(enum.IntEnum):
-    """The activation that follows a dense step."""
+    """The activation that follows a dense layer."""
 
     NONE = 0
     SIGMOID = 1
@@ -27,7 +27,7 @@ class Loss(enum.IntEnum):
 
 
 @dataclass(frozen=True)
-class DenseStep:
+class DenseLayer:
     """``x_out = activation(x_in @ weight.value.T + bias.value)``.
 
     ``weight`` and ``bias`` are parameter objects with ``value`` and ``gradient`` arrays
@@ -51,14 +51,14 @@ class DenseStep:
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """Dense steps in order, then ``loss`` on the last step's output; trained with plain SGD."""
+    """Dense layers in order, then ``loss`` on the last layer's output; trained with plain SGD."""
 
-    steps: tuple
+    layers: tuple
     loss: Loss
 
     def parameters(self):
-        """The weight and bias of every step, in order."""
-        return [parameter for step in self.steps for parameter in (step.weight, step.bias)]
+        """The weight and bias of every layer, in order."""
+        return [parameter for layer in self.layers for parameter in (layer.weight, layer.bias)]
 
 
 def cuda_defines() -> str:

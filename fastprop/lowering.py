@@ -8,7 +8,7 @@ else lowers to ``None`` and trains through the step loop.
 
 from __future__ import annotations
 
-from fastprop.backends.plan import Activation, DenseStep, EpochPlan, Loss
+from fastprop.backends.plan import Activation, DenseLayer, EpochPlan, Loss
 
 from .costs import MeanSquareError, SoftmaxCrossEntropy
 from .layers.activations import ReLU, Sigmoid
@@ -24,16 +24,16 @@ def lower(net, cost_function):
     loss = LOSSES.get(type(cost_function))
     if loss is None or getattr(cost_function, "reduction", "sum") != "sum" or not isinstance(net, Layer):
         return None
-    steps = []
+    layers = []
     for leaf in net.leaves():
         if type(leaf) is Linear and is_native(leaf):
             weight, bias = leaf.parameters()
-            steps.append(DenseStep(weight, bias))
-        elif (type(leaf) in ACTIVATIONS and steps and steps[-1].activation is Activation.NONE
-              and same_device(steps[-1].weight.layer, leaf)):
-            steps[-1] = DenseStep(steps[-1].weight, steps[-1].bias, ACTIVATIONS[type(leaf)])
+            layers.append(DenseLayer(weight, bias))
+        elif (type(leaf) in ACTIVATIONS and layers and layers[-1].activation is Activation.NONE
+              and same_device(layers[-1].weight.layer, leaf)):
+            layers[-1] = DenseLayer(layers[-1].weight, layers[-1].bias, ACTIVATIONS[type(leaf)])
         else:
             return None
-    if not steps or any(step.weight.layer.backend is not net.backend for step in steps):
+    if not layers or any(layer.weight.layer.backend is not net.backend for layer in layers):
         return None
-    return EpochPlan(tuple(steps), loss)
+    return EpochPlan(tuple(layers), loss)

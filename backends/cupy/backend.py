@@ -3,7 +3,7 @@
 Matrix products go to cuBLAS, convolutions as products of im2col column matrices; the elementwise,
 row-wise and pooling parts run as fused kernels from :mod:`.kernels`, compiled on first use and
 memoized per dtype. Training data stays on the device: each epoch is shuffled there and batches are
-gathered there. For an epoch plan of dense steps (each with no activation, a sigmoid or a ReLU)
+gathered there. For an epoch plan of dense layers (each with no activation, a sigmoid or a ReLU)
 trained with plain SGD on the summed squared error or softmax cross-entropy,
 :meth:`CupyBackend.compile_epoch` replays whole epochs from CUDA graphs of fastprop's own kernels,
 with no Python per batch.
@@ -97,13 +97,13 @@ class CupyBackend(Backend):
             return None
 
     def _epoch_fits(self, plan, images, targets, batch_size):
-        dtype, n, steps = images.dtype, images.shape[0], plan.steps
+        dtype, n, layers = images.dtype, images.shape[0], plan.layers
         arrays = [images, targets] + [a for p in plan.parameters() for a in (p.value, p.gradient)]
         return (
             all(isinstance(a, cupy.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
             and dtype in KERNEL_FLOATS
-            and images.shape == (n, steps[0].n_in) and targets.shape == (n, steps[-1].n_out)
-            and all(a.n_out == b.n_in for a, b in zip(steps, steps[1:]))
+            and images.shape == (n, layers[0].n_in) and targets.shape == (n, layers[-1].n_out)
+            and all(a.n_out == b.n_in for a, b in zip(layers, layers[1:]))
             and min(batch_size, n) <= 32 * 65535  # the dense kernels' grid rows
         )
 

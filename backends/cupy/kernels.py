@@ -249,7 +249,7 @@ def maxpool_backward(argmax, dy, window, image_shape):
 class EpochProgram:
     """One epoch of plain SGD for a stack of dense layers, as fastprop's own kernels.
 
-    ``plan`` is an :class:`~fastprop.backends.plan.EpochPlan`: dense steps, each with its
+    ``plan`` is an :class:`~fastprop.backends.plan.EpochPlan`: dense layers, each with its
     activation code (none, sigmoid or ReLU), and the loss code (squared error or softmax
     cross-entropy), as the kernels take them. A step runs the forward pass (the
     first layer reads its rows straight from ``images`` through the order), the cost and its gradient
@@ -267,14 +267,14 @@ class EpochProgram:
     max_steps_per_graph = 128
 
     def __init__(self, plan, images, targets, batch_size):
-        self.layers, self.loss = [(step, int(step.activation)) for step in plan.steps], int(plan.loss)
+        self.layers, self.loss = [(layer, int(layer.activation)) for layer in plan.layers], int(plan.loss)
         self.images, self.targets = images, targets
         self.dtype = images.dtype
         self.n, self.batch = images.shape[0], min(batch_size, images.shape[0])
         self.kernels = epoch_kernels(self.dtype)
         self._t = _ctype(self.dtype)
-        self.outputs = [cupy.empty((self.batch, step.n_out), self.dtype) for step, _ in self.layers]
-        self.deltas = [cupy.empty((self.batch, step.n_out), self.dtype) for step, _ in self.layers]
+        self.outputs = [cupy.empty((self.batch, layer.n_out), self.dtype) for layer, _ in self.layers]
+        self.deltas = [cupy.empty((self.batch, layer.n_out), self.dtype) for layer, _ in self.layers]
         self.order = cupy.zeros(self.n, numpy.int64)
         self.cursor = cupy.zeros(1, numpy.int64)
         self.total = cupy.zeros(2, numpy.float64)  # [full batches, a smaller last batch]
@@ -313,15 +313,15 @@ class EpochProgram:
 
     def _parameter_versions(self):
         """What the captured graphs depend on: each parameter's version (bumped when an array is replaced)."""
-        return tuple(parameter.version for step, _ in self.layers for parameter in (step.weight, step.bias))
+        return tuple(p.version for layer, _ in self.layers for p in (layer.weight, layer.bias))
 
     def _build(self):
-        for step, _ in self.layers:
-            for array in (step.weight.value, step.bias.value, step.weight.gradient, step.bias.gradient):
+        for layer, _ in self.layers:
+            for array in (layer.weight.value, layer.bias.value, layer.weight.gradient, layer.bias.gradient):
                 fits = isinstance(array, cupy.ndarray) and array.dtype == self.dtype
                 if not (fits and array.flags.c_contiguous):
                     raise RuntimeError(
-                        f"a dense step ({step.n_in} -> {step.n_out}) no longer holds C-contiguous "
+                        f"a dense layer ({layer.n_in} -> {layer.n_out}) no longer holds C-contiguous "
                         f"{self.dtype} CuPy parameters; call train again so that the epoch is compiled "
                         "for the model as it is now."
                     )
@@ -390,10 +390,10 @@ class EpochProgram:
         row_blocks, row_threads = (_blocks(rows, ROWS_PER_BLOCK),), (32 * ROWS_PER_BLOCK,)
         launches, x, gather = [], self.images, 1
         total = self._totals[0 if rows == self.batch else 1]
-        for index, (step, act) in enumerate(self.layers):
-            n_out, n_in, y = step.n_out, step.n_in, self.outputs[index]
+        for index, (layer, act) in enumerate(self.layers):
+            n_out, n_in, y = layer.n_out, layer.n_in, self.outputs[index]
             loss = self.loss if index == last else _NO_LOSS
-            head = (x, *batch, _I32(gather), step.weight.value, step.bias.value, y)
+            head = (x, *batch, _I32(gather), layer.weight.value, layer.bias.value, y)
             if n_out <= NARROW_FORWARD[-1]:  # one warp per row, the cost fused in
                 kernel = k[f"narrow_forward<{t}, {next(w for w in NARROW_FORWARD if n_out <= w)}>"]
                 launches.append((kernel, row_blocks, row_threads, head + (
@@ -410,9 +410,9 @@ class EpochProgram:
                         _I32(loss), total)))
             x, gather = y, 0
         for index in range(last, -1, -1):
-            step, _ = self.layers[index]
-            weight, bias = step.weight, step.bias
-            n_out, n_in, g = step.n_out, step.n_in, self.deltas[index]
+            layer, _ = self.layers[index]
+            weight, bias = layer.weight, layer.bias
+            n_out, n_in, g = layer.n_out, layer.n_in, self.deltas[index]
             if index > 0:  # the input gradient first: it needs the weights before their update
                 bm, bn = self._tile(rows, n_in)
                 grid, previous_act = (_blocks(n_in, bn), _blocks(rows, bm)), self.layers[index - 1][1]

@@ -159,11 +159,11 @@ class NumbaBackend(Backend):
         return time.perf_counter() - started
 
     def compile_epoch(self, plan, images, targets, batch_size):
-        """The notebook's network (one dense step with a sigmoid, summed squared error) as one kernel
+        """The notebook's network (one dense layer with a sigmoid, summed squared error) as one kernel
         per epoch."""
-        if plan is None or len(plan.steps) != 1 or plan.loss is not Loss.SQUARED_ERROR:
+        if plan is None or len(plan.layers) != 1 or plan.loss is not Loss.SQUARED_ERROR:
             return None
-        step = plan.steps[0]
+        step = plan.layers[0]
         weight, bias = step.weight, step.bias
         if step.activation is not Activation.SIGMOID or not (
                 _small(images, weight.value, bias.value, targets, dW=weight.gradient)

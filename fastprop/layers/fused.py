@@ -1,10 +1,10 @@
-"""Fused steps of a ``Network``: ``LinearSigmoid``, ``LinearReLU``, ``Conv2DReLU``, ``Conv2DReLUMaxPool``."""
+"""Fused stages of a ``Network``: ``LinearSigmoid``, ``LinearReLU``, ``Conv2DReLU``, ``Conv2DReLUMaxPool``."""
 
 from __future__ import annotations
 
 
 class LinearActivation:
-    """One step of a :class:`~fastprop.Network` that runs a ``Linear`` and the activation after it
+    """One stage of a :class:`~fastprop.Network` that runs a ``Linear`` and the activation after it
     through the backend's fused kernels (``forward_kernel``, ``backward_kernel``).
 
     It keeps what its backward pass needs (the input and the activation's output) itself; the
@@ -28,7 +28,7 @@ class LinearActivation:
 
     def show(self, x, result):
         """Set the layers' notebook attributes from the input and the fused kernel's result; return
-        the step's output."""
+        the stage's output."""
         self.linear.x_in, self.activation.x_in, self.activation.x_out = x, None, result
         return result
 
@@ -69,7 +69,7 @@ class LinearReLU(LinearActivation):
 
 
 class Conv2DReLU:
-    """One step of a :class:`~fastprop.Network` that runs a ``Conv2D`` and the ``ReLU`` after it as one
+    """One stage of a :class:`~fastprop.Network` that runs a ``Conv2D`` and the ``ReLU`` after it as one
     kernel call: the ReLU is the convolution's epilogue, and its slope masks the gradient inside the
     convolution's backward.
 
@@ -97,14 +97,14 @@ class Conv2DReLU:
 
 
 class Conv2DReLUMaxPool:
-    """One step of a :class:`~fastprop.Network` for a ``Conv2D``, a ``ReLU`` and a ``MaxPool2D``,
+    """One stage of a :class:`~fastprop.Network` for a ``Conv2D``, a ``ReLU`` and a ``MaxPool2D``,
     computed by the backend's fused kernels (:meth:`~fastprop.backends.Backend.conv2d_relu_maxpool_forward`).
 
     Max pooling commutes with the ReLU (``max(relu(a), relu(b)) = relu(max(a, b))``), so the ReLU
     runs on the pooled values and masks the pooled gradient; a backend may pool the convolution's
     output as it computes it and never keep it whole. Outputs and gradients are those of the three
     layers (where every value of a window is negative the maximum's place may differ, but its
-    gradient is zero either way). After each ``forward`` the ``ReLU`` shows the step's output as
+    gradient is zero either way). After each ``forward`` the ``ReLU`` shows the stage's output as
     ``x_out``; the ``ReLU``'s ``x_in`` and the ``MaxPool2D``'s ``x_in``, which never exist here, are
     ``None``.
     """

@@ -9,8 +9,8 @@ from .conv import Conv2D, MaxPool2D
 from .fused import Conv2DReLU, Conv2DReLUMaxPool, LinearReLU, LinearSigmoid
 from .linear import Linear
 
-#: Runs of layer classes that run as one fused step (the longest match wins), and the step class.
-FUSED_STEPS = {
+#: Runs of layer classes that run as one fused stage (the longest match wins), and the stage class.
+FUSED_STAGES = {
     (Conv2D, ReLU, MaxPool2D): Conv2DReLUMaxPool,
     (Linear, Sigmoid): LinearSigmoid,
     (Linear, ReLU): LinearReLU,
@@ -52,7 +52,7 @@ class Network(Layer):
     notebook's Layer methods (``forward``, ``backward``, ``zero_gradients``,
     ``update_parameters``): a student's own layer sits next to fastprop's. With ``fuse=True`` (the
     default) each ``Linear`` directly followed by a ``Sigmoid`` or a ``ReLU``, and each ``Conv2D`` directly
-    followed by a ``ReLU`` (and a ``MaxPool2D``), on the same backend runs as one fused step; the
+    followed by a ``ReLU`` (and a ``MaxPool2D``), on the same backend runs as one fused stage; the
     numbers match the unfused path within float rounding.
     ``backward(d_out, input_gradient=False)`` skips the first layer's input gradient, which
     training never uses and which costs as much as a weight gradient.
@@ -70,7 +70,7 @@ class Network(Layer):
                 )
         self.layers = layers
         self.fuse, self.input_gradient = fuse, input_gradient
-        self._plan_key = None
+        self._stages_key = None
         self._check_each_layer_once()
 
     def _check_each_layer_once(self):
@@ -108,45 +108,46 @@ class Network(Layer):
         """The leaves that are not fastprop layers (checkpoints and optimizers cannot handle them)."""
         return [leaf for leaf in self.leaves() if not is_native(leaf)]
 
-    def _plan(self):
+    def _stages(self):
+        """The stages ``forward`` and ``backward`` run: each layer, or a fused run of layers as one."""
         key = (self.fuse, tuple(map(id, self.layers)))
-        if key != self._plan_key:
+        if key != self._stages_key:
             self._check_each_layer_once()  # the list may have changed since the network was built
-            steps, layers, i = [], self.layers, 0
+            stages, layers, i = [], self.layers, 0
             while i < len(layers):
                 run = self._fused_run(layers[i:]) if self.fuse else None
                 if run is not None:
-                    steps.append(FUSED_STEPS[tuple(map(type, run))](*run))
+                    stages.append(FUSED_STAGES[tuple(map(type, run))](*run))
                     i += len(run)
                     continue
                 layer = layers[i]
-                steps.append(layer if takes_input_gradient(layer) else _NotebookLayer(layer))
+                stages.append(layer if takes_input_gradient(layer) else _NotebookLayer(layer))
                 i += 1
-            self._steps, self._plan_key = steps, key
-        return self._steps
+            self._stage_list, self._stages_key = stages, key
+        return self._stage_list
 
     @staticmethod
     def _fused_run(layers):
-        """The longest run at the start of ``layers`` that :data:`FUSED_STEPS` fuses, or ``None``."""
+        """The longest run at the start of ``layers`` that :data:`FUSED_STAGES` fuses, or ``None``."""
         for size in (3, 2):
             run = layers[:size]
-            if (len(run) == size and tuple(map(type, run)) in FUSED_STEPS
+            if (len(run) == size and tuple(map(type, run)) in FUSED_STAGES
                     and all(same_device(run[0], layer) for layer in run[1:])):
                 return run
         return None
 
     def forward(self, x_in):
         x = x_in
-        for step in self._plan():
-            x = step.forward(x)
+        for stage in self._stages():
+            x = stage.forward(x)
         return x
 
     def backward(self, d_out, input_gradient=None):
         if input_gradient is None:
             input_gradient = self.input_gradient
-        steps, d = self._plan(), d_out
-        for index in range(len(steps) - 1, -1, -1):
-            d = steps[index].backward(d, input_gradient or index > 0)
+        stages, d = self._stages(), d_out
+        for index in range(len(stages) - 1, -1, -1):
+            d = stages[index].backward(d, input_gradient or index > 0)
         return d if input_gradient else None
 
     def zero_gradients(self):
@@ -182,7 +183,7 @@ class Network(Layer):
             )
         for layer in self.layers:
             layer.to_backend(name, dtype)
-        self._plan_key = None  # fused steps keep arrays of the old backend: make them anew
+        self._stages_key = None  # fused stages keep arrays of the old backend: make them anew
         return self
 
     def train(self, mode=True):

@@ -48,7 +48,6 @@ template <typename T> struct RowSoftmax {
     T top, sum_t = T(0), sum_e = T(0), log_sum = T(0);
 
     __device__ __forceinline__ explicit RowSoftmax(T start) : top(start) {}
-    // (z by reference keeps the comparison as the compiler emitted it when this was written inline)
     __device__ __forceinline__ void see(const T& z) { top = z > top ? z : top; }
     __device__ __forceinline__ void find_top() { top = warp_max(top); }
     __device__ __forceinline__ void add(T z) { sum_e += fp_exp(z - top); }
