@@ -33,6 +33,15 @@ class Parameter:
         """The layer this parameter belongs to."""
         return self._layer()
 
+    def rebind_gradient(self, array):
+        """Hold ``array`` (the gradient's shape, its values copied in) as the gradient from now on: a
+        view into one flat buffer, so that data-parallel training sums every gradient in one call."""
+        if tuple(array.shape) != tuple(self.gradient.shape):
+            raise ValueError(f"{self!r} cannot take a gradient of shape {tuple(array.shape)}.")
+        array[...] = self.gradient
+        self.gradient = array
+        self.version += 1
+
     def __repr__(self) -> str:
         shape = tuple(getattr(self.value, "shape", ()))
         return f"Parameter({self.layer!r}.{self.name}, shape={shape})"
@@ -244,6 +253,19 @@ class Layer:
         return f"{type(self).__name__}()"
 
     # -- helpers for subclasses -------------------------------------------------------------------
+
+    def hold(self, **arrays):
+        """Hold ``arrays`` as the batch attributes they name (from :attr:`batch_attributes`), as this
+        layer's own ``forward`` would have: a fused stage that computed them for it hands them over
+        here, so the layer's attributes are only ever set by the layer."""
+        unknown = sorted(set(arrays) - set(self.batch_attributes))
+        if unknown:
+            raise AttributeError(
+                f"{self!r} keeps {', '.join(self.batch_attributes) or 'nothing'} for its backward pass, "
+                f"not {', '.join(unknown)}; hand over only the batch attributes it declares."
+            )
+        for name, value in arrays.items():
+            setattr(self, name, value)
 
     def _forget_batch(self):
         """Drop what ``forward`` kept for ``backward`` (it may live on another backend)."""

@@ -29,7 +29,8 @@ class LinearActivation:
     def show(self, x, result):
         """Set the layers' notebook attributes from the input and the fused kernel's result; return
         the stage's output."""
-        self.linear.x_in, self.activation.x_in, self.activation.x_out = x, None, result
+        self.linear.hold(x_in=x)
+        self.activation.hold(x_in=None, x_out=result)
         return result
 
     def backward(self, d_out, input_gradient=True):
@@ -56,7 +57,8 @@ class LinearSigmoid(LinearActivation):
 
     def show(self, x, result):
         z, p = result
-        self.linear.x_in, self.activation.x_in, self.activation.x_out = x, z, p
+        self.linear.hold(x_in=x)
+        self.activation.hold(x_in=z, x_out=p)
         return p
 
 
@@ -83,8 +85,9 @@ class Conv2DReLU:
 
     def forward(self, x_in):
         self.output = y = self.conv.convolve(x_in, relu=True)
-        self.relu.x_in, self.relu.x_out = None, y.transpose(0, 3, 1, 2)
-        return self.relu.x_out
+        output = y.transpose(0, 3, 1, 2)
+        self.relu.hold(x_in=None, x_out=output)
+        return output
 
     def backward(self, d_out, input_gradient=True):
         if self.output is None:
@@ -121,9 +124,9 @@ class Conv2DReLUMaxPool:
             images, conv.w, conv.b, conv.stride, conv.padding, pool.size, pool.stride)
         self.saved = y, argmax
         pool.forget_input()
-        self.relu.x_in = None
-        self.relu.x_out = y.transpose(0, 3, 1, 2)
-        return self.relu.x_out
+        output = y.transpose(0, 3, 1, 2)
+        self.relu.hold(x_in=None, x_out=output)
+        return output
 
     def backward(self, d_out, input_gradient=True):
         if self.saved is None:

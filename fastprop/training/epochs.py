@@ -66,8 +66,7 @@ class EpochRunner:
                 self.in_order = self.backend.asarray(numpy.arange(self.images.shape[0]))
             order = self.in_order
         costs = self.backend.to_numpy(self.fast(order, rate))
-        for parameter in self.trainee.parameters():  # the gradients hold the last batch's sums, as a step's
-            parameter.fresh = False
+        self.trainee.gradients_written()  # the gradients hold the last batch's sums, as after a step
         if bar is not None:
             bar.update(len(self.batches))
         return self._mean_cost(float(costs[0]), float(costs[1]))

@@ -107,11 +107,14 @@ class Trainee:
         offset = 0
         for parameter in parameters:
             size = int(parameter.gradient.size)
-            view = flat[offset:offset + size].reshape(parameter.gradient.shape)
-            view[...] = parameter.gradient
-            parameter.gradient, offset = view, offset + size
-            parameter.version += 1
+            parameter.rebind_gradient(flat[offset:offset + size].reshape(parameter.gradient.shape))
+            offset += size
         return flat
+
+    def gradients_written(self):
+        """Record that the gradients hold sums (after a whole-epoch program ran the steps)."""
+        if self._native:
+            self.net.gradients_written()
 
     def start_together(self, optimizer, communicator):
         """Give every rank rank 0's parameters and optimizer state."""
