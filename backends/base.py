@@ -411,6 +411,63 @@ class Backend:
         return self.conv2d_backward(x, W, None, dz, dW, db, stride, padding, accumulate=accumulate,
                                     need_dx=need_dx)
 
+    # ------------------------------------------------------------------ batch normalisation
+    #
+    # The statistics are per column of a ``(rows, C)`` matrix: a BatchNorm1D's batch, or a BatchNorm2D's
+    # channels-last images with their ``n * H * W`` pixels as rows. ``gamma``, ``beta``, ``mean`` and
+    # ``var`` (the running statistics) have shape ``(C,)``.
+
+    def batch_norm_forward(self, x, gamma, beta, mean, var, *, training, momentum, eps):
+        """``y = (x - mu) * inverse_std * gamma + beta`` per column, with ``inverse_std = 1 / sqrt(v +
+        eps)``. In training ``mu`` and ``v`` are the batch's column mean and (biased) variance, and the
+        running ``mean`` and ``var`` move in place towards them: ``mean = (1 - momentum) mean + momentum
+        mu``, ``var = (1 - momentum) var + momentum v rows / (rows - 1)`` (the unbiased variance, as
+        PyTorch keeps it); ``rows`` must be at least 2. Otherwise ``mu, v = mean, var``. Returns ``(y,
+        mu, inverse_std)``, what :meth:`batch_norm_backward` takes (``mu`` a new array)."""
+        xp, rows = self.xp, x.shape[0]
+        if training:
+            mu = x.mean(axis=0)
+            centered = x - mu
+            v = (centered * centered).mean(axis=0)
+            mean *= 1.0 - momentum
+            mean += momentum * mu
+            var *= 1.0 - momentum
+            var += (momentum * rows / (rows - 1)) * v
+        else:
+            mu, v = mean.copy(), var
+            centered = x - mu
+        inverse_std = 1.0 / xp.sqrt(v + eps)
+        y = centered * (inverse_std * gamma) + beta
+        return y.astype(x.dtype, copy=False), mu, inverse_std.astype(x.dtype, copy=False)
+
+    def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, *, training,
+                            accumulate=True, need_dx=True):
+        """Gradients of :meth:`batch_norm_forward` for the output gradient ``dy`` ``(rows, C)``:
+        ``dbeta (+)= sum(dy)``, ``dgamma (+)= sum(dy * x_hat)`` per column (``x_hat = (x - mu) *
+        inverse_std``; summed into the buffers when ``accumulate``), and returns ``dx``, or ``None``
+        unless ``need_dx``. In training the batch statistics depend on ``x``: ``dx = gamma *
+        inverse_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))`` per column; otherwise ``dx = gamma *
+        inverse_std * dy``."""
+        x_hat = (x - mu) * inverse_std
+        bias_gradient = dy.sum(axis=0)
+        scale_gradient = (dy * x_hat).sum(axis=0)
+        if accumulate:
+            dbeta += bias_gradient
+            dgamma += scale_gradient
+        else:
+            dbeta[...] = bias_gradient
+            dgamma[...] = scale_gradient
+        if not need_dx:
+            return None
+        scale = gamma * inverse_std
+        if not training:
+            return (dy * scale).astype(x.dtype, copy=False)
+        rows = x.shape[0]
+        dx = dy - bias_gradient / rows
+        dx -= x_hat * (scale_gradient / rows)
+        dx *= scale
+        return dx.astype(x.dtype, copy=False)
+
     # ------------------------------------------------------------------ parameter updates
 
     def sgd_update(self, param, grad, learning_rate: float) -> None:

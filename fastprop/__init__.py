@@ -28,8 +28,8 @@ from .functions import sigmoid_derivative, sigmoid_function, vectorize
 from .gradcheck import GradcheckResult, gradcheck
 from .history import History
 from .layers import (
-    Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, Network, Parameter, ReLU, Reshape, Sigmoid, SoftMax,
-    Tanh,
+    BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, Network, Parameter, ReLU,
+    Reshape, Sigmoid, SoftMax, Tanh,
 )
 from .optimizers import SGD, Adam, Optimizer
 from .schedules import CosineLR, StepLR
@@ -40,7 +40,7 @@ from .training import TrainingDiverged, predict, train, train_epoch, validate, v
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "CheckpointError", "Conv2D", "Flatten", "MaxPool2D", "Reshape",
+    "Adam", "BatchNorm1D", "BatchNorm2D", "CheckpointError", "Conv2D", "Flatten", "MaxPool2D", "Reshape",
     "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR",
     "learning_curves", "load", "load_checkpoint", "save",
     "BackendError", "BackendUnavailableError", "Cost", "CrossEntropy", "GradcheckResult", "History",

@@ -181,6 +181,11 @@ def _describe(layer, key, arrays, path, host=True):
             if host else None for parameter in layer.own_parameters()
         },
     }
+    if type(layer).buffer_names:
+        node["buffers"] = {
+            name: _entry(arrays, f"{key}.{name}", layer.backend.to_numpy(array)) if host else None
+            for name, array in zip(type(layer).buffer_names, layer.own_buffers())
+        }
     children = layer.children()
     if children:
         node["layers"] = [_describe(child, f"{key}.{i}", arrays, path, host)
@@ -352,8 +357,8 @@ def _assemble(header, arrays, backend_name=None, dtype=None, net=None) -> Checkp
     unused = sorted(set(arrays) - used)
     if unused:
         raise _Invalid(f"it holds arrays its header does not describe ({', '.join(unused[:5])})")
-    for parameter, array in fill:  # everything checked: now the existing network takes the values
-        parameter.value[...] = parameter.layer.backend.asarray(array, dtype=parameter.value.dtype)
+    for layer, mine, array in fill:  # everything checked: now the existing network takes the values
+        mine[...] = layer.backend.asarray(array, dtype=mine.dtype)
     return Checkpoint(net, optimizer, state, history, header["extra"], epoch, header["version"], loop)
 
 
@@ -369,7 +374,8 @@ def _as_given(value):
 
 
 def _node(node, arrays, used, where):
-    """``(class, arguments, host arrays by parameter name, child nodes)`` of a checked header node."""
+    """``(class, arguments, host arrays by parameter name, host arrays by buffer name, child nodes)`` of
+    a checked header node."""
     kind = _check(node, dict, f"{where} entry").get("type")
     if kind not in CHECKPOINT_LAYERS:
         raise _Invalid(
@@ -393,24 +399,36 @@ def _node(node, arrays, used, where):
         raise _Invalid(f"its {where} ({kind}) has parameters {sorted(parameters)}, expected {sorted(shapes)}")
     host = {name: _array(entry, arrays, used, f"{where}.{name}", tuple(shapes[name]))
             for name, entry in parameters.items()}
+    buffer_shapes = cls.buffer_shapes(**arguments)
+    buffers = _check(node.get("buffers", {}), dict, f"{where} buffers")
+    if set(buffers) != set(buffer_shapes):
+        raise _Invalid(
+            f"its {where} ({kind}) has buffers {sorted(buffers)}, expected {sorted(buffer_shapes)}")
+    host_buffers = {name: _array(entry, arrays, used, f"{where}.{name}", tuple(buffer_shapes[name]))
+                    for name, entry in buffers.items()}
     children = _check(node.get("layers", []), list, f"{where} layers")
-    return cls, arguments, host, children
+    return cls, arguments, host, host_buffers, children
 
 
 def _build(node, arrays, used, where):
     """A new layer (and its children) from a header node, on the current backend."""
-    cls, arguments, host, children = _node(node, arrays, used, where)
+    cls, arguments, host, buffers, children = _node(node, arrays, used, where)
     layers = [_build(child, arrays, used, f"{where}.{i}") for i, child in enumerate(children)]
     try:
-        return cls.restored(arguments, host, layers)
+        layer = cls.restored(arguments, host, layers)
     except ValueError as error:
         raise _Invalid(f"its {where} ({cls.__name__}) has arguments the layer rejects ({error})") from None
+    for name, array in buffers.items():
+        mine = getattr(layer, name)
+        mine[...] = layer.backend.asarray(array, dtype=mine.dtype)
+    return layer
 
 
 def _matching(node, layer, arrays, used, where):
-    """``[(parameter, host array)]`` to fill ``layer`` with, once the header node is checked to
-    describe a layer of the same class, arguments and children."""
-    cls, arguments, host, children = _node(node, arrays, used, where)
+    """``[(layer, array of the layer, host array)]`` to fill ``layer`` with (parameter values and
+    buffers), once the header node is checked to describe a layer of the same class, arguments and
+    children."""
+    cls, arguments, host, buffers, children = _node(node, arrays, used, where)
     if type(layer) is not cls or any(_as_stored(getattr(layer, name, None)) != _as_stored(value)
                                      for name, value in arguments.items()):
         mine = {name: getattr(layer, name, None) for name in arguments}
@@ -424,7 +442,8 @@ def _matching(node, layer, arrays, used, where):
             f"its {where} holds {len(children)} layers, but the network being trained holds {len(mine)} "
             "there; use another checkpoint path"
         )
-    fill = [(parameter, host[parameter.name]) for parameter in layer.own_parameters()]
+    fill = [(layer, parameter.value, host[parameter.name]) for parameter in layer.own_parameters()]
+    fill += [(layer, getattr(layer, name), array) for name, array in buffers.items()]
     for i, (child, child_node) in enumerate(zip(mine, children)):
         fill += _matching(child_node, child, arrays, used, f"{where}.{i}")
     return fill

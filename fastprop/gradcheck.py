@@ -28,16 +28,20 @@ class GradcheckResult:
         return "\n".join(f"{name:<{width}}  {error:.3e}" for name, error in self.errors.items())
 
 
-def gradcheck(net_or_layer, cost, x, target, *, epsilon=1e-6, max_entries=64, seed=0):
+def gradcheck(net_or_layer, cost, x, target, *, epsilon=1e-6, max_entries=64, seed=0, training=False):
     """Compare every parameter gradient and the input gradient with central finite differences.
 
     The check runs on a float64 copy of ``net_or_layer`` on its own backend (the original is not
     touched). For each array, up to ``max_entries`` randomly chosen entries are perturbed by
     ``±epsilon``; the error of an array is ``max|analytic - numeric| / max(max|analytic|,
     max|numeric|, 1e-12)`` over those entries. Returns a :class:`GradcheckResult`.
+
+    The model runs in evaluation mode, so that dropout draws no new masks between the perturbed
+    evaluations; ``training=True`` checks the training-mode computation instead (a batch norm's
+    batch statistics), for models that draw nothing at random.
     """
     model = copy.deepcopy(net_or_layer).to_backend(dtype=numpy.float64)
-    model.eval()  # dropout must not draw new masks between the perturbed evaluations
+    model.train(training)
     cost = copy.deepcopy(cost)  # estimate stores its arguments: leave the caller's cost untouched
     backend = model.backend
     x, target = (backend.asarray(backend.to_numpy(a), numpy.float64) for a in (x, target))

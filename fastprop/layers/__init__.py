@@ -6,9 +6,10 @@ from .conv import Conv2D, MaxPool2D
 from .dropout import Dropout
 from .linear import Linear
 from .network import Network
+from .norm import BatchNorm1D, BatchNorm2D
 from .shape import Flatten, Reshape
 
 __all__ = [
-    "Activation", "Conv2D", "Dropout", "Flatten", "Layer", "Linear", "MaxPool2D", "Network", "Parameter",
-    "ReLU", "Reshape", "Sigmoid", "SoftMax", "Tanh",
+    "Activation", "BatchNorm1D", "BatchNorm2D", "Conv2D", "Dropout", "Flatten", "Layer", "Linear",
+    "MaxPool2D", "Network", "Parameter", "ReLU", "Reshape", "Sigmoid", "SoftMax", "Tanh",
 ]

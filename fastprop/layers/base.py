@@ -114,6 +114,10 @@ class Layer:
     parameter_names: tuple[str, ...] = ()
     #: Attributes that hold the last batch (``x_in``, ``x_out``), cleared when the layer moves.
     batch_attributes: tuple[str, ...] = ()
+    #: Arrays the layer keeps across batches without training them (a batch norm's running
+    #: statistics): on the layer's backend and dtype, moved by ``to_backend``, held by checkpoints,
+    #: and restored with the parameters when training goes back to an earlier state.
+    buffer_names: tuple[str, ...] = ()
     #: Dropout and friends behave differently in training and evaluation.
     training: bool = True
     #: The constructor arguments a checkpoint stores, read from the attributes of the same names.
@@ -195,6 +199,14 @@ class Layer:
         known = self.__dict__.get("_parameters", {})
         return [known[name] for name in self.parameter_names if name in known]
 
+    def buffers(self) -> list:
+        """The arrays named by :attr:`buffer_names` (a Network's are in its children), in order: the
+        layer's own arrays, updated in place."""
+        return self.own_buffers()
+
+    def own_buffers(self) -> list:
+        return [getattr(self, name) for name in self.buffer_names]
+
     def leaves(self) -> list[Layer]:
         """The plain layers inside this one, in order (a plain layer is its only leaf)."""
         return [self]
@@ -212,6 +224,11 @@ class Layer:
                     moved = backend.asarray(self.backend.to_numpy(array), dtype=dtype)
                 setattr(parameter, field, moved)
             parameter.version += 1
+        for name in self.buffer_names:
+            array = getattr(self, name)
+            moved = (array.astype(dtype, copy=True) if backend is self.backend
+                     else backend.asarray(self.backend.to_numpy(array), dtype=dtype))
+            setattr(self, name, moved)
         self.backend, self.dtype = backend, dtype
         self._forget_batch()
         return self
@@ -238,6 +255,11 @@ class Layer:
     @classmethod
     def parameter_shapes(cls, **arguments) -> dict:
         """``{parameter name: shape}`` of a layer built with ``arguments`` (checked before loading)."""
+        return {}
+
+    @classmethod
+    def buffer_shapes(cls, **arguments) -> dict:
+        """``{buffer name: shape}`` of a layer built with ``arguments`` (checked before loading)."""
         return {}
 
     @classmethod

@@ -161,6 +161,9 @@ class Network(Layer):
     def parameters(self):
         return [p for layer in self.layers if isinstance(layer, Layer) for p in layer.parameters()]
 
+    def buffers(self):
+        return [b for layer in self.layers if isinstance(layer, Layer) for b in layer.buffers()]
+
     def leaves(self):
         return [leaf for layer in self.layers for leaf in leaves_of(layer)]
 

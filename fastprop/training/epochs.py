@@ -176,23 +176,23 @@ class EpochRunner:
 
 
 class _Snapshot:
-    """A copy of a :class:`Trainee`'s parameters, and of the NumPy arrays its foreign layers hold, to go
-    back to."""
+    """A copy of a :class:`Trainee`'s state (parameters and running statistics), and of the NumPy arrays
+    its foreign layers hold, to go back to."""
 
     def __init__(self, trainee, values=None):
-        self.values = [p.value.copy() for p in trainee.parameters()] if values is None else values
+        self.values = [array.copy() for array in trainee.state_arrays()] if values is None else values
         self.foreign = trainee.foreign_arrays()
 
     def refill(self, trainee):
         """Copy the network's current state into this snapshot (reusing its arrays)."""
-        for value, parameter in zip(self.values, trainee.parameters()):
-            value[...] = parameter.value
+        for value, array in zip(self.values, trainee.state_arrays()):
+            value[...] = array
         self.foreign = trainee.foreign_arrays()
 
     def restore(self, trainee):
         """Put the snapshot back into the network: fastprop's arrays in place, foreign ones rebound."""
-        for parameter, value in zip(trainee.parameters(), self.values):
-            parameter.value[...] = value
+        for array, value in zip(trainee.state_arrays(), self.values):
+            array[...] = value
         for layer, arrays in self.foreign:
             for key, array in arrays.items():
                 setattr(layer, key, array.copy())

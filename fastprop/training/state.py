@@ -51,9 +51,15 @@ class _EarlyStopping:
             return
         if loop is not None and loop.best_epoch is not None:
             self.best_accuracy, self.best_epoch = float(loop.best_accuracy), loop.best_epoch
+            if self.best_epoch and len(loop.best) != len(trainee.state_arrays()):
+                raise ValueError(
+                    f"The checkpoint keeps {len(loop.best)} arrays of its best epoch, but the network has "
+                    f"{len(trainee.state_arrays())} parameters and running statistics; resume with the "
+                    "network the checkpoint was saved from."
+                )
             if self.best_epoch:
-                values = [trainee.backend.asarray(array, dtype=parameter.value.dtype)
-                          for array, parameter in zip(loop.best, trainee.parameters())]
+                values = [trainee.backend.asarray(saved, dtype=array.dtype)
+                          for saved, array in zip(loop.best, trainee.state_arrays())]
                 self.best = _Snapshot(trainee, values)
         elif len(history):
             self.best_accuracy, self.best_epoch, self.best = (

@@ -40,6 +40,13 @@ class Trainee:
         """The network's fastprop parameters, in order (none for a foreign model)."""
         return self.net.parameters() if self._native else []
 
+    def state_arrays(self) -> list:
+        """The arrays that make the network's state, updated in place by training: every parameter's
+        value, then every buffer (running statistics)."""
+        if not self._native:
+            return []
+        return [parameter.value for parameter in self.net.parameters()] + self.net.buffers()
+
     def set_mode(self, training: bool) -> None:
         """``net.train(training)``; a foreign model has no mode to set."""
         if self._native:
