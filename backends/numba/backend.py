@@ -56,6 +56,13 @@ BLAS_SPIN_SECONDS = 0.2
 PIXEL_LEVELS = 255
 
 
+def _norm_ready(x, *columns):
+    """True for a non-empty ``(rows, C)`` matrix and ``(C,)`` vectors of its dtype that the kernels take."""
+    return (x.ndim == 2 and x.shape[0] > 0 and kernel_ready(x)
+            and all(c.shape == (x.shape[1],) for c in columns) and kernel_ready(*columns, ndim=1)
+            and columns[0].dtype == x.dtype)
+
+
 def _elementwise(kernel, reference, *arrays):
     """``kernel(*arrays)`` on same-shaped, non-empty 2-D arrays it takes; ``reference(*arrays)`` otherwise."""
     first = arrays[0]
@@ -291,6 +298,24 @@ class NumbaBackend(Backend):
                 self._parallel(self._k.sgd_update_parallel, param, grad, learning_rate)
         else:
             super().sgd_update(param, grad, learning_rate)
+
+    # -- batch normalisation ((rows, C) matrices; see backends/base.py) -------------------------
+
+    def batch_norm_forward(self, x, gamma, beta, mean, var, *, training, momentum, eps):
+        if _norm_ready(x, gamma, beta, mean, var) and (x.shape[0] >= 2 or not training):
+            return self._parallel(self._k.batch_norm_forward, x, gamma, beta, mean, var, bool(training),
+                                  float(momentum), float(eps))
+        return super().batch_norm_forward(x, gamma, beta, mean, var, training=training, momentum=momentum,
+                                          eps=eps)
+
+    def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, *, training,
+                            accumulate=True, need_dx=True):
+        ready = _norm_ready(x, mu, inverse_std, gamma, dgamma, dbeta) and dy.shape == x.shape
+        if ready and kernel_ready(x, dy):
+            return self._parallel(self._k.batch_norm_backward, x, mu, inverse_std, gamma, dy, dgamma, dbeta,
+                                  bool(training), bool(accumulate), bool(need_dx))
+        return super().batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, training=training,
+                                           accumulate=accumulate, need_dx=need_dx)
 
     # -- convolution and pooling (channels-last images; see backends/base.py) -------------------
 

@@ -48,6 +48,7 @@ from .conv import (
 )
 from .dense import CHUNK, IDENTITY, RELU, SIGMOID, backward_workspace, dense_backward, dense_forward
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
+from .norm import batch_norm_backward, batch_norm_forward
 from .intrinsics import _sigmoid as _sigmoid  # for jitted code outside: the tests check its accuracy
 from .step import (
     adam_update,
@@ -68,6 +69,8 @@ __all__ = [
     "SIGMOID",
     "adam_update",
     "backward_workspace",
+    "batch_norm_backward",
+    "batch_norm_forward",
     "checksum",
     "IMAGES_PER_CHUNK",
     "ROWS_PER_CHUNK",
