@@ -417,13 +417,15 @@ class Backend:
     # channels-last images with their ``n * H * W`` pixels as rows. ``gamma``, ``beta``, ``mean`` and
     # ``var`` (the running statistics) have shape ``(C,)``.
 
-    def batch_norm_forward(self, x, gamma, beta, mean, var, *, training, momentum, eps):
-        """``y = (x - mu) * inverse_std * gamma + beta`` per column, with ``inverse_std = 1 / sqrt(v +
-        eps)``. In training ``mu`` and ``v`` are the batch's column mean and (biased) variance, and the
-        running ``mean`` and ``var`` move in place towards them: ``mean = (1 - momentum) mean + momentum
-        mu``, ``var = (1 - momentum) var + momentum v rows / (rows - 1)`` (the unbiased variance, as
-        PyTorch keeps it); ``rows`` must be at least 2. Otherwise ``mu, v = mean, var``. Returns ``(y,
-        mu, inverse_std)``, what :meth:`batch_norm_backward` takes (``mu`` a new array)."""
+    def batch_norm_forward(self, x, gamma, beta, mean, var, *, training, momentum, eps, relu=False):
+        """``y = (x - mu) * inverse_std * gamma + beta`` per column (then ``max(y, 0)`` with ``relu``,
+        a ``ReLU`` fused after the batch norm), with ``inverse_std = 1 / sqrt(v + eps)``.
+
+        In training ``mu`` and ``v`` are the batch's column mean and (biased) variance, and the running
+        ``mean`` and ``var`` move in place towards them: ``mean = (1 - momentum) mean + momentum mu``,
+        ``var = (1 - momentum) var + momentum v rows / (rows - 1)`` (the unbiased variance, as PyTorch
+        keeps it); ``rows`` must be at least 2. Otherwise ``mu, v = mean, var``. Returns ``(y, mu,
+        inverse_std)``, what :meth:`batch_norm_backward` takes (``mu`` a new array)."""
         xp, rows = self.xp, x.shape[0]
         if training:
             mu = x.mean(axis=0)
@@ -438,16 +440,22 @@ class Backend:
             centered = x - mu
         inverse_std = 1.0 / xp.sqrt(v + eps)
         y = centered * (inverse_std * gamma) + beta
+        if relu:
+            xp.maximum(y, 0, out=y)
         return y.astype(x.dtype, copy=False), mu, inverse_std.astype(x.dtype, copy=False)
 
     def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, *, training,
-                            accumulate=True, need_dx=True):
-        """Gradients of :meth:`batch_norm_forward` for the output gradient ``dy`` ``(rows, C)``:
+                            accumulate=True, need_dx=True, relu_output=None):
+        """Gradients of :meth:`batch_norm_forward` for the output gradient ``dy`` ``(rows, C)`` (with a
+        fused ``ReLU``, ``relu_output`` is the forward's output and ``dy`` counts only where it is
+        positive):
         ``dbeta (+)= sum(dy)``, ``dgamma (+)= sum(dy * x_hat)`` per column (``x_hat = (x - mu) *
         inverse_std``; summed into the buffers when ``accumulate``), and returns ``dx``, or ``None``
         unless ``need_dx``. In training the batch statistics depend on ``x``: ``dx = gamma *
         inverse_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))`` per column; otherwise ``dx = gamma *
         inverse_std * dy``."""
+        if relu_output is not None:
+            dy = dy * (relu_output > 0)
         x_hat = (x - mu) * inverse_std
         bias_gradient = dy.sum(axis=0)
         scale_gradient = (dy * x_hat).sum(axis=0)

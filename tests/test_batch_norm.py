@@ -170,3 +170,32 @@ def test_a_checkpoint_without_running_statistics_is_refused(tmp_path):
                 numpy.lib.format.write_array(stream, numpy.asarray(value), allow_pickle=False)
     with pytest.raises(fastprop.CheckpointError, match=r"has buffers \['running_mean'\], expected"):
         load_checkpoint(path)
+
+
+def _image_net(fuse):
+    layers = [Reshape((1, 8, 8)), Conv2D(1, 4, 3, padding=1, rng=1), BatchNorm2D(4), ReLU(), MaxPool2D(2),
+              Flatten(), Linear(64, 6, rng=2), BatchNorm1D(6), ReLU(), Linear(6, 3, rng=3)]
+    return Network(layers, fuse=fuse)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation (folded)"])
+def test_fused_stages_give_what_the_layers_give_one_by_one(backend_name, training):
+    rng = numpy.random.default_rng(7)
+    with fastprop.use_backend(backend_name, "float64"):
+        fused, plain = _image_net(True), _image_net(False)
+    stages = [type(stage).__name__ for stage in fused._stages()]
+    assert stages.count("WeightedBatchNormReLU") == 2, stages
+    x, t, cost = rng.normal(size=(5, 64)), numpy.eye(3)[rng.integers(0, 3, 5)], SoftmaxCrossEntropy()
+    results = []
+    for net in (fused, plain):
+        net.train(training)
+        net.forward(x)  # a first batch moves the running statistics (or, folded, uses them as they are)
+        net.zero_gradients()
+        y = net.forward(x + 1)
+        dx = net.backward(cost.gradient(cost.estimate(t, y)), input_gradient=True)
+        arrays = [y, dx, *(p.gradient for p in net.parameters()), *net.buffers()]
+        results.append([net.backend.to_numpy(a) for a in arrays])
+        relu = net.leaves()[3]
+        results[-1].append(net.backend.to_numpy(relu.x_out))  # the ReLU shows its output either way
+    for mine, theirs in zip(*results, strict=True):
+        numpy.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-13)

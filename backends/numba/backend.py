@@ -301,21 +301,23 @@ class NumbaBackend(Backend):
 
     # -- batch normalisation ((rows, C) matrices; see backends/base.py) -------------------------
 
-    def batch_norm_forward(self, x, gamma, beta, mean, var, *, training, momentum, eps):
+    def batch_norm_forward(self, x, gamma, beta, mean, var, *, training, momentum, eps, relu=False):
         if _norm_ready(x, gamma, beta, mean, var) and (x.shape[0] >= 2 or not training):
             return self._parallel(self._k.batch_norm_forward, x, gamma, beta, mean, var, bool(training),
-                                  float(momentum), float(eps))
+                                  float(momentum), float(eps), bool(relu))
         return super().batch_norm_forward(x, gamma, beta, mean, var, training=training, momentum=momentum,
-                                          eps=eps)
+                                          eps=eps, relu=relu)
 
     def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, *, training,
-                            accumulate=True, need_dx=True):
-        ready = _norm_ready(x, mu, inverse_std, gamma, dgamma, dbeta) and dy.shape == x.shape
-        if ready and kernel_ready(x, dy):
+                            accumulate=True, need_dx=True, relu_output=None):
+        arrays = (x, dy) if relu_output is None else (x, dy, relu_output)
+        same = all(a.shape == x.shape for a in arrays)
+        ready = same and _norm_ready(x, mu, inverse_std, gamma, dgamma, dbeta)
+        if ready and kernel_ready(*arrays):
             return self._parallel(self._k.batch_norm_backward, x, mu, inverse_std, gamma, dy, dgamma, dbeta,
-                                  bool(training), bool(accumulate), bool(need_dx))
+                                  bool(training), bool(accumulate), bool(need_dx), relu_output)
         return super().batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, training=training,
-                                           accumulate=accumulate, need_dx=need_dx)
+                                           accumulate=accumulate, need_dx=need_dx, relu_output=relu_output)
 
     # -- convolution and pooling (channels-last images; see backends/base.py) -------------------
 

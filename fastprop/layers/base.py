@@ -289,6 +289,12 @@ class Layer:
         for name, value in arrays.items():
             setattr(self, name, value)
 
+    def forget_input(self):
+        """Keep nothing of the last batch: a fused stage that computes past this layer (a pooling
+        after a fused convolution, a batch norm folded into the weights) says so, instead of leaving
+        the last batch's arrays."""
+        self._forget_batch()
+
     def _forget_batch(self):
         """Drop what ``forward`` kept for ``backward`` (it may live on another backend)."""
         for key in self.batch_attributes:

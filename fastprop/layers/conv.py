@@ -66,11 +66,6 @@ class ImageLayer(Layer):
         self.x_in, self._images = self.images_in(x_in)
         return self._images
 
-    def forget_input(self):
-        """Keep no input: a fused step that never makes this layer's input (a pooling after a fused
-        convolution) says so, instead of leaving the last batch's."""
-        self._forget_batch()
-
     def kept_images(self):
         """The channels-last images of the last input (for the backward pass of a fused step)."""
         return self._saved("_images")

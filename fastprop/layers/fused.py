@@ -1,4 +1,5 @@
-"""Fused stages of a ``Network``: ``LinearSigmoid``, ``LinearReLU``, ``Conv2DReLU``, ``Conv2DReLUMaxPool``."""
+"""Fused stages of a ``Network``: ``LinearSigmoid``, ``LinearReLU``, ``Conv2DReLU``, ``Conv2DReLUMaxPool``,
+``BatchNormReLU`` and ``WeightedBatchNormReLU``."""
 
 from __future__ import annotations
 
@@ -142,3 +143,62 @@ class Conv2DReLUMaxPool:
         )
         conv.gradients_written()
         return None if dx is None else dx.transpose(0, 3, 1, 2)
+
+
+class BatchNormReLU:
+    """One stage of a :class:`~fastprop.Network` for a ``BatchNorm1D`` or ``BatchNorm2D`` and the
+    ``ReLU`` after it: the ReLU runs in the normalisation's pass, and its mask in the backward's.
+    The ``ReLU`` shows its output as ``x_out``; its ``x_in`` (never kept) is ``None``."""
+
+    def __init__(self, norm, relu):
+        self.norm, self.relu = norm, relu
+        self.output = None  # the last output as (rows, features), the mask of the backward
+
+    def forward(self, x_in):
+        output, self.output = self.norm.normalize(x_in, relu=True)
+        self.relu.hold(x_in=None, x_out=output)
+        return output
+
+    def backward(self, d_out, input_gradient=True):
+        if self.output is None:
+            raise RuntimeError(
+                f"{self.norm!r} + {self.relu!r}: backward was called before forward; call forward on the "
+                "batch first."
+            )
+        return self.norm.backpropagate(d_out, input_gradient, self.output)
+
+
+class WeightedBatchNormReLU:
+    """One stage of a :class:`~fastprop.Network` for a ``Linear`` or ``Conv2D``, a batch norm and a
+    ``ReLU``. In training it runs the weighted layer, then :class:`BatchNormReLU`. In evaluation mode
+    the batch norm is an affine map of fixed statistics, folded into the weights and bias
+    (:meth:`~fastprop.layers.norm.BatchNorm.folded`): one product with the ReLU as its epilogue, the
+    usual inference form. A backward after an evaluation-mode forward (rare: gradient checks, frozen
+    statistics) computes the weighted layer's output again to differentiate the three layers."""
+
+    def __init__(self, weighted, norm, relu):
+        self.weighted, self.norm, self.relu = weighted, norm, relu
+        self.tail = BatchNormReLU(norm, relu)
+        self.folded_input = None  # the input of an evaluation-mode forward
+
+    def forward(self, x_in):
+        weighted, norm = self.weighted, self.norm
+        if norm.training:
+            self.folded_input = None
+            return self.tail.forward(weighted.forward(x_in))
+        weight, bias = norm.folded(weighted.w, weighted.b)
+        if hasattr(weighted, "convolve"):  # a Conv2D: channels-last images in and out
+            images = weighted.keep_input(x_in)
+            output = weighted.backend.conv2d_forward(images, weight, bias, weighted.stride, weighted.padding,
+                                                     relu=True).transpose(0, 3, 1, 2)
+        else:
+            output = weighted.backend.linear_relu_forward(weighted.checked_input(x_in), weight, bias)
+        norm.forget_input()
+        self.relu.hold(x_in=None, x_out=output)
+        self.folded_input, self.tail.output = x_in, None
+        return output
+
+    def backward(self, d_out, input_gradient=True):
+        if self.folded_input is not None:  # differentiate the unfolded layers at the same input
+            self.tail.forward(self.weighted.forward(self.folded_input))
+        return self.weighted.backward(self.tail.backward(d_out, True), input_gradient)

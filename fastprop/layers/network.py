@@ -6,12 +6,18 @@ from fastprop.backends import current
 from .activations import ReLU, Sigmoid
 from .base import Layer, is_layer, is_native, leaves_of, same_device, takes_input_gradient
 from .conv import Conv2D, MaxPool2D
-from .fused import Conv2DReLU, Conv2DReLUMaxPool, LinearReLU, LinearSigmoid
+from .fused import (BatchNormReLU, Conv2DReLU, Conv2DReLUMaxPool, LinearReLU, LinearSigmoid,
+                    WeightedBatchNormReLU)
 from .linear import Linear
+from .norm import BatchNorm1D, BatchNorm2D
 
 #: Runs of layer classes that run as one fused stage (the longest match wins), and the stage class.
 FUSED_STAGES = {
     (Conv2D, ReLU, MaxPool2D): Conv2DReLUMaxPool,
+    (Conv2D, BatchNorm2D, ReLU): WeightedBatchNormReLU,
+    (Linear, BatchNorm1D, ReLU): WeightedBatchNormReLU,
+    (BatchNorm2D, ReLU): BatchNormReLU,
+    (BatchNorm1D, ReLU): BatchNormReLU,
     (Linear, Sigmoid): LinearSigmoid,
     (Linear, ReLU): LinearReLU,
     (Conv2D, ReLU): Conv2DReLU,

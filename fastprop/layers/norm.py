@@ -62,6 +62,14 @@ class BatchNorm(Layer):
         return f"{type(self).__name__}({self.features})"
 
     def forward(self, x_in):
+        return self.normalize(x_in)[0]
+
+    def backward(self, d_out, input_gradient=True):
+        return self.backpropagate(d_out, input_gradient)
+
+    def normalize(self, x_in, relu=False):
+        """``(output, output as (rows, features))`` for ``x_in``; with ``relu`` (a ``ReLU`` fused after
+        this layer, :mod:`fastprop.layers.fused`) the output is ``max(output, 0)``."""
         x = self._accept(x_in)
         rows = self._as_rows(x)
         if self.training and rows.shape[0] < 2:
@@ -71,12 +79,13 @@ class BatchNorm(Layer):
             )
         y, mu, inverse_std = self.backend.batch_norm_forward(
             rows, self.gamma, self.beta, self.running_mean, self.running_var, training=self.training,
-            momentum=self.momentum, eps=self.eps)
+            momentum=self.momentum, eps=self.eps, relu=relu)
         self.x_in, self._rows, self._mu, self._inverse_std = x, rows, mu, inverse_std
         self._trained = self.training
-        return self._from_rows(y, x.shape)
+        return self._from_rows(y, x.shape), y
 
-    def backward(self, d_out, input_gradient=True):
+    def backpropagate(self, d_out, input_gradient=True, relu_rows=None):
+        """``backward``; ``relu_rows`` is the fused ``ReLU``'s output as :meth:`normalize` gave it."""
         rows = self._saved("_rows")
         d_out = self._accept(d_out, "gradient")
         if tuple(d_out.shape) != tuple(self.x_in.shape):
@@ -86,9 +95,20 @@ class BatchNorm(Layer):
             )
         dx = self.backend.batch_norm_backward(
             rows, self._mu, self._inverse_std, self.gamma, self._as_rows(d_out), self.dgamma, self.dbeta,
-            training=self._trained, accumulate=not self.gradients_fresh(), need_dx=input_gradient)
+            training=self._trained, accumulate=not self.gradients_fresh(), need_dx=input_gradient,
+            relu_output=relu_rows)
         self.gradients_written()
         return None if dx is None else self._from_rows(dx, self.x_in.shape)
+
+    def folded(self, weight, bias):
+        """``(weight, bias)`` of the layer before (a ``Linear`` or ``Conv2D``, output features first in
+        ``weight``, ``bias`` of shape ``(1, features)``) with this layer's evaluation-mode transform
+        folded in: the layer's output then equals this layer's output on the original one's."""
+        xp = self.backend.xp
+        scale = self.gamma / xp.sqrt(self.running_var + self.eps)
+        shape = (-1,) + (1,) * (weight.ndim - 1)
+        folded_bias = ((bias[0] - self.running_mean) * scale + self.beta).reshape(1, -1)
+        return (weight * scale.reshape(shape)).astype(weight.dtype), folded_bias.astype(bias.dtype)
 
 
 class BatchNorm1D(BatchNorm):

@@ -37,9 +37,10 @@ def _column_sums(x, shift, partial):
 
 
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
-def _gradient_sums(x, mu, inverse_std, dy, partial):
+def _gradient_sums(x, mu, inverse_std, dy, y, relu, partial):
     """``partial[chunk, 0, :]`` the chunk's sums of ``dy``, ``partial[chunk, 1, :]`` those of ``dy *
-    x_hat`` with ``x_hat = (x - mu) * inverse_std`` (float64)."""
+    x_hat`` with ``x_hat = (x - mu) * inverse_std`` (float64); with ``relu``, ``dy`` only where the
+    output ``y`` is positive."""
     rows, C = x.shape
     for chunk in prange(partial.shape[0]):
         first, last = chunk * ROWS_PER_CHUNK, min(rows, (chunk + 1) * ROWS_PER_CHUNK)
@@ -47,7 +48,7 @@ def _gradient_sums(x, mu, inverse_std, dy, partial):
         products = np.zeros(C, np.float64)
         for r in range(first, last):
             for c in range(C):
-                g = np.float64(dy[r, c])
+                g = np.float64(dy[r, c]) if not relu or y[r, c] > 0 else 0.0
                 sums[c] += g
                 products[c] += g * ((np.float64(x[r, c]) - mu[c]) * inverse_std[c])
         partial[chunk, 0, :] = sums
@@ -64,33 +65,38 @@ def _in_order(partial):
 
 
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
-def _affine(x, mu, scale, shift, y):
-    """``y = (x - mu) * scale + shift`` per column."""
+def _affine(x, mu, scale, shift, relu, y):
+    """``y = (x - mu) * scale + shift`` per column, then ``max(y, 0)`` with ``relu``."""
     rows, C = x.shape
+    zero = y.dtype.type(0)
     chunks = (rows + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
     for chunk in prange(chunks):
         for r in range(chunk * ROWS_PER_CHUNK, min(rows, (chunk + 1) * ROWS_PER_CHUNK)):
             for c in range(C):
-                y[r, c] = (x[r, c] - mu[c]) * scale[c] + shift[c]
+                value = (x[r, c] - mu[c]) * scale[c] + shift[c]
+                y[r, c] = max(value, zero) if relu else value
 
 
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
-def _input_gradient(x, mu, inverse_std, dy, scale, mean_dy, mean_product, dx):
-    """``dx = scale * (dy - mean_dy - x_hat * mean_product)`` per column."""
+def _input_gradient(x, mu, inverse_std, dy, y, relu, scale, mean_dy, mean_product, dx):
+    """``dx = scale * (dy - mean_dy - x_hat * mean_product)`` per column; with ``relu``, ``dy`` only
+    where the output ``y`` is positive."""
     rows, C = x.shape
+    zero = dx.dtype.type(0)
     chunks = (rows + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
     for chunk in prange(chunks):
         for r in range(chunk * ROWS_PER_CHUNK, min(rows, (chunk + 1) * ROWS_PER_CHUNK)):
             for c in range(C):
                 x_hat = (x[r, c] - mu[c]) * inverse_std[c]
-                dx[r, c] = scale[c] * (dy[r, c] - mean_dy[c] - x_hat * mean_product[c])
+                g = dy[r, c] if not relu or y[r, c] > 0 else zero
+                dx[r, c] = scale[c] * (g - mean_dy[c] - x_hat * mean_product[c])
 
 
 def _partial(rows, C):
     return np.empty(((rows + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK, 2, C), np.float64)
 
 
-def batch_norm_forward(x, gamma, beta, mean, var, training, momentum, eps):
+def batch_norm_forward(x, gamma, beta, mean, var, training, momentum, eps, relu):
     """The Numba path of ``Backend.batch_norm_forward``: ``(y, mu, inverse_std)``."""
     rows, C = x.shape
     dtype = x.dtype.type
@@ -112,15 +118,17 @@ def batch_norm_forward(x, gamma, beta, mean, var, training, momentum, eps):
         mu = mean.copy()
         inverse_std = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(dtype)
     y = np.empty_like(x)
-    _affine(x, mu, inverse_std * gamma, beta, y)
+    _affine(x, mu, inverse_std * gamma, beta, relu, y)
     return y, mu, inverse_std
 
 
-def batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, training, accumulate, need_dx):
-    """The Numba path of ``Backend.batch_norm_backward``: ``dx`` or None."""
+def batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, training, accumulate, need_dx, y):
+    """The Numba path of ``Backend.batch_norm_backward``: ``dx`` or None; ``y`` is the fused ReLU's
+    output, or None."""
     rows, C = x.shape
+    relu, y = y is not None, dy if y is None else y
     partial = _partial(rows, C)
-    _gradient_sums(x, mu, inverse_std, dy, partial)
+    _gradient_sums(x, mu, inverse_std, dy, y, relu, partial)
     sums = _in_order(partial)
     if accumulate:
         dbeta += sums[0].astype(dbeta.dtype)
@@ -137,5 +145,5 @@ def batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, training, 
     else:
         mean_dy = mean_product = np.zeros(C, dtype)
     dx = np.empty_like(x)
-    _input_gradient(x, mu, inverse_std, dy, scale, mean_dy, mean_product, dx)
+    _input_gradient(x, mu, inverse_std, dy, y, relu, scale, mean_dy, mean_product, dx)
     return dx
