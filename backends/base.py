@@ -476,6 +476,29 @@ class Backend:
         dx *= scale
         return dx.astype(x.dtype, copy=False)
 
+    # ------------------------------------------------------------------ data augmentation
+
+    def shift_images(self, images, shifts, flips):
+        """A new array of ``images`` ``(n, C, H, W)``, each flipped left to right where ``flips[i]``,
+        then moved down by ``shifts[i, 0]`` rows and right by ``shifts[i, 1]`` columns, with zeros
+        where nothing moved in (a crop of the image padded with zeros). ``shifts`` ``(n, 2)`` integers
+        and ``flips`` ``(n,)`` booleans are host NumPy arrays."""
+        xp = self.xp
+        height, width = images.shape[2:]
+        out = xp.zeros_like(images)
+        keys = numpy.stack([shifts[:, 0], shifts[:, 1], flips.astype(numpy.int64)], axis=1)
+        unique, group = numpy.unique(keys, axis=0, return_inverse=True)
+        for index, (down, right, flip) in enumerate(unique):  # one copy per distinct move
+            members = xp.asarray(numpy.flatnonzero(group.reshape(-1) == index))
+            source = images[members]
+            if flip:
+                source = source[..., ::-1]
+            (to_rows, from_rows), (to_columns, from_columns) = _moved(down, height), _moved(right, width)
+            moved = xp.zeros_like(source)
+            moved[:, :, to_rows, to_columns] = source[:, :, from_rows, from_columns]
+            out[members] = moved
+        return out
+
     # ------------------------------------------------------------------ parameter updates
 
     def sgd_update(self, param, grad, learning_rate: float) -> None:
@@ -539,3 +562,12 @@ class Backend:
     def fill(self, array, value: float) -> None:
         """In place: set every element of ``array`` to ``value``."""
         array.fill(value)
+
+
+def _moved(offset, size):
+    """``(target slice, source slice)`` of an axis of ``size`` moved by ``offset`` (positive: towards
+    the end), each of ``max(size - |offset|, 0)`` elements."""
+    offset, length = int(offset), max(size - abs(int(offset)), 0)
+    target, source = (max(offset, 0), max(-offset, 0)) if length else (0, 0)
+    return slice(target, target + length), slice(source, source + length)
+

@@ -23,6 +23,7 @@ from fastprop.backends import (
 )
 from .checkpoint import CheckpointError, load, load_checkpoint, save
 from .costs import Cost, CrossEntropy, MeanSquareError, SoftmaxCrossEntropy
+from .augment import Augment
 from .datasets import load_data, load_fashion_mnist, load_mnist
 from .functions import sigmoid_derivative, sigmoid_function, vectorize
 from .gradcheck import GradcheckResult, gradcheck
@@ -40,7 +41,8 @@ from .training import TrainingDiverged, predict, train, train_epoch, validate, v
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "BatchNorm1D", "BatchNorm2D", "CheckpointError", "Conv2D", "Flatten", "MaxPool2D", "Reshape",
+    "Adam", "Augment", "BatchNorm1D", "BatchNorm2D", "CheckpointError", "Conv2D", "Flatten", "MaxPool2D",
+    "Reshape",
     "TrainingDiverged", "CosineLR", "Dropout", "Optimizer", "SGD", "StepLR",
     "learning_curves", "load", "load_checkpoint", "save",
     "BackendError", "BackendUnavailableError", "Cost", "CrossEntropy", "GradcheckResult", "History",

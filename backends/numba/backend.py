@@ -319,6 +319,14 @@ class NumbaBackend(Backend):
         return super().batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, training=training,
                                            accumulate=accumulate, need_dx=need_dx, relu_output=relu_output)
 
+    def shift_images(self, images, shifts, flips):
+        if images.ndim == 4 and images.shape[0] == len(shifts) == len(flips) and kernel_ready(images):
+            out = numpy.empty_like(images)
+            self._parallel(self._k.shift_images, images, numpy.ascontiguousarray(shifts, numpy.int64),
+                           numpy.ascontiguousarray(flips, numpy.bool_), out)
+            return out
+        return super().shift_images(images, shifts, flips)
+
     # -- convolution and pooling (channels-last images; see backends/base.py) -------------------
 
     def conv2d_forward(self, x, W, b, stride, padding, *, relu=False):

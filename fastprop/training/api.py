@@ -41,6 +41,7 @@ def train(
     checkpoint=None,
     patience=None,
     communicator=None,
+    augment=None,
 ):
     """Train ``net`` with mini-batch gradient descent on ``cost_function``; return a :class:`History`.
 
@@ -70,14 +71,16 @@ def train(
     without a better validation accuracy. With ``patience`` the network ends with the parameters
     of its best epoch, whether or not training stopped early. A non-finite cost or parameter raises
     :class:`TrainingDiverged` with the network left at its last finite step. ``communicator`` (see
-    :mod:`fastprop.distributed`) trains data-parallel over several processes.
+    :mod:`fastprop.distributed`) trains data-parallel over several processes. ``augment`` (a
+    :class:`~fastprop.Augment`) moves and flips each training batch's images, drawn from the run's
+    seed.
     """
     communicator = communicator if communicator is not None else Communicator()
     try:
         config = TrainingConfig.checked(
             number_epochs, batch_size, learning_rate, shuffle=shuffle, seed=seed, quiet=quiet,
             verbose=verbose, optimizer=optimizer, schedule=schedule, checkpoint=checkpoint,
-            patience=patience, communicator=communicator)
+            patience=patience, communicator=communicator, augment=augment)
         trainee = Trainee(net)
         trainee.check_optimizer(optimizer)
         return _train(trainee, cost_function, config, _training_data(data, dataset, data_dir, communicator))
@@ -103,18 +106,21 @@ class TrainingConfig:
     checkpoint: object
     patience: int | None
     communicator: object
+    augment: object = None
 
     @classmethod
     def checked(cls, number_epochs, batch_size, learning_rate, *, shuffle, seed, quiet, verbose, optimizer,
-                schedule, checkpoint, patience, communicator):
+                schedule, checkpoint, patience, communicator, augment=None):
         if learning_rate is None:
             learning_rate = getattr(optimizer, "learning_rate", None) or 1e-4
         number_epochs, batch_size, learning_rate, patience = _check_arguments(
             number_epochs, batch_size, learning_rate, patience)
         seed = None if seed is None else whole_number(seed, "seed", "train")
+        if augment is not None and not callable(getattr(augment, "moves", None)):
+            raise TypeError(f"train's augment must be a fastprop.Augment or None, got {augment!r}.")
         root = communicator.is_root
         return cls(number_epochs, batch_size, learning_rate, shuffle, seed, quiet or not root,
-                   verbose and root, optimizer, schedule, checkpoint, patience, communicator)
+                   verbose and root, optimizer, schedule, checkpoint, patience, communicator, augment)
 
 
 def _training_data(data, dataset, data_dir, communicator):
@@ -165,7 +171,7 @@ def _train(trainee, cost_function, config, data):
             check_savable(net, checkpoint)
         if checkpoint is not None and os.path.exists(checkpoint):
             history, first_epoch, saved = _resume(checkpoint, trainee, optimizer)
-        seed = _shuffle_seed(config.shuffle, config.seed, saved, checkpoint)
+        seed = _shuffle_seed(config.shuffle or config.augment is not None, config.seed, saved, checkpoint)
         if communicator.size > 1:  # every rank starts from rank 0's parameters, state and shuffle
             trainee.start_together(optimizer, communicator)
             seed = int(communicator.broadcast(numpy.array([-1 if seed is None else seed]))[0])
@@ -178,7 +184,7 @@ def _train(trainee, cost_function, config, data):
             if stopper.exhausted(first_epoch - 1):  # the saved run had already stopped early
                 first_epoch = config.number_epochs + 1
         runner = EpochRunner(trainee, cost_function, images, targets, config.batch_size, optimizer,
-                             communicator=communicator)
+                             communicator=communicator, augment=config.augment, seed=seed)
 
         last = first_epoch - 1
         for epoch in range(first_epoch, config.number_epochs + 1):

@@ -26,10 +26,11 @@ def epoch_generator(seed, epoch) -> numpy.random.Generator:
 
 class EpochRunner:
     """Runs one epoch of the notebook's step loop, or the backend's whole-epoch program when it has one
-    (``fast=False`` keeps the step loop). ``net`` is a network or its :class:`Trainee`."""
+    (``fast=False`` keeps the step loop). ``net`` is a network or its :class:`Trainee`. ``augment`` (a
+    :class:`~fastprop.augment.Augment`) changes each training batch, drawing from ``seed``."""
 
     def __init__(self, net, cost_function, images, targets, batch_size, optimizer, *, fast=True,
-                 communicator=None):
+                 communicator=None, augment=None, seed=None):
         self.trainee = trainee = Trainee.of(net)
         self.net, self.cost, self.optimizer = trainee.net, cost_function, optimizer
         net = self.net
@@ -47,8 +48,11 @@ class EpochRunner:
             backend.zeros((self.full,) + targets.shape[1:], targets.dtype),
         )
         self.in_order = None  # the rows in order, made when the fast path needs an order
+        self.augment, self.seed, self.epoch_number = augment, seed, 0
+        if augment is not None:
+            augment.check(images)
         self.fast = None
-        if optimizer is None and fast:
+        if optimizer is None and fast and augment is None:
             plan = lower(net, cost_function)
             if plan is not None:
                 self.fast = backend.compile_epoch(plan, images, targets, batch_size)
@@ -83,6 +87,7 @@ class EpochRunner:
     def epoch(self, order, rate, e, quiet=False):
         """Run one epoch with its bar; return its cost, or raise TrainingDiverged at the last finite step."""
         trainee = self.trainee
+        self.epoch_number = e
         self._start.refill(trainee)
         generators = trainee.generators()
         random_states = [generator.bit_generator.state for generator in generators]
@@ -124,8 +129,8 @@ class EpochRunner:
         """
         net, backend, cost_function, communicator = self.net, self.backend, self.cost, self.communicator
         trainee = self.trainee
-        for start, stop in self.batches:
-            rows = stop - start
+        for batch, (start, stop) in enumerate(self.batches):
+            rows, first = stop - start, start
             if communicator.size > 1:
                 start, stop = shard(start, stop, communicator)
             if order is None:
@@ -135,6 +140,8 @@ class EpochRunner:
                 whole = stop - start == self.full
                 x = backend.take_rows(self.images, index, out=self.buffers[0] if whole else None)
                 t = backend.take_rows(self.targets, index, out=self.buffers[1] if whole else None)
+            if self.augment is not None:  # moves drawn for the whole batch: the same on any rank count
+                x = self.augment(backend, x, self.epoch_number, batch, self.seed, part=(start - first, rows))
             if check is not None:
                 check.refill(trainee)
             net.zero_gradients()

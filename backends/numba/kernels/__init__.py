@@ -46,6 +46,7 @@ from .conv import (
     maxpool_forward,
     sum_chunks,
 )
+from .augment import shift_images
 from .dense import CHUNK, IDENTITY, RELU, SIGMOID, backward_workspace, dense_backward, dense_forward
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .norm import batch_norm_backward, batch_norm_forward
@@ -91,6 +92,7 @@ __all__ = [
     "relu_backward",
     "sgd_update",
     "sgd_update_parallel",
+    "shift_images",
     "sigmoid_mse_epoch",
     "softmax_cross_entropy",
     "softmax_cross_entropy_gradient",
