@@ -444,8 +444,8 @@ class Backend:
             xp.maximum(y, 0, out=y)
         return y.astype(x.dtype, copy=False), mu, inverse_std.astype(x.dtype, copy=False)
 
-    def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, *, training,
-                            accumulate=True, need_dx=True, relu_output=None):
+    def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output=None, *, training,
+                            accumulate=True, need_dx=True):
         """Gradients of :meth:`batch_norm_forward` for the output gradient ``dy`` ``(rows, C)`` (with a
         fused ``ReLU``, ``relu_output`` is the forward's output and ``dy`` counts only where it is
         positive):

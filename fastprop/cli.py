@@ -28,6 +28,17 @@ def _positive(kind):
     return parse
 
 
+def _natural(text):
+    """A whole number >= 0 from the command line."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _add_train(commands):
     parser = commands.add_parser(
         "train",
@@ -44,7 +55,13 @@ def _add_train(commands):
     parser.add_argument("--epochs", type=_positive(int), default=None, help="default: the model's")
     parser.add_argument("--batch-size", type=_positive(int), default=None, help="default: the model's")
     parser.add_argument("--learning-rate", type=_positive(float), default=None, help="default: the model's")
-    parser.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and the split")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds initialisation, shuffling, augmentation and the split")
+    parser.add_argument("--augment", type=_natural, default=None, metavar="PIXELS",
+                        help="move training images by up to this many pixels (0: off); default: the model's")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="also mirror half the training images left to right (clothing, not digits); "
+                             "default: the model's")
     parser.add_argument("--dtype", choices=["float32", "float64"], default=None)
     parser.add_argument("--patience", type=_positive(int), default=None,
                         help="stop after this many epochs without a better validation accuracy")
@@ -110,6 +127,7 @@ def _train(args, parser) -> int:
             optimizer=spec.optimizer(learning_rate) if spec.optimizer else None,
             schedule=spec.schedule(epochs) if spec.schedule else None,
             checkpoint=args.checkpoint, patience=args.patience, communicator=communicator,
+            augment=_augment(spec.augment, args.augment, args.flip),
         )
         accuracy = validate(net, test_images, test_labels, 10000, communicator=communicator)
     say(
@@ -126,6 +144,15 @@ def _train(args, parser) -> int:
         print(f"learning curves: {learning_curves(history, args.plot)}")
     print("test accuracy=%2.6f" % accuracy)
     return 0
+
+
+def _augment(default, shift, flip):
+    """The model's :class:`Augment` with the command line's ``--augment`` and ``--flip`` applied."""
+    from .augment import Augment
+
+    shift = shift if shift is not None else (default.shift if default is not None else 0)
+    flip = flip if flip is not None else (default.flip if default is not None else False)
+    return Augment(shift, flip) if shift or flip else None
 
 
 def fastest_backend() -> str:

@@ -389,6 +389,51 @@ def _fused_cases():
                            {"accumulate": accumulate, "need_dx": need_dx}, updates=(5, 6))
 
 
+# Batch normalisation on (rows, C): two rows (the least training takes; forward only: two rows'
+# input gradient is zero up to rounding, which no relative error can compare), rows not a multiple
+# of anything, several of the Numba kernels' 512-row chunks, wide and narrow; data far from zero.
+NORM_SHAPES = [(2, 3), (7, 5), (1300, 32), (37, 13)]
+
+
+def _norm(rows, columns, method, training, relu=False, layout=None):
+    def make(rng):
+        x = rng.normal(size=(rows, columns)) * 3 + 50
+        gamma, beta = rng.normal(size=columns), rng.normal(size=columns)
+        if method == "batch_norm_forward":
+            mean, var = rng.normal(size=columns) + 50, rng.random(columns) + 5
+            return (View(x, layout) if layout else x), gamma, beta, mean, var
+        mean, var = x.mean(axis=0), x.var(axis=0)
+        y, mu, inverse_std = REFERENCE.batch_norm_forward(
+            x, gamma, beta, mean.copy(), var.copy(), training=training, momentum=0.1, eps=1e-5, relu=relu)
+        dy = rng.normal(size=x.shape)
+        return (x, mu, inverse_std, gamma, (View(dy, layout) if layout else dy), rng.normal(size=columns),
+                rng.normal(size=columns), y if relu else None)
+
+    return make
+
+
+def _norm_cases():
+    shapes = [(shape, None, f"{shape[0]}x{shape[1]}") for shape in NORM_SHAPES]
+    shapes += [((37, 13), "strided", "37x13, strided")]
+    for (rows, columns), layout, label in shapes:
+        for training in (True, False):
+            for relu in (False, True):
+                kind = f"{label}, {'training' if training else 'evaluation'}{', relu' if relu else ''}"
+                keywords = {"training": training, "momentum": 0.1, "eps": 1e-5, "relu": relu}
+                yield Case("batch_norm_forward", kind, _norm(rows, columns, "batch_norm_forward", training,
+                                                              relu, layout), keywords, updates=(3, 4))
+                for accumulate in (True, False):
+                    for need_dx in (True, False) if rows > 2 else ():
+                        flags = f"{'accumulate' if accumulate else 'overwrite'}{'' if need_dx else ', no dx'}"
+                        yield Case("batch_norm_backward", f"{kind}, {flags}",
+                                   _norm(rows, columns, "batch_norm_backward", training, relu, layout),
+                                   {"training": training, "accumulate": accumulate, "need_dx": need_dx},
+                                   updates=(5, 6))
+    yield Case("batch_norm_forward", "no rows, evaluation", lambda r: (
+        numpy.zeros((0, 4)), r.normal(size=4), r.normal(size=4), r.normal(size=4), r.random(4) + 1),
+        {"training": False, "momentum": 0.1, "eps": 1e-5})
+
+
 # ------------------------------------------------------------------------------------ own checks
 
 
@@ -497,6 +542,19 @@ def _check_fused_z(backend, dtype):
         assert numpy.array_equal(backend.to_numpy(z), backend.to_numpy(backend.linear_forward(x, W, b)))
 
 
+def _check_shift_images(backend, dtype):
+    """Every move (past the edges too), with and without flips, on odd shapes: the reference's bits."""
+    rng = numpy.random.default_rng(3)
+    for shape in ((40, 1, 28, 28), (33, 3, 5, 7), (1, 2, 4, 4), (0, 1, 6, 6)):
+        images = rng.normal(size=shape).astype(dtype)
+        shifts, flips = rng.integers(-8, 9, (shape[0], 2)), rng.random(shape[0]) < 0.5
+        moved = backend.shift_images(backend.asarray(images), shifts, flips)
+        assert backend.is_native(moved) and moved.dtype == dtype and moved.shape == shape
+        assert numpy.array_equal(backend.to_numpy(moved), REFERENCE.shift_images(images, shifts, flips))
+    assert REFERENCE.shift_images(numpy.ones((1, 1, 3, 3)), numpy.array([[1, -1]]), numpy.array([False]))[
+        0, 0].tolist() == [[0, 0, 0], [1, 1, 0], [1, 1, 0]]  # the reference itself, on a case by hand
+
+
 def _check_checksum(backend, dtype):
     """The reference's bits on every layout and length; any changed or moved value changes it."""
     rng = numpy.random.default_rng(4)
@@ -540,6 +598,8 @@ CASES = [
     *_conv_cases(),
     *_pool_cases(),
     *_fused_cases(),
+    *_norm_cases(),
+    Case("shift_images", "", check=_check_shift_images),
 ]
 
 

@@ -14,8 +14,8 @@ import pytest
 
 import fastprop
 from fastprop import (
-    Conv2D, Dropout, Flatten, Linear, MaxPool2D, MeanSquareError, Network, ReLU, Reshape, Sigmoid, SoftMax,
-    Tanh,
+    BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten, Linear, MaxPool2D, MeanSquareError, Network, ReLU,
+    Reshape, Sigmoid, SoftMax, Tanh,
 )
 from fastprop.layer_types import CHECKPOINT_LAYERS
 from tests.conftest import relative_error
@@ -38,6 +38,8 @@ CASES = {
     "Flatten": LayerCase(Flatten, (3, 2, 2, 2)),
     "Conv2D": LayerCase(lambda: Conv2D(2, 3, (3, 2), stride=(1, 2), padding=(1, 0), rng=0), (2, 2, 5, 6)),
     "MaxPool2D": LayerCase(lambda: MaxPool2D((2, 2)), (2, 3, 4, 4)),
+    "BatchNorm1D": LayerCase(lambda: BatchNorm1D(4, eps=1e-3), (3, 4)),
+    "BatchNorm2D": LayerCase(lambda: BatchNorm2D(3, momentum=0.5), (2, 3, 4, 5)),
     "Network": LayerCase(lambda: Network([Linear(5, 4, rng=0), ReLU(), Linear(4, 3, rng=1), Sigmoid()]),
                          (3, 5)),
 }

@@ -396,13 +396,14 @@ def test_validate_refuses_a_non_finite_label_with_its_row(backend_name):
 def _every_layer_net(backend_name):
     """One network holding every layer class a checkpoint knows, with tuple arguments where a layer
     takes them (they come back from the file's JSON as lists)."""
-    from fastprop import Conv2D, Flatten, MaxPool2D, Reshape, SoftMax, Tanh
+    from fastprop import BatchNorm1D, BatchNorm2D, Conv2D, Flatten, MaxPool2D, Reshape, SoftMax, Tanh
 
     with fastprop.use_backend(backend_name, "float64"):
         return Network([
-            Reshape((1, 5, 8)), Conv2D(1, 2, (3, 3), stride=(1, 2), padding=(1, 1), rng=0), ReLU(),
-            MaxPool2D((2, 2)), Flatten(), Network([Linear(8, 12, rng=1), Tanh()], fuse=False),
-            Dropout(0.25, rng=3), Linear(12, 10, rng=2), Sigmoid(), Linear(10, 10, rng=4), SoftMax(),
+            Reshape((1, 5, 8)), Conv2D(1, 2, (3, 3), stride=(1, 2), padding=(1, 1), rng=0), BatchNorm2D(2),
+            ReLU(), MaxPool2D((2, 2)), Flatten(), Network([Linear(8, 12, rng=1), Tanh()], fuse=False),
+            Dropout(0.25, rng=3), Linear(12, 10, rng=2), BatchNorm1D(10, momentum=0.2), Sigmoid(),
+            Linear(10, 10, rng=4), SoftMax(),
         ])
 
 

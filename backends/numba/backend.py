@@ -308,16 +308,16 @@ class NumbaBackend(Backend):
         return super().batch_norm_forward(x, gamma, beta, mean, var, training=training, momentum=momentum,
                                           eps=eps, relu=relu)
 
-    def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, *, training,
-                            accumulate=True, need_dx=True, relu_output=None):
+    def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output=None, *, training,
+                            accumulate=True, need_dx=True):
         arrays = (x, dy) if relu_output is None else (x, dy, relu_output)
         same = all(a.shape == x.shape for a in arrays)
         ready = same and _norm_ready(x, mu, inverse_std, gamma, dgamma, dbeta)
         if ready and kernel_ready(*arrays):
             return self._parallel(self._k.batch_norm_backward, x, mu, inverse_std, gamma, dy, dgamma, dbeta,
                                   bool(training), bool(accumulate), bool(need_dx), relu_output)
-        return super().batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, training=training,
-                                           accumulate=accumulate, need_dx=need_dx, relu_output=relu_output)
+        return super().batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output,
+                                           training=training, accumulate=accumulate, need_dx=need_dx)
 
     def shift_images(self, images, shifts, flips):
         if images.ndim == 4 and images.shape[0] == len(shifts) == len(flips) and kernel_ready(images):

@@ -95,8 +95,7 @@ class BatchNorm(Layer):
             )
         dx = self.backend.batch_norm_backward(
             rows, self._mu, self._inverse_std, self.gamma, self._as_rows(d_out), self.dgamma, self.dbeta,
-            training=self._trained, accumulate=not self.gradients_fresh(), need_dx=input_gradient,
-            relu_output=relu_rows)
+            relu_rows, training=self._trained, accumulate=not self.gradients_fresh(), need_dx=input_gradient)
         self.gradients_written()
         return None if dx is None else self._from_rows(dx, self.x_in.shape)
 
