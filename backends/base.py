@@ -328,13 +328,7 @@ class Backend:
         """Add (or with ``accumulate=False`` write) a convolution's gradients: ``by_tap`` is the weight
         gradient as ``(kh * kw * C, K)``, rows ordered ``(p, q, channel)`` as :meth:`_im2col`'s columns."""
         K, C, kh, kw = dW.shape
-        weight_gradient = by_tap.T.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)
-        if accumulate:
-            dW += weight_gradient
-            db += bias_gradient
-        else:
-            dW[...] = weight_gradient
-            db[...] = bias_gradient
+        _store(((dW, by_tap.T.reshape(K, kh, kw, C).transpose(0, 3, 1, 2)), (db, bias_gradient)), accumulate)
 
     def _im2col(self, x, kernel, stride, padding):
         """Rows of ``kh * kw * C`` input values, one per output position: ``(n * Ho * Wo, kh * kw * C)``,
@@ -459,12 +453,7 @@ class Backend:
         x_hat = (x - mu) * inverse_std
         bias_gradient = dy.sum(axis=0)
         scale_gradient = (dy * x_hat).sum(axis=0)
-        if accumulate:
-            dbeta += bias_gradient
-            dgamma += scale_gradient
-        else:
-            dbeta[...] = bias_gradient
-            dgamma[...] = scale_gradient
+        _store(((dbeta, bias_gradient), (dgamma, scale_gradient)), accumulate)
         if not need_dx:
             return None
         scale = gamma * inverse_std
@@ -570,4 +559,14 @@ def _moved(offset, size):
     offset, length = int(offset), max(size - abs(int(offset)), 0)
     target, source = (max(offset, 0), max(-offset, 0)) if length else (0, 0)
     return slice(target, target + length), slice(source, source + length)
+
+
+def _store(pairs, accumulate):
+    """For each ``(buffer, gradient)``: ``buffer += gradient``, or with ``accumulate=False``
+    ``buffer[...] = gradient`` (the layer's gradient buffers are written in place either way)."""
+    for buffer, gradient in pairs:
+        if accumulate:
+            buffer += gradient
+        else:
+            buffer[...] = gradient
 

@@ -4,6 +4,16 @@
 from __future__ import annotations
 
 
+def _saved(value, *layers):
+    """``value``, what a fused stage kept from its forward pass, or one error naming its layers."""
+    if value is None:
+        raise RuntimeError(
+            f"{' + '.join(map(repr, layers))}: backward was called before forward; call forward on the batch "
+            "first."
+        )
+    return value
+
+
 class LinearActivation:
     """One stage of a :class:`~fastprop.Network` that runs a ``Linear`` and the activation after it
     through the backend's fused kernels (``forward_kernel``, ``backward_kernel``).
@@ -35,12 +45,7 @@ class LinearActivation:
         return result
 
     def backward(self, d_out, input_gradient=True):
-        if self.saved is None:
-            raise RuntimeError(
-                f"{self.linear!r} + {self.activation!r}: backward was called before forward; call forward "
-                "on the batch first."
-            )
-        linear, (x, output) = self.linear, self.saved
+        linear, (x, output) = self.linear, _saved(self.saved, self.linear, self.activation)
         d_out = linear.checked_gradient(d_out, x.shape[0])
         d_in = getattr(linear.backend, self.backward_kernel)(
             x, linear.w, output, d_out, linear.dw, linear.db,
@@ -91,12 +96,8 @@ class Conv2DReLU:
         return output
 
     def backward(self, d_out, input_gradient=True):
-        if self.output is None:
-            raise RuntimeError(
-                f"{self.conv!r} + {self.relu!r}: backward was called before forward; call forward on the "
-                "batch first."
-            )
-        dx = self.conv.convolve_backward(self.conv.gradient_in(d_out), input_gradient, self.output)
+        output = _saved(self.output, self.conv, self.relu)
+        dx = self.conv.convolve_backward(self.conv.gradient_in(d_out), input_gradient, output)
         return None if dx is None else dx.transpose(0, 3, 1, 2)
 
 
@@ -130,12 +131,7 @@ class Conv2DReLUMaxPool:
         return output
 
     def backward(self, d_out, input_gradient=True):
-        if self.saved is None:
-            raise RuntimeError(
-                f"{self.conv!r} + {self.relu!r} + {self.pool!r}: backward was called before forward; call "
-                "forward on the batch first."
-            )
-        conv, pool, (y, argmax) = self.conv, self.pool, self.saved
+        conv, pool, (y, argmax) = self.conv, self.pool, _saved(self.saved, self.conv, self.relu, self.pool)
         dy = conv.gradient_in(d_out, y.shape, f"{self.conv!r} + {self.relu!r} + {self.pool!r}")
         dx = conv.backend.conv2d_relu_maxpool_backward(
             conv.kept_images(), conv.w, y, argmax, dy, conv.dw, conv.db, conv.stride, conv.padding, pool.size,
@@ -160,12 +156,7 @@ class BatchNormReLU:
         return output
 
     def backward(self, d_out, input_gradient=True):
-        if self.output is None:
-            raise RuntimeError(
-                f"{self.norm!r} + {self.relu!r}: backward was called before forward; call forward on the "
-                "batch first."
-            )
-        return self.norm.backpropagate(d_out, input_gradient, self.output)
+        return self.norm.backpropagate(d_out, input_gradient, _saved(self.output, self.norm, self.relu))
 
 
 class WeightedBatchNormReLU:
