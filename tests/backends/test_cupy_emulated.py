@@ -188,6 +188,29 @@ def test_the_emulator_reports_what_a_gpu_would_not_forgive(emulated):
         scalar([1], (1,), (5, numpy.int32(2), out))  # CuPy takes tuples only
 
 
+@pytest.mark.slow
+def test_a_barrier_removed_from_the_tiled_product_is_caught(emulated, monkeypatch):
+    """The orders find a missing barrier in the real kernels too: without the barrier that ends each
+    slice of tile_product, the next slice overwrites shared memory that slower threads still read."""
+    kernels = emulated.kernels
+    source = kernels.cuda_source("epoch_kernels")
+    end_of_slice = source.index("__syncthreads();\n    }\n}", source.index("tile_product"))
+    mutant = source[:end_of_slice] + source[end_of_slice + len("__syncthreads();"):]
+    module = emulated.cupy.RawModule(code=mutant, name_expressions=("dense_forward<double, 32, 32>",))
+    kernel = module.get_function("dense_forward<double, 32, 32>")
+    cupy, rng = emulated.cupy, numpy.random.default_rng(0)
+    x, W, b = (cupy.asarray(rng.normal(size=s)) for s in ((40, 50), (33, 50), (33,)))
+    order, cursor = cupy.asarray(numpy.arange(40)), cupy.zeros(1, numpy.int64)
+    results = []
+    for threads in ("forward", "reverse"):
+        y = cupy.empty((40, 33), numpy.float64)
+        with schedule(threads):
+            kernel((2, 2), (256,), (x, order, cursor, numpy.int64(0), numpy.int32(0), W, b, y,
+                                    numpy.int64(40), numpy.int64(33), numpy.int64(50), numpy.int32(0)))
+        results.append(y.get())
+    assert not numpy.array_equal(results[0], results[1], equal_nan=True)
+
+
 def test_graph_capture_records_launches_and_replays_them(emulated):
     cupy = emulated.cupy
     kernel = _module(cupy).get_function("scalar")
@@ -333,6 +356,19 @@ def test_elementwise_kernels(emulated, dtype, name, shape):
         out = cupy.zeros((shape[0], 2 * shape[1]), dtype)[:, ::2]
         kernels.elementwise(name)(*map(cupy.asarray, inputs), out)
         close(out.get(), wanted, dtype, 2)
+
+
+def test_elementwise_kernels_broadcast_as_cupy_does(emulated):
+    cupy, kernels = emulated.cupy, emulated.kernels
+    y, dy = numpy.array([[1.0, -1.0, 2.0]]), numpy.arange(6.0).reshape(2, 3)
+    result = kernels.elementwise("relu_backward")(cupy.asarray(y), cupy.asarray(dy))
+    assert result.shape == (2, 3) and numpy.array_equal(result.get(), dy * (y > 0))
+    with pytest.raises(ValueError, match="Out shape is mismatched"):
+        kernels.elementwise("relu_backward")(cupy.asarray(y), cupy.asarray(dy), cupy.empty((1, 3)))
+    with pytest.raises(TypeError, match="Wrong arguments"):  # outputs are positional, as in CuPy
+        kernels.elementwise("relu_backward")(cupy.asarray(y), cupy.asarray(dy), out=cupy.empty((2, 3)))
+    with pytest.raises(TypeError):  # a host array
+        kernels.elementwise("relu_backward")(y, cupy.asarray(dy))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -723,6 +759,47 @@ def test_the_backward_of_an_empty_batch(emulated, dtype, method):
         assert (db.get() == (3.0 if accumulate else 0.0)).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_weight_gradient_without_cublas_gemm(emulated, monkeypatch, dtype):
+    """CuPy without cupy.cublas.gemm (before v9): matmul, into dW or added to it."""
+    monkeypatch.setattr(emulated.kernels, "_gemm", None)
+    rng = numpy.random.default_rng(8)
+    x, dz, dW = rng.normal(size=(7, 5)), rng.normal(size=(7, 3)), rng.normal(size=(3, 5))
+    for accumulate in (False, True):
+        ours = emulated.cupy.asarray(dW.astype(dtype))
+        emulated.kernels.weight_gradient(*(emulated.cupy.asarray(a.astype(dtype)) for a in (dz, x)), ours,
+                                         accumulate)
+        close(ours.get(), dz.T @ x + (dW if accumulate else 0), dtype, 4)
+
+
+def test_other_dtypes_go_to_the_reference(emulated):
+    """float16, and mixed dtypes, take the NumPy reference's path on the device arrays."""
+    backend, cupy = emulated.backend, emulated.cupy
+    z = numpy.random.default_rng(9).normal(size=(4, 5)).astype(numpy.float16)
+    for method in ("sigmoid", "relu", "softmax"):
+        ours = getattr(backend, method)(cupy.asarray(z))
+        assert ours.dtype == numpy.float16
+        assert numpy.allclose(ours.get(), getattr(REFERENCE, method)(z), rtol=1e-3, atol=1e-3), method
+    param, grad = cupy.asarray(numpy.ones(3, numpy.float32)), cupy.asarray(numpy.ones(3, numpy.float64))
+    backend.sgd_update(param, grad, 0.5)
+    assert param.dtype == numpy.float32 and numpy.array_equal(param.get(), numpy.full(3, 0.5, numpy.float32))
+
+
+def test_create_says_why_there_is_no_device(emulated, monkeypatch):
+    module = inspect.getmodule(type(emulated.backend))
+    runtime = emulated.cupy.cuda.runtime
+    monkeypatch.setattr(runtime, "getDeviceCount", lambda: 0)
+    with pytest.raises(fastprop.BackendUnavailableError, match="no CUDA device is visible"):
+        module.create()
+
+    def no_driver():
+        raise runtime.CUDARuntimeError("cudaErrorNoDevice")
+
+    monkeypatch.setattr(runtime, "getDeviceCount", no_driver)
+    with pytest.raises(fastprop.BackendUnavailableError, match="cudaErrorNoDevice"):
+        module.create()
+
+
 def test_overrides_keep_the_contract_signatures(emulated):
     contract = _contract()
     for method, reference in contract._public_methods(Backend).items():
@@ -871,9 +948,11 @@ EPOCH_MODELS = {  # each covers other kernels: narrow (<= 32 outputs) and dense 
 }
 
 
-def _compare_epochs(emulated, model, dtype, n=137, batch_size=30, epochs=2, schedules=(SCHEDULES[0],)):
-    """A compiled epoch (graphs replayed) against the step loop on the same shuffled orders: the summed
-    costs, and parameters and gradients after each epoch; the same bits under each of ``schedules``."""
+def _compare_epochs(emulated, model, dtype, n=137, batch_size=30, epochs=2, schedules=(SCHEDULES[0],),
+                    mode="graph"):
+    """A compiled epoch (graphs replayed, or launched one by one in ``mode="eager"``) against the step
+    loop on the same shuffled orders: the summed costs, and parameters and gradients after each epoch;
+    the same bits under each of ``schedules``."""
     build, cost_type = EPOCH_MODELS[model]
     backend = emulated.backend
     runs = []
@@ -891,14 +970,16 @@ def _compare_epochs(emulated, model, dtype, n=137, batch_size=30, epochs=2, sche
         for learning_rate in (0.05, 0.02)[:epochs]:  # a new rate needs no new capture
             order = backend.permutation(rng, n)
             with schedule(order_schedule.threads, order_schedule.blocks, order_schedule.seed), \
-                    warnings.catch_warnings():
-                warnings.simplefilter("error")
+                    warnings.catch_warnings(record=mode != "graph"):
+                if mode == "graph":
+                    warnings.simplefilter("error")
                 totals = backend.to_numpy(run(order, learning_rate))
-            assert run.mode == "graph"
+            assert run.mode == mode
             assert totals.shape == (2,) and totals.dtype == numpy.float64
             batches = _step_loop(slow, cost_type(), images, targets, order, batch_size, learning_rate)
-            full = sum(total for rows, total in batches if rows == batch_size)
-            last = sum(total for rows, total in batches if rows != batch_size)
+            first = batches[0][0]  # the contract's full batches are as long as the first
+            full = sum(total for rows, total in batches if rows == first)
+            last = sum(total for rows, total in batches if rows != first)
             assert totals[0] == pytest.approx(full, rel=16 * TOLERANCE[dtype])
             assert totals[1] == pytest.approx(last, rel=16 * TOLERANCE[dtype], abs=0.0)
             for a, b in zip(fast.parameters(), slow.parameters()):
@@ -947,6 +1028,35 @@ def test_larger_tiles_on_a_device_with_fewer_multiprocessors(emulated, monkeypat
     assert f"dense_forward<double, {tile[0]}, {tile[1]}>" in names
 
 
+def test_a_batch_larger_than_the_data_is_one_step(emulated):
+    run = _compare_epochs(emulated, "tiny layers, squared error", numpy.float32, n=23, batch_size=40)
+    assert len(run._tail.descriptions) == 5  # one step: two forwards, an input gradient, two weight steps
+
+
+def test_weights_set_between_epochs_are_captured_again(emulated):
+    """The graphs hold the arrays' addresses: a weight array replaced (``layer.w = ...``) is captured
+    again, and the next epoch updates the new array, as the step loop does."""
+    build, cost_type = EPOCH_MODELS["relu, softmax cross-entropy"]
+    backend, n = emulated.backend, 90
+    with fastprop.use_backend("cupy", dtype="float64"):
+        fast, slow = Network(build()), Network(build())
+    x, t = _dataset(n, 20, 10)
+    images, targets = backend.asarray(x, dtype=numpy.float64), backend.asarray(t, dtype=numpy.float64)
+    run = backend.compile_epoch(lower(fast, cost_type()), images, targets, 30)
+    rng, graphs = numpy.random.default_rng(7), []
+    for epoch in range(2):
+        order = backend.permutation(rng, n)
+        run(order, 0.05)
+        graphs.append(run._tail)
+        _step_loop(slow, cost_type(), images, targets, order, 30, 0.05)
+        if epoch == 0:
+            new = numpy.random.default_rng(9).normal(0, 0.1, (40, 20))
+            fast.layers[0].w, slow.layers[0].w = new, new
+    assert graphs[0] is not graphs[1]
+    for a, b in zip(fast.parameters(), slow.parameters()):
+        close(backend.to_numpy(a.value), backend.to_numpy(b.value), numpy.float64, 64)
+
+
 def test_train_epoch_on_host_data_prepares_the_epoch_once(emulated, monkeypatch):
     """The notebook's ``train_epoch`` on NumPy arrays, epoch after epoch: the backend's checksum of the
     host images and labels tells that they did not change, so the compiled epoch is made once."""
@@ -962,6 +1072,49 @@ def test_train_epoch_on_host_data_prepares_the_epoch_once(emulated, monkeypatch)
     x[0, 0] += 1  # changed in place: prepared again
     fastprop.train_epoch(3, net, x, t, cost, 25, 0.05, quiet=True)
     assert len(compiled) == 2
+
+
+def test_epochs_run_launch_by_launch_where_graphs_cannot_be_captured(emulated, monkeypatch):
+    """ROCm builds of CuPy capture no graphs, and a capture may fail: the same launches then run from
+    Python, with a warning for a failed capture."""
+    monkeypatch.setattr(emulated.cupy.cuda.runtime, "is_hip", True)
+    run = _compare_epochs(emulated, "mixed widths, softmax cross-entropy", numpy.float64, mode="eager")
+    assert run._tail is None and run._eager
+    monkeypatch.setattr(emulated.cupy.cuda.runtime, "is_hip", False)
+
+    def refuse(self, mode=None):
+        raise emulated.cupy.cuda.runtime.CUDARuntimeError("cudaErrorStreamCaptureUnsupported")
+
+    monkeypatch.setattr(emulated.cupy.cuda.Stream, "begin_capture", refuse)
+    run = _compare_epochs(emulated, "wide output, softmax cross-entropy", numpy.float32, epochs=1,
+                          mode="eager")
+    with pytest.warns(UserWarning, match="capture failed.*launch by launch"):
+        run._build()
+
+
+def test_the_epoch_program_refuses_what_it_cannot_run(emulated, monkeypatch):
+    backend, kernels = emulated.backend, emulated.kernels
+    build, cost_type = EPOCH_MODELS["narrow sigmoid, squared error"]
+    with fastprop.use_backend("cupy", dtype="float32"):
+        net = Network(build())
+    x, t = _dataset(40, 20, 10)
+    images, targets = backend.asarray(x, dtype=numpy.float32), backend.asarray(t, dtype=numpy.float32)
+    run = backend.compile_epoch(lower(net, cost_type()), images, targets, 16)
+    with pytest.raises(ValueError, match="order of 40 rows"):
+        run(backend.permutation(numpy.random.default_rng(0), 39), 0.1)
+    parameter = net.parameters()[0]
+    kept = parameter.value
+    parameter.value, parameter.version = kept.astype(numpy.float64), parameter.version + 1
+    with pytest.raises(RuntimeError, match="call train again"):
+        run(backend.permutation(numpy.random.default_rng(0), 40), 0.1)
+    parameter.value = kept
+
+    def broken(dtype):
+        raise host_module.CompileException("no toolkit")
+
+    monkeypatch.setattr(kernels, "epoch_kernels", broken)
+    with pytest.warns(UserWarning, match="epoch kernels are unavailable"):
+        assert backend.compile_epoch(lower(net, cost_type()), images, targets, 16) is None
 
 
 def test_compile_epoch_leaves_other_models_to_the_step_loop(emulated):
