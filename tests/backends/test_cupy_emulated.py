@@ -909,6 +909,27 @@ def test_a_checkpoint_round_trip(emulated, tmp_path):
     assert numpy.array_equal(net.forward(x).get(), again.forward(x).get())
 
 
+def test_a_resumed_run_continues_as_the_uninterrupted_one(emulated, tmp_path):
+    """Training with Adam, shuffling, early stopping and a checkpoint every epoch, all on the device:
+    stopped after two epochs and resumed for a third, it ends as three epochs in one go."""
+    x, t = _dataset(60, 16, 3)
+    data = (x, t, *_dataset(20, 16, 3, seed=1))
+
+    def run(epochs, path):
+        with fastprop.use_backend("cupy"):
+            net = Network([Reshape((1, 4, 4)), Conv2D(1, 2, 3, padding=1, rng=0), ReLU(), MaxPool2D(2),
+                           Flatten(), Linear(8, 3, rng=1)])
+        train(net, SoftmaxCrossEntropy(), epochs, 16, None, data=data, quiet=True, verbose=False,
+              shuffle=True, seed=5, optimizer=fastprop.Adam(learning_rate=0.01), checkpoint=path, patience=3)
+        return [p.value.get() for p in net.parameters()]
+
+    whole = run(3, tmp_path / "whole.fastprop")
+    run(2, tmp_path / "parts.fastprop")
+    resumed = run(3, tmp_path / "parts.fastprop")
+    for a, b in zip(whole, resumed):
+        assert numpy.array_equal(a, b)
+
+
 # ==================================================================================== compiled epochs
 
 

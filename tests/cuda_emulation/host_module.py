@@ -19,6 +19,8 @@ from a seed), so that tests can run kernels under several orders and require the
 
 Builds are cached per source hash in ``$FASTPROP_CUDA_EMULATION_CACHE`` (default: a folder in the
 system's temporary directory), so a test session builds each kernel family once per dtype.
+``$FASTPROP_CUDA_EMULATION_FLAGS`` adds g++ flags: ``-DHOST_CUDA_SWAPCONTEXT`` (fibers switched by
+swapcontext alone), ``-fsanitize=undefined`` (UBSan in the kernels; its reports go to stderr).
 
 The array side (what a device array is, allocating one, recording launches while a stream is
 captured, guard bytes) is the stand-in ``cupy``'s: it installs itself as :data:`runtime`.
@@ -196,7 +198,7 @@ def available() -> str | None:
 
 def build(source: str, extra_flags=()) -> Library:
     """``source`` (C++ including host_cuda.h) built into a shared library, loaded; cached by hash."""
-    flags = FLAGS + tuple(extra_flags)
+    flags = FLAGS + tuple(extra_flags) + tuple(os.environ.get("FASTPROP_CUDA_EMULATION_FLAGS", "").split())
     text = "\0".join((source, HEADER.read_text(), LINKER_SCRIPT, *flags))
     key = hashlib.sha256(text.encode()).hexdigest()[:24]
     with _build_lock:
@@ -463,7 +465,7 @@ class RawKernel:
                 if not arg.flags.c_contiguous:
                     raise EmulationError(f"{what} got an array that is not C-contiguous: the kernel would "
                                          "read its memory as if it were")
-                holders.append(ctypes.c_void_p(arg.ctypes.data))
+                holders.append(ctypes.c_void_p(_address(arg)))
                 arrays.append(arg)
                 continue
             value = _kernel_scalar(arg, what)
@@ -507,6 +509,11 @@ class _Config(ctypes.Structure):
     def __init__(self, grid, block, thread_order, block_order, seed):
         super().__init__((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), thread_order, block_order,
                          seed & (2**64 - 1))
+
+
+def _address(array) -> int:
+    """Where ``array``'s first element is (device arrays have no ``ctypes``, as CuPy's have none)."""
+    return array.view(numpy.ndarray).ctypes.data
 
 
 def _kernel_scalar(arg, what):
@@ -716,7 +723,7 @@ class ElementwiseKernel:
                 dense = numpy.ascontiguousarray(out.view(numpy.ndarray))
                 holders.append(dense)
                 copies_back.append((out, dense))
-        pointers = (ctypes.c_void_p * len(holders))(*(h.ctypes.data for h in holders))
+        pointers = (ctypes.c_void_p * len(holders))(*(_address(h) for h in holders))
         loop(int(numpy.prod(shape)), pointers)
         for out, dense in copies_back:
             out.view(numpy.ndarray)[...] = dense

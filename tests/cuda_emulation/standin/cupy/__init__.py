@@ -9,6 +9,7 @@ silently accepts one it would not.
   ``get()`` copies to the host, ``cupy.asnumpy`` and ``cupy.asarray`` move data, and mixing a host
   array into a device operation raises TypeError as CuPy does. Results of reductions are 0-d
   device arrays, not NumPy scalars, as in CuPy. Floating-point errors never raise (a GPU has none).
+  NumPy's ndarray attributes that CuPy's lacks (``ctypes``, ``resize``, ...) raise AttributeError.
 * Arrays this module allocates sit between guard bytes, and ``empty`` memory is filled with 0xFF
   bytes (NaN, or -1): a kernel that reads uninitialised memory gets NaNs, and one that writes past
   either end of an array is reported after its launch.
@@ -55,7 +56,7 @@ class StandinLimitation(NotImplementedError):
 
 _GUARD = 256  # bytes on either side of each allocation
 _POISON = 0xFF
-_allocations: dict[int, tuple] = {}  # id(raw buffer) -> (start, nbytes, description)
+_allocations: dict[int, tuple] = {}  # id(raw buffer) -> (start, nbytes)
 _lock = threading.Lock()
 
 
@@ -150,7 +151,7 @@ class MemoryPointer:
 
     def __init__(self, array):
         self._array = array
-        self.ptr = array.ctypes.data
+        self.ptr = array.view(numpy.ndarray).ctypes.data
 
     def memset_async(self, value, size, stream=None):
         _refuse_in_capture("MemoryPointer.memset_async")
@@ -423,6 +424,18 @@ class ndarray(numpy.ndarray):
 
     def __dlpack__(self, *args, **kwargs):
         raise StandinLimitation(f"{_STANDIN}: DLPack")
+
+
+def _not_in_cupy(name):
+    def refuse(self):
+        raise AttributeError(f"'cupy.ndarray' object has no attribute '{name}' (NumPy's has, CuPy's not)")
+
+    return property(refuse)
+
+
+# numpy.ndarray's attributes that cupy.ndarray (CuPy 13) lacks, refused rather than inherited.
+for _name in ("byteswap", "ctypes", "getfield", "mT", "resize", "setfield", "setflags", "to_device"):
+    setattr(ndarray, _name, _not_in_cupy(_name))
 
 
 def _index(key):
