@@ -29,6 +29,10 @@ else:
     from . import kernels
 
 
+#: The NumPy reference, for host arrays given to the methods that take them.
+_HOST = Backend()
+
+
 def _window_output(image_shape, kernel, stride, padding=(0, 0)):
     """``(Ho, Wo)`` of a window on images of ``image_shape`` ``(n, H, W, C)``, or ``None`` when the conv
     kernels do not take it: no output, or sizes beyond their int indices."""
@@ -149,6 +153,11 @@ class CupyBackend(Backend):
             return result
         out[...] = result
         return out
+
+    def checksum(self, array) -> int:
+        if not isinstance(array, cupy.ndarray):  # host data (train_epoch's NumPy arrays): summed on the host
+            return _HOST.checksum(array)  # CuPy takes no NumPy arrays (cupy.ascontiguousarray raises)
+        return super().checksum(array)
 
     def fill(self, array, value: float) -> None:
         if value == 0 and array.flags.c_contiguous and array.nbytes:

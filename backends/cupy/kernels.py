@@ -176,6 +176,10 @@ except ImportError:  # CuPy before v9
 
 def weight_gradient(dz, x, dW, accumulate: bool) -> None:
     """``dW = dz.T @ x``, or ``dW += dz.T @ x`` when ``accumulate``, as one cuBLAS GEMM."""
+    if dz.shape[0] == 0:  # no rows: CuPy would give cuBLAS leading dimensions of 0, which it refuses
+        if not accumulate:
+            dW.fill(0)
+        return
     if _gemm is not None:
         _gemm("T", "N", dz, x, out=dW, alpha=1.0, beta=1.0 if accumulate else 0.0)
     elif accumulate:
