@@ -131,3 +131,22 @@ def test_flattened_gradients_are_views_of_one_buffer_with_the_same_values():
         assert numpy.shares_memory(parameter.gradient, flat)
     flat[...] = 0
     assert all(not parameter.gradient.any() for parameter in net.parameters())
+
+
+def test_a_whole_epoch_program_leaves_the_gradients_marked_as_written():
+    """The program sums the last batch's gradients into the buffers, as a step would: a backward after
+    it adds to them until zero_gradients (the caller marks them, the backend knows no layers)."""
+    pytest.importorskip("numba")
+    from fastprop.training import EpochRunner
+
+    rng = numpy.random.default_rng(3)
+    with fastprop.use_backend("numba", "float32"):
+        net = Network([Linear(784, 10, rng=0), Sigmoid()])
+    images, targets = (net.backend.asarray(a, dtype=numpy.float32)
+                       for a in (rng.random((1200, 784)), numpy.eye(10)[rng.integers(0, 10, 1200)]))
+    runner = EpochRunner(net, fastprop.MeanSquareError(), images, targets, 600, None)
+    assert runner.fast is not None
+    net.zero_gradients()
+    assert all(parameter.fresh for parameter in net.parameters())
+    runner.run(None, 1e-4)
+    assert not any(parameter.fresh for parameter in net.parameters())
