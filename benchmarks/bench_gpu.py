@@ -9,7 +9,8 @@ whole-epoch program. The ``cold`` row of each path is its first call in this pro
 unless ``--keep-kernel-cache``. Warm figures are the median of the timed epochs after one warm-up
 epoch; ``infer`` is forward passes over all rows in batches of 10,000. The CPU backends get a few
 epochs of the same workloads for the ratios. Without CuPy or a GPU its rows are skipped with the
-reason, so the script also runs on a CPU machine::
+reason, so the script also runs on a CPU machine (``--require-gpu``, which ``gpu_check.sh`` passes,
+stops it there instead, with the reason)::
 
     python benchmarks/bench_gpu.py --rows 3000 --epochs 2 --w2-epochs 2 --cpu-epochs 1
 
@@ -45,6 +46,8 @@ def parse_arguments(argv=None):
                         help="comma-separated fastprop backends, notebook or torch-cuda "
                              "(default cupy,numpy,numba)")
     parser.add_argument("--workloads", default="W1,W2", help="comma-separated (default W1,W2)")
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="stop with one line, status 1, where the CuPy backend cannot run (gpu_check.sh)")
     parser.add_argument("--keep-kernel-cache", action="store_true",
                         help="use CuPy's usual kernel cache, so cold start may skip compilation")
     default_json = os.path.join(os.environ["OUT"], "gpu_bench.json") if os.environ.get("OUT") else None
@@ -164,6 +167,12 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"bench_gpu.py: unknown workload {', '.join(unknown)}; choose from "
                          f"{', '.join(bench.WORKLOADS)}")
+    if args.require_gpu:
+        from fastprop.backends import available_backends
+
+        cupy = available_backends()["cupy"]
+        if not cupy.available:
+            raise SystemExit(f"bench_gpu.py: no GPU to benchmark: {cupy.reason}")
     report = run(args, bench)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

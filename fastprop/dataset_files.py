@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy
-import platformdirs
 from tqdm import tqdm
 
 from .files import atomic_file
@@ -102,7 +101,11 @@ class RawDataset(NamedTuple):
 
 def cache_dir() -> Path:
     """The folder downloads go to: ``$FASTPROP_CACHE`` if set, else the user cache folder."""
-    return Path(os.environ.get("FASTPROP_CACHE") or platformdirs.user_cache_dir("fastprop"))
+    if os.environ.get("FASTPROP_CACHE"):
+        return Path(os.environ["FASTPROP_CACHE"])
+    import platformdirs  # here, not at the top: importing fastprop needs only numpy and tqdm
+
+    return Path(platformdirs.user_cache_dir("fastprop"))
 
 
 def read_dataset(dataset="mnist", path=None, *, download=True) -> RawDataset:

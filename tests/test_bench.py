@@ -383,6 +383,21 @@ def test_gpu_bench_runs_without_a_gpu(tmp_path, capsys):
         assert "skipped cupy: " in table
 
 
+def test_gpu_bench_require_gpu_stops_with_the_reason_where_cupy_cannot_run(monkeypatch, tmp_path, capsys):
+    for table in ("_factories", "_instances", "_failures"):
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+
+    def no_gpu():
+        raise BackendUnavailableError("no CUDA device here (test)")
+
+    registry.register_backend("cupy", no_gpu)
+    json_path = tmp_path / "gpu.json"
+    with pytest.raises(SystemExit) as stopped:
+        _gpu_bench().main(["--require-gpu", "--rows", str(ROWS), "--json", str(json_path)])
+    assert str(stopped.value) == "bench_gpu.py: no GPU to benchmark: no CUDA device here (test)"
+    assert capsys.readouterr().out == "" and not json_path.exists()  # nothing timed
+
+
 def test_gpu_bench_times_both_paths_of_a_backend_with_an_epoch_program():
     """The GPU path split, on a CPU backend: the step loop and the whole-epoch program, each with its
     cold row."""

@@ -67,3 +67,30 @@ def test_every_subpackage_is_installed():
     found |= {"fastprop.backends" + "".join("." + part for part in path.parent.relative_to(BACKENDS).parts)
               for path in BACKENDS.rglob("__init__.py")}
     assert found - listed == set(), "subpackages missing from pyproject.toml's packages"
+
+
+#: What ``import fastprop`` may import beyond the standard library. A machine with only NumPy and tqdm (a GPU
+#: image without platformdirs, say) imports fastprop; platformdirs is imported where the user cache folder
+#: is needed, threadpoolctl where the benchmark describes the machine.
+IMPORTED_BY_FASTPROP = ("numpy", "tqdm")
+
+
+def test_importing_fastprop_needs_only_numpy_and_tqdm(tmp_path):
+    script = f"""
+import os, sys
+allowed = set(sys.stdlib_module_names) | {{"fastprop", *{IMPORTED_BY_FASTPROP!r}}}
+
+class Refuse:  # as if every other package were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in allowed:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (refused by the test)", name=name)
+
+sys.meta_path.insert(0, Refuse())
+import fastprop, fastprop.datasets
+os.environ["FASTPROP_CACHE"] = {str(tmp_path)!r}
+print(fastprop.datasets.cache_dir())
+print("platformdirs" in sys.modules, "tqdm" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [str(tmp_path), "False True"]
