@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOTEBOOK = EXAMPLES / "backpropagation_lab.ipynb"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 COST_LINE = re.compile(r"^cost=(\d+\.\d{6}), accuracy=(\d\.\d{6})$", re.MULTILINE)

@@ -1,4 +1,4 @@
-"""The Numba backend beyond the contract (``test_backend_contract.py`` checks every override against the
+"""The Numba backend beyond the contract (``test_contract.py`` checks every override against the
 reference): determinism, fallbacks, gradients, training and the whole-epoch kernel."""
 
 from __future__ import annotations
