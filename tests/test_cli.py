@@ -108,6 +108,7 @@ def test_missing_data_is_an_argparse_error_listing_the_places(tmp_path, capsys, 
     assert requested == []
 
 
+@pytest.mark.slow
 def test_python_dash_m_fastprop_runs():
     result = subprocess.run([sys.executable, "-m", "fastprop", "--help"], capture_output=True, text=True,
                             timeout=60)
@@ -115,6 +116,7 @@ def test_python_dash_m_fastprop_runs():
     assert "train" in result.stdout and "backends" in result.stdout and "bench" in result.stdout
 
 
+@pytest.mark.slow
 def test_train_writes_plot_history_and_checkpoint(tiny_mnist, tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     plot, history, checkpoint = tmp_path / "curves.png", tmp_path / "history.csv", tmp_path / "run.npz"
@@ -141,6 +143,7 @@ def test_train_shows_zero_based_epoch_bars_unless_quiet(tiny_mnist, capsys):
     assert "training, e=" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_shuffles_every_epoch_and_prints_the_history_cost(tiny_mnist, tmp_path, capsys, monkeypatch):
     import csv
 
@@ -242,6 +245,7 @@ def _cupy_runs_here():
     return fastprop.available_backends()["cupy"].available
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_cupy_runs_here(), reason="CuPy runs here; the test is for a machine without a GPU")
 def test_fastprop_backend_cupy_without_a_gpu_is_one_line_in_the_cli_and_fine_on_import(tiny_mnist):
     env = dict(os.environ, FASTPROP_BACKEND="cupy")
@@ -308,6 +312,7 @@ def test_the_first_line_names_the_backend_the_cli_trains_on(tiny_mnist, monkeypa
     assert f"{expected} backend" in out  # the throughput line agrees
 
 
+@pytest.mark.slow
 def test_the_library_default_stays_numpy_even_after_the_cli_chose_another(tiny_mnist):
     script = f'''
 import fastprop

@@ -500,6 +500,7 @@ def test_one_hot():
 
 # ---------------------------------------------------------------- the real Fashion-MNIST
 
+@pytest.mark.slow
 def test_real_fashion_mnist_from_debian_package():
     if not all((DEBIAN_FASHION_MNIST / name).is_file() for name in FILES):
         pytest.skip(f"{DEBIAN_FASHION_MNIST} is absent; 'apt-get install dataset-fashion-mnist' "
@@ -515,6 +516,7 @@ def test_real_fashion_mnist_from_debian_package():
     assert numpy.bincount(raw.test_labels).tolist() == [1000] * 10
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_through_the_notebook_loaders(monkeypatch, global_rng):
     if not all((DEBIAN_FASHION_MNIST / name).is_file() for name in FILES):
         pytest.skip(f"{DEBIAN_FASHION_MNIST} is absent; 'apt-get install dataset-fashion-mnist' "

@@ -45,6 +45,7 @@ def test_the_tbb_library_is_the_one_the_wheel_installed():
         assert installed in TBB.parents
 
 
+@pytest.mark.slow
 @needs_tbb
 def test_parallel_kernels_run_on_tbb_without_help_from_the_environment():
     """A fresh process with no LD_LIBRARY_PATH: the Numba backend finds the wheel's TBB and runs on it."""
@@ -60,6 +61,7 @@ def test_parallel_kernels_run_on_tbb_without_help_from_the_environment():
     assert result.stdout.split() == ["tbb", "tbb"]
 
 
+@pytest.mark.slow
 @needs_tbb
 def test_fastprop_backends_prints_the_layer_in_use():
     result = subprocess.run([sys.executable, "-m", "fastprop", "backends", "--no-warmup"],
@@ -70,6 +72,7 @@ def test_fastprop_backends_prints_the_layer_in_use():
     assert f"{numba.config.NUMBA_NUM_THREADS} (tbb)" in row
 
 
+@pytest.mark.slow
 def test_the_users_choice_of_layer_is_kept():
     result = _python("""
         from fastprop.backends import load_backend
@@ -123,6 +126,7 @@ THREADS_TRAINING = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", [None, "workqueue"])
 def test_python_threads_train_at_once_on_every_layer(layer):
     """Four threads training at once give each the single-threaded result; on workqueue, which aborts
@@ -157,6 +161,7 @@ def work(seed):
 '''
 
 
+@pytest.mark.slow
 @needs_numba
 @pytest.mark.parametrize("priority", [None, "omp tbb workqueue"],
                          ids=["numba's-priority", "openmp-first-as-without-tbb"])
@@ -180,6 +185,7 @@ if __name__ == "__main__":
     assert result["children"][2][2] == result["parent"][2]  # the child computed what the parent did
 
 
+@pytest.mark.slow
 @needs_numba
 @pytest.mark.parametrize("layer", ["workqueue", "omp"])
 def test_a_threading_layer_the_user_chose_is_kept(layer):

@@ -25,6 +25,7 @@ def test_bars_count_epochs_from_zero_and_quiet_hides_them(capsys):
     assert "training" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streams", ["closed", "devnull"])
 def test_training_runs_with_closed_or_null_standard_streams(tmp_path, streams):
     """A job started without a terminal (cron, nohup, a service): bars and lines must not fail."""
