@@ -29,6 +29,15 @@ NOTEBOOK_WORKLOADS = [key for key in sorted(bench.WORKLOADS)
 TORCH = bench.torch_devices()["torch-cpu"] is None
 
 
+def _slow_but_w1(keys):
+    """``keys`` as parameters, every workload but W1 (the notebook's network, trained in milliseconds)
+    marked slow: W2 and the CNN train for up to seconds even on these tiny row counts."""
+    return [key if key == "W1" else pytest.param(key, marks=pytest.mark.slow) for key in keys]
+
+
+WORKLOAD_PARAMS = _slow_but_w1(sorted(bench.WORKLOADS))
+
+
 @pytest.fixture(autouse=True)
 def _no_settle_pause(monkeypatch):
     """The pause between timed epochs only matters for real figures."""
@@ -110,6 +119,7 @@ def _assert_same_training(trained, reference, workload, rtol):
     assert moved, "one epoch should have moved the weights, or this comparison proves nothing"
 
 
+@pytest.mark.slow
 def test_report_has_figures_for_every_available_backend_and_the_baseline(bench_run):
     report, _, _ = bench_run
     for name in AVAILABLE + [bench.BASELINE]:
@@ -124,12 +134,14 @@ def test_report_has_figures_for_every_available_backend_and_the_baseline(bench_r
     assert all(r["warmup_s"] >= 0 and r["first_epoch_s"] > 0 for r in cold)
 
 
+@pytest.mark.slow
 def test_numpy_row_is_its_own_reference(bench_run):
     report, _, _ = bench_run
     numpy_rows = [r for r in report["results"] if r["backend"] == "numpy" and r["mode"] != "cold"]
     assert numpy_rows and all(r["x_numpy"] == pytest.approx(1.0) for r in numpy_rows)
 
 
+@pytest.mark.slow
 def test_unrunnable_backends_are_skipped_with_their_reason(bench_run):
     report, table, _ = bench_run
     skipped = {entry["backend"]: entry["reason"] for entry in report["skipped"]}
@@ -140,6 +152,7 @@ def test_unrunnable_backends_are_skipped_with_their_reason(bench_run):
     assert ("torch-cpu" in skipped) == (bench.torch_devices()["torch-cpu"] is not None)
 
 
+@pytest.mark.slow
 def test_a_backend_that_fails_is_reported_and_the_others_still_run(bench_run):
     report, table, _ = bench_run
     failures = [entry for entry in report["skipped"] if entry["backend"].startswith("broken ")]
@@ -149,6 +162,7 @@ def test_a_backend_that_fails_is_reported_and_the_others_still_run(bench_run):
     assert any(r["backend"] == "numpy" and r["mode"] == "train" for r in report["results"])
 
 
+@pytest.mark.slow
 def test_table_names_every_backend_and_the_machine(bench_run):
     _, table, _ = bench_run
     for name in AVAILABLE + [bench.BASELINE]:
@@ -158,6 +172,7 @@ def test_table_names_every_backend_and_the_machine(bench_run):
     assert "x baseline" in table and "x numpy" in table and "x torch" in table
 
 
+@pytest.mark.slow
 def test_json_is_written_with_the_machine(bench_run):
     report, _, path = bench_run
     written = json.loads(path.read_text())
@@ -168,6 +183,7 @@ def test_json_is_written_with_the_machine(bench_run):
     assert len(written["results"]) == len(report["results"])
 
 
+@pytest.mark.slow
 def test_plot_is_written(bench_run, tmp_path):
     pytest.importorskip("matplotlib")
     bench.plot(bench_run[0], tmp_path / "bench.png")
@@ -185,7 +201,7 @@ def test_plot_without_matplotlib_fails_first_with_one_clear_sentence(monkeypatch
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-12)])
-@pytest.mark.parametrize("workload", NOTEBOOK_WORKLOADS)
+@pytest.mark.parametrize("workload", _slow_but_w1(NOTEBOOK_WORKLOADS))
 def test_notebook_baseline_trains_exactly_like_the_numpy_backend(workload, dtype, rtol):
     images, targets, _ = bench.load_rows(ROWS, "synthetic")
     runners = [bench.make_runner(name, bench.WORKLOADS[workload], dtype, images, targets)
@@ -206,7 +222,7 @@ def test_notebook_peer_declines_the_cnn_with_its_reason():
     assert bench.cannot_run("numpy", cnn) is None
 
 
-@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+@pytest.mark.parametrize("workload", WORKLOAD_PARAMS)
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_timed_epoch_is_what_train_runs(name, workload):
     images, targets, _ = bench.load_rows(_tiny_rows(workload), "synthetic")
@@ -222,7 +238,8 @@ def test_timed_epoch_is_what_train_runs(name, workload):
     assert costs == pytest.approx(history.cost, rel=1e-5)  # the runner reports train()'s epoch figure
 
 
-@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", WORKLOAD_PARAMS)
 def test_torch_peer_trains_like_fastprop(workload):
     pytest.importorskip("torch")
     images, targets, _ = bench.load_rows(_tiny_rows(workload), "synthetic")
@@ -234,7 +251,8 @@ def test_torch_peer_trains_like_fastprop(workload):
     _assert_same_training(*runners, workload, rtol=1e-6)
 
 
-@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", WORKLOAD_PARAMS)
 def test_torch_peer_starts_from_fastprops_weights_and_takes_its_first_step(workload):
     """In float32: the same initial weights bit for bit, the same outputs and summed loss on the first
     batch, and the same parameters after one step of the workload's optimizer."""
@@ -260,6 +278,7 @@ def test_torch_peer_starts_from_fastprops_weights_and_takes_its_first_step(workl
     _assert_same_training(peer, ours, workload, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_cnn_runs_on_every_backend_beside_the_torch_peer(cnn_run):
     report, table = cnn_run
     assert report["config"]["rows"] == {"CNN": CNN_ROWS}
@@ -277,6 +296,7 @@ def test_cnn_runs_on_every_backend_beside_the_torch_peer(cnn_run):
         assert figures["torch-cpu", "train"]["x_torch"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_cnn_skips_the_notebook_peer_with_its_reason(cnn_run):
     report, table = cnn_run
     skipped = {entry["backend"]: entry["reason"] for entry in report["skipped"]}
@@ -286,6 +306,7 @@ def test_cnn_skips_the_notebook_peer_with_its_reason(cnn_run):
     assert not any(reason.startswith("failed") for reason in skipped.values())
 
 
+@pytest.mark.slow
 def test_cold_start_in_a_fresh_process():
     cold = bench.cold_start("numpy", "float32", "W1", ROWS, "synthetic", fresh_process=True)
     assert cold["fresh_process"] and cold["first_epoch_s"] > 0 and cold["warmup_s"] >= 0
@@ -369,6 +390,7 @@ def _gpu_bench():
     return module
 
 
+@pytest.mark.slow
 def test_gpu_bench_runs_without_a_gpu(tmp_path, capsys):
     assert _gpu_bench().main(["--rows", str(ROWS), "--data", "synthetic", "--epochs", "1", "--w2-epochs",
                               "1", "--cpu-epochs", "1", "--inference-repeats", "1",
@@ -416,7 +438,7 @@ def test_gpu_bench_times_both_paths_of_a_backend_with_an_epoch_program():
     assert modes["numba graph", "train"]["target_ms"] == module.TARGETS_MS["W1"]
 
 
-@pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
+@pytest.mark.parametrize("workload", WORKLOAD_PARAMS)
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_step_loop_runner_takes_the_steps_train_takes(name, workload):
     """``<backend>-steps``, the notebook's loop by hand over the epoch's rows in slices, takes train()'s
@@ -445,6 +467,7 @@ def test_step_loop_runners_are_named_listed_and_left_out_on_request():
     assert names == [] and "not registered" in skipped[0]["reason"]
 
 
+@pytest.mark.slow
 def test_markdown_table_has_a_row_per_training_and_inference_figure(bench_run):
     report = bench_run[0]
     table = bench.markdown_table(report).splitlines()

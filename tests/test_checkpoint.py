@@ -1,10 +1,12 @@
-"""Checkpoints: round trips on and across backends, optimizer state, damaged files, atomic saves."""
+"""Checkpoints: round trips on and across backends, optimizer state, damaged files, atomic saves, and a
+layer whose class was defined again."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import textwrap
 import zipfile
 
 import numpy
@@ -358,3 +360,28 @@ def test_paths_are_used_exactly_as_given(tmp_path):
     save(_net(), path)
     assert os.listdir(tmp_path) == ["no-suffix"]
     numpy.testing.assert_array_equal(fastprop.predict(load(path), X), fastprop.predict(_net(), X))
+
+
+# -- a class defined again -------------------------------------------------------------------------
+
+
+def test_a_class_defined_again_is_named_truly(monkeypatch):
+    """A notebook cell run twice defines the class again: the old layer's class is not the one kept."""
+    from fastprop.layer_types import CHECKPOINT_LAYERS
+
+    monkeypatch.setitem(CHECKPOINT_LAYERS, "Scaled", None)  # the registration is undone afterwards
+    namespace = {"fastprop": fastprop}
+    source = textwrap.dedent("""
+        class Scaled(fastprop.Layer):
+            checkpoint_arguments = ()
+            def forward(self, x_in):
+                return 2 * x_in
+            def backward(self, d_out, input_gradient=True):
+                return 2 * d_out
+    """)
+    exec(source, namespace)
+    old = namespace["Scaled"]()
+    exec(source, namespace)  # the cell again
+    with pytest.raises(CheckpointError, match="whose class was defined again after this layer was made"):
+        fastprop.checkpoint.check_savable(Network([Linear(3, 3, rng=0), old]), "x.npz")
+    fastprop.checkpoint.check_savable(Network([Linear(3, 3, rng=0), namespace["Scaled"]()]), "x.npz")

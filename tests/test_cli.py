@@ -1,7 +1,10 @@
-"""The ``fastprop`` command: a training smoke run on a tiny dataset, the backend table, bad input."""
+"""The ``fastprop`` command: a training smoke run on a tiny dataset, the backend table, bad input, a
+``--data-dir`` that is the only place searched, cheap checks before any data is loaded, and the backend
+it trains on (the fastest by default, named in its first line; the library default stays NumPy)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -9,7 +12,12 @@ import sys
 import numpy
 import pytest
 
+import fastprop
+from fastprop import cli, datasets
 from fastprop.cli import main
+from fastprop.datasets import read_idx, write_idx
+from tests.conftest import CANONICAL, lack_files, variant
+from tests.helpers import REPO, numba_available, run_python
 
 
 def test_train_prints_epochs_test_accuracy_and_throughput(tiny_mnist, capsys):
@@ -100,6 +108,7 @@ def test_missing_data_is_an_argparse_error_listing_the_places(tmp_path, capsys, 
     assert requested == []
 
 
+@pytest.mark.slow
 def test_python_dash_m_fastprop_runs():
     result = subprocess.run([sys.executable, "-m", "fastprop", "--help"], capture_output=True, text=True,
                             timeout=60)
@@ -107,6 +116,7 @@ def test_python_dash_m_fastprop_runs():
     assert "train" in result.stdout and "backends" in result.stdout and "bench" in result.stdout
 
 
+@pytest.mark.slow
 def test_train_writes_plot_history_and_checkpoint(tiny_mnist, tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     plot, history, checkpoint = tmp_path / "curves.png", tmp_path / "history.csv", tmp_path / "run.npz"
@@ -133,6 +143,7 @@ def test_train_shows_zero_based_epoch_bars_unless_quiet(tiny_mnist, capsys):
     assert "training, e=" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_shuffles_every_epoch_and_prints_the_history_cost(tiny_mnist, tmp_path, capsys, monkeypatch):
     import csv
 
@@ -157,3 +168,177 @@ def test_train_shuffles_every_epoch_and_prints_the_history_cost(tiny_mnist, tmp_
             saved = [float(row["cost"]) for row in csv.DictReader(stream)]
         assert len(printed) == len(saved) == 3
         assert printed == pytest.approx(saved, abs=5e-7)  # the printed figure is History.cost
+
+
+# -- a --data-dir lacking the files is one line; name variants are recognised ----------------------
+
+
+def _cli(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("state", ["absent", "empty", "other names", "two missing"])
+def test_cli_data_dir_lacking_the_files_is_one_line_and_exit_code_2(tmp_path, decoys, capsys, state):
+    places, requested = decoys
+    folder = tmp_path / "mine"
+    missing = lack_files(folder, state)
+    code, out, err = _cli(
+        ["train", "--dataset", "mnist", "--data-dir", str(folder), "--epochs", "1", "--quiet"], capsys
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("fastprop: error: ") and "Traceback" not in err
+    assert str(folder) in err
+    for index in missing if state != "absent" else []:
+        assert CANONICAL[index] in err
+    assert "cost=" not in out and "test accuracy" not in out  # nothing was trained on a decoy
+    assert len(out.splitlines()) == 1 and out.startswith("backend: ")
+    assert requested == []
+
+
+def test_cli_trains_from_a_data_dir_with_dotted_uncompressed_names(tiny_mnist, tmp_path, decoys, capsys):
+    folder = tmp_path / "dotted"
+    folder.mkdir()
+    for index in range(4):
+        write_idx(folder / variant(index, True, False), read_idx(tiny_mnist / (CANONICAL[index] + ".gz")))
+    code, out, err = _cli(["train", "--data-dir", str(folder), "--epochs", "1", "--batch-size", "100",
+                           "--learning-rate", "0.01", "--quiet", "--backend", "numpy"], capsys)
+    assert code == 0, err
+    assert float(re.search(r"^test accuracy=(\d\.\d{6})$", out, flags=re.M).group(1)) > 0.5
+
+
+# -- the cheap checks come before the data is loaded; the backend the CLI trains on ----------------
+
+
+@pytest.fixture
+def no_data_anywhere(offline_datasets, monkeypatch):
+    """No dataset in any place, no network, and a spy that fails the test if the data is read."""
+    loads = []
+    monkeypatch.setattr(datasets, "_load_raw",
+                        lambda *args: loads.append(args) or pytest.fail("data was loaded"))
+    return loads
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["train", "--backend", "tpu9000"], {}, "Unknown backend 'tpu9000'; registered backends are "),
+    (["train"], {"FASTPROP_BACKEND": "tpu9000"}, "Unknown backend 'tpu9000'; registered backends are "),
+    (["train", "--data-dir", "/no/such/folder"], {"FASTPROP_DTYPE": "float16"},
+     "Unsupported dtype 'float16'"),
+])
+def test_cheap_arguments_are_checked_before_any_data_is_loaded(no_data_anywhere, monkeypatch, capsys, argv,
+                                                               env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, out, err = _cli(argv, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"fastprop: error: {message}")
+    assert "MNIST" not in err and "Traceback" not in err and "usage:" not in err
+    if "tpu9000" in message:
+        for name in fastprop.backends.backend_names():
+            assert name in err.split("registered backends are ")[1]
+    assert no_data_anywhere == []
+    assert out == ""
+
+
+def _cupy_runs_here():
+    return fastprop.available_backends()["cupy"].available
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_cupy_runs_here(), reason="CuPy runs here; the test is for a machine without a GPU")
+def test_fastprop_backend_cupy_without_a_gpu_is_one_line_in_the_cli_and_fine_on_import(tiny_mnist):
+    env = dict(os.environ, FASTPROP_BACKEND="cupy")
+    command = [sys.executable, "-m", "fastprop", "train", "--data-dir", str(tiny_mnist), "--epochs", "1",
+               "--quiet"]
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stdout == ""  # not trained, not even the backend line
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("fastprop: error: Backend 'cupy' is unavailable: ")
+    assert "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-c", "import fastprop; print('imported')"], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "imported\n" and result.stderr == "", result.stderr
+
+
+@pytest.mark.skipif(_cupy_runs_here(), reason="CuPy runs here; the test is for a machine without a GPU")
+def test_cupy_without_a_gpu_via_main_is_one_line(tiny_mnist, monkeypatch, capsys):
+    monkeypatch.setenv("FASTPROP_BACKEND", "cupy")
+    code, out, err = _cli(["train", "--data-dir", str(tiny_mnist), "--quiet"], capsys)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("fastprop: error: Backend 'cupy' is unavailable")
+    monkeypatch.delenv("FASTPROP_BACKEND")
+    code, out, err = _cli(["train", "--backend", "cupy", "--data-dir", str(tiny_mnist), "--quiet"], capsys)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("fastprop: error: Backend 'cupy' is unavailable")
+
+
+def _expected_fastest():
+    statuses = fastprop.available_backends()
+    return next(name for name in ("cupy", "numba", "numpy") if statuses[name].available)
+
+
+def test_fastest_backend_prefers_a_gpu_then_numba_then_numpy():
+    assert cli.fastest_backend() == _expected_fastest()
+    if numba_available() and not _cupy_runs_here():
+        assert cli.fastest_backend() == "numba"
+
+
+@pytest.mark.parametrize("choice", ["default", "auto", "numpy-flag", "numpy-env"])
+def test_the_first_line_names_the_backend_the_cli_trains_on(tiny_mnist, monkeypatch, capsys, choice):
+    import fastprop.training as training
+
+    monkeypatch.delenv("FASTPROP_BACKEND", raising=False)
+    monkeypatch.delenv("FASTPROP_DTYPE", raising=False)
+    argv = ["train", "--data-dir", str(tiny_mnist), "--epochs", "1", "--batch-size", "100", "--quiet"]
+    if choice == "auto":
+        argv += ["--backend", "auto"]
+    elif choice == "numpy-flag":
+        argv += ["--backend", "numpy"]
+    elif choice == "numpy-env":
+        monkeypatch.setenv("FASTPROP_BACKEND", "numpy")
+    used = []
+    original = training.train
+    monkeypatch.setattr(training, "train",
+                        lambda net, *a, **k: used.append(net.backend.name) or original(net, *a, **k))
+    code, out, err = _cli(argv, capsys)
+    assert code == 0, err
+    first = out.splitlines()[0]
+    expected = _expected_fastest() if choice in ("default", "auto") else "numpy"
+    assert used == [expected]
+    assert first.startswith(f"backend: {expected}, float32")
+    assert ("auto" in first) == (choice in ("default", "auto"))
+    assert f"{expected} backend" in out  # the throughput line agrees
+
+
+@pytest.mark.slow
+def test_the_library_default_stays_numpy_even_after_the_cli_chose_another(tiny_mnist):
+    script = f'''
+import fastprop
+from fastprop.cli import main
+assert fastprop.get_backend().name == "numpy", fastprop.get_backend().name
+argv = ["train", "--data-dir", {str(tiny_mnist)!r}, "--epochs", "1", "--batch-size", "100", "--quiet"]
+assert main(argv) == 0
+print("library default:", fastprop.get_backend().name, fastprop.Linear(2, 2).backend.name)
+'''
+    code, out, err = run_python(script, {})
+    assert code == 0, err[-3000:]
+    assert out.splitlines()[0].startswith(f"backend: {_expected_fastest()}, ")
+    assert out.splitlines()[-1] == "library default: numpy numpy"
+
+
+@pytest.mark.parametrize("option", ["--history", "--checkpoint", "--plot"])
+def test_output_paths_in_missing_folders_are_refused_before_any_data_is_loaded(no_data_anywhere, tmp_path,
+                                                                               capsys, option):
+    """Where the CLI will write is a cheap argument too: a missing folder is reported before the data is
+    read, not after the training it would have saved (today --history loses a whole run)."""
+    if option == "--plot":
+        pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+    target = tmp_path / "no-such-folder" / ("out.png" if option == "--plot" else "out.csv")
+    code, out, err = _cli(
+        ["train", "--data-dir", str(tmp_path), "--epochs", "1", "--quiet", option, str(target)], capsys
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("fastprop: error: ") and str(target.parent) in err
+    assert no_data_anywhere == []

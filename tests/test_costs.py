@@ -1,14 +1,23 @@
 """Costs: the notebook's protocol (``estimate(target, prediction)``, ``gradient(cost)``), the seed's
-values and gradients, stability, and target handling at the boundary."""
+values and gradients, stability, target handling at the boundary, zero and one rows, and a cost computing
+on the backend of the network that made the prediction."""
 
 from __future__ import annotations
+
+import math
+import warnings
 
 import numpy
 import pytest
 
 import fastprop
-from fastprop import CrossEntropy, Linear, MeanSquareError, SoftmaxCrossEntropy
-from tests.conftest import relative_error
+from fastprop import (
+    CrossEntropy, Linear, MeanSquareError, Network, Sigmoid, SoftmaxCrossEntropy, gradcheck, train,
+    train_epoch,
+)
+from fastprop.backends import Backend, registry
+from tests.conftest import AVAILABLE_BACKENDS, relative_error
+from tests.helpers import DTYPES, assert_one_sentence, one_hot_rows, small_problem
 
 
 def _prediction(backend_name, values, dtype="float64"):
@@ -158,3 +167,158 @@ def test_mean_reduction_takes_the_same_steps_in_train(backend_name):
 def test_unknown_reduction_is_refused():
     with pytest.raises(ValueError, match=r"reduction='avg'; choose 'sum' .* or 'mean'"):
         MeanSquareError(reduction="avg")
+
+
+# -- targets beyond float32, zero and one rows, and any legal eps ----------------------------------
+
+
+def test_a_cost_target_beyond_float32_is_refused():
+    prediction = numpy.zeros((1, 2), numpy.float32)
+    with pytest.raises(ValueError) as caught:
+        MeanSquareError().estimate([[1e100, 0.0]], prediction)
+    assert_one_sentence(str(caught.value), "MeanSquareError", "target", "float32")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("cost_class", [MeanSquareError, CrossEntropy, SoftmaxCrossEntropy])
+def test_costs_on_zero_and_one_rows_give_what_n_rows_give(backend_name, dtype, reduction, cost_class):
+    rng = numpy.random.default_rng(4)
+    x = rng.random((5, 4))
+    target = one_hot_rows(rng.integers(0, 3, 5))
+    results = {}
+    for n in (5, 1, 0):
+        with fastprop.use_backend(backend_name, dtype):
+            net = Network([Linear(4, 3, rng=0), Sigmoid()])
+        cost = cost_class(reduction=reduction)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no division by zero rows, no NaN
+            prediction = net.forward(x[:n])
+            per_element = cost.estimate(target[:n], prediction)
+            gradient = cost.gradient(per_element)
+            d_in = net.backward(gradient)
+        for array, shape in ((prediction, (n, 3)), (per_element, (n, 3)), (gradient, (n, 3)), (d_in, (n, 4))):
+            assert type(array) is type(prediction)
+            assert array.shape == shape and array.dtype == numpy.dtype(dtype)
+        gradients = [numpy.asarray(p.gradient) for p in net.parameters()]
+        assert all(numpy.isfinite(g).all() for g in gradients)
+        if n == 0:
+            assert all(not g.any() for g in gradients)
+        results[n] = [numpy.asarray(a) for a in (per_element, gradient, d_in)]
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    scale = 5.0 if reduction == "mean" else 1.0  # the mean over 1 row is that row; over 5 rows, a fifth
+    for one, five in zip(results[1], results[5]):
+        numpy.testing.assert_allclose(one, five[:1] * scale, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("eps", [1e-300, 5e-324, 1e-12, 1e3])
+def test_cross_entropy_stays_finite_for_any_legal_eps(backend_name, dtype, eps):
+    from fastprop import CrossEntropy
+
+    backend = fastprop.backends.load_backend(backend_name)
+    prediction = backend.asarray(numpy.array([[0.0, 1.0], [0.5, 0.5]]), dtype=dtype)
+    target = numpy.array([[1.0, 0.0], [0.0, 1.0]])
+    cost = CrossEntropy(eps=eps)
+    values, gradient = cost.estimate(target, prediction), None
+    gradient = cost.gradient(values)
+    for array in (values, gradient):
+        assert bool(backend.xp.isfinite(array).all()), f"eps={eps} in {dtype} gave {array}"
+    expected = -numpy.log(max(eps, numpy.finfo(dtype).tiny))  # what the notebook's formula means
+    assert float(values[0, 0]) == pytest.approx(expected, rel=1e-6)
+
+
+# -- a cost computes on the backend of the network that made the prediction ------------------------
+
+
+class _Calls(dict):
+    def reset(self):
+        self.update(estimate=0, gradient=0)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """A backend "spy": the NumPy reference whose softmax cross-entropy kernels count their calls."""
+    for table in ("_factories", "_instances", "_failures"):
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+    calls = _Calls()
+    calls.reset()
+
+    class Spy(Backend):
+        def softmax_cross_entropy(self, z, t):
+            calls["estimate"] += 1
+            return super().softmax_cross_entropy(z, t)
+
+        def softmax_cross_entropy_gradient(self, z, t):
+            calls["gradient"] += 1
+            return super().softmax_cross_entropy_gradient(z, t)
+
+    fastprop.register_backend("spy", Spy)
+    yield calls
+
+
+def test_train_computes_the_cost_on_the_network_backend_outside_any_block(spy):
+    with fastprop.use_backend("spy"):
+        net = Network([Linear(6, 3, rng=1)])
+    assert net.backend is registry.load_backend("spy")
+    assert fastprop.get_backend().name == "numpy"  # outside the block
+    x, y, vx, vy = small_problem()
+    batches = math.ceil(len(x) / 7)
+    train(net, SoftmaxCrossEntropy(), 2, 7, 0.1, data=(x, one_hot_rows(y), vx, one_hot_rows(vy)), quiet=True,
+          verbose=False)
+    assert spy == {"estimate": 2 * batches, "gradient": 2 * batches}
+
+    spy.reset()
+    train_epoch(0, net, x, one_hot_rows(y), SoftmaxCrossEntropy(), 7, 0.1, quiet=True)
+    assert spy == {"estimate": batches, "gradient": batches}
+
+    spy.reset()
+    with fastprop.use_backend("numpy", "float64"):  # another backend current: still the network's
+        train(net, SoftmaxCrossEntropy(reduction="mean"), 1, 1000, 0.1,
+              data=(x, one_hot_rows(y), vx, one_hot_rows(vy)), quiet=True, verbose=False)
+    assert spy == {"estimate": 1, "gradient": 1}
+    assert fastprop.get_backend().name == "numpy" and fastprop.get_dtype() == numpy.float32
+
+
+def test_gradcheck_computes_the_cost_on_the_network_backend(spy):
+    with fastprop.use_backend("spy"):
+        net = Network([Linear(6, 3, rng=1)])
+    x, y, _, _ = small_problem()
+    max_entries = 5
+    result = gradcheck(net, SoftmaxCrossEntropy(), x[:4], one_hot_rows(y[:4]), max_entries=max_entries)
+    assert result.passed(1e-6)
+    perturbed = sum(min(size, max_entries) for size in (3 * 6, 3, 4 * 6))  # w, b, input
+    assert spy == {"estimate": 1 + 2 * perturbed, "gradient": 1}
+
+
+BACKEND_PAIRS = [
+    (net, current) for net in AVAILABLE_BACKENDS for current in AVAILABLE_BACKENDS if net != current
+]
+
+
+@pytest.mark.skipif(not BACKEND_PAIRS, reason="needs two available backends")
+@pytest.mark.parametrize("backend_name, current", BACKEND_PAIRS or [("numpy", "numpy")],
+                         ids=[f"{net} net, {current} current" for net, current in BACKEND_PAIRS] or ["none"])
+def test_only_the_network_backend_kernels_run_whatever_backend_is_current(backend_name, current, monkeypatch):
+    """The issue's case: a Numba network trained while NumPy is current (and the reverse)."""
+    counts = {}
+    for name in AVAILABLE_BACKENDS:
+        instance = registry.load_backend(name)
+        for kernel in ("softmax_cross_entropy", "softmax_cross_entropy_gradient"):
+            original = getattr(instance, kernel)
+
+            def counted(*arguments, _original=original, _key=(name, kernel), **keywords):
+                counts[_key] = counts.get(_key, 0) + 1
+                return _original(*arguments, **keywords)
+
+            monkeypatch.setattr(instance, kernel, counted)
+    with fastprop.use_backend(backend_name):
+        net = Network([Linear(6, 3, rng=1)])
+    x, y, vx, vy = small_problem()
+    with fastprop.use_backend(current):
+        train(net, SoftmaxCrossEntropy(), 2, 10, 0.1, data=(x, one_hot_rows(y), vx, one_hot_rows(vy)),
+              quiet=True, verbose=False)
+    assert counts == {
+        (backend_name, "softmax_cross_entropy"): 8,
+        (backend_name, "softmax_cross_entropy_gradient"): 8,
+    }

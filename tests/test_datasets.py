@@ -1,10 +1,9 @@
-"""Tests for fastprop.datasets: IDX files, search order, downloads served from memory, splits."""
+"""Tests for fastprop.datasets: search order, a folder the user names searched alone, downloads served
+from memory, the notebook's loaders, splits (the IDX files themselves: ``test_idx.py``)."""
 
-import gzip
 import hashlib
 import io
 import os
-import struct
 import urllib.error
 from pathlib import Path
 
@@ -12,8 +11,10 @@ import numpy
 import platformdirs
 import pytest
 
-from fastprop import datasets, idx
+import fastprop
+from fastprop import datasets
 from fastprop.datasets import DatasetError, DatasetNotFoundError, DatasetSpec
+from tests.conftest import CANONICAL, lack_files, mnist_arrays, variant, write_dataset
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -52,130 +53,6 @@ def assert_same(raw, arrays):
     for loaded, expected in zip(raw, arrays):
         numpy.testing.assert_array_equal(loaded, expected)
         assert loaded.dtype == numpy.uint8
-
-
-# ---------------------------------------------------------------- IDX files
-
-@pytest.mark.parametrize("dtype", ["u1", "i1", "i2", "i4", "f4", "f8"])
-@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4), (2, 1, 3, 2)])
-@pytest.mark.parametrize("name", ["array.idx", "array.idx.gz"])
-def test_idx_round_trip(tmp_path, dtype, shape, name):
-    array = (numpy.arange(numpy.prod(shape)) * 7 - 11).reshape(shape).astype(dtype)
-    datasets.write_idx(tmp_path / name, array)
-    read = datasets.read_idx(tmp_path / name)
-    numpy.testing.assert_array_equal(read, array)
-    assert read.dtype == numpy.dtype(dtype) and read.dtype.isnative
-    read[...] = 0  # the result must be writable
-    assert (tmp_path / name).read_bytes()[:2] == (b"\x1f\x8b" if name.endswith(".gz") else b"\0\0")
-    assert os.listdir(tmp_path) == [name]  # no temporary file left behind
-
-
-def test_read_idx_matches_the_format_written_by_hand(tmp_path):
-    # Type 0x0B is big-endian int16; the oracle is the IDX layout itself, not write_idx.
-    values = [-2, 300, 7, -32768, 32767, 0]
-    data = struct.pack(">BBBBII", 0, 0, 0x0B, 2, 2, 3) + struct.pack(">6h", *values)
-    (tmp_path / "hand.idx").write_bytes(data)
-    numpy.testing.assert_array_equal(datasets.read_idx(tmp_path / "hand.idx"),
-                                     numpy.array(values).reshape(2, 3))
-    datasets.write_idx(tmp_path / "written.idx", numpy.array(values, numpy.int16).reshape(2, 3))
-    assert (tmp_path / "written.idx").read_bytes() == data
-
-
-def test_gzip_is_detected_by_content_not_name(tmp_path):
-    array = numpy.arange(12, dtype=numpy.uint8)
-    datasets.write_idx(tmp_path / "compressed.raw", array, compress=True)
-    datasets.write_idx(tmp_path / "plain.gz", array, compress=False)
-    numpy.testing.assert_array_equal(datasets.read_idx(tmp_path / "compressed.raw"), array)
-    numpy.testing.assert_array_equal(datasets.read_idx(tmp_path / "plain.gz"), array)
-
-
-def _idx(payload=bytes(6), code=0x08, dims=(2, 3)):
-    return struct.pack(f">BBBB{len(dims)}I", 0, 0, code, len(dims), *dims) + payload
-
-
-def _corrupt_gzip():
-    data = bytearray(gzip.compress(_idx(bytes(range(200)), dims=(200,))))
-    data[20:30] = bytes(10)  # damage the deflate stream past the header
-    return bytes(data)
-
-
-@pytest.mark.parametrize("content, phrase", [
-    (b"\0\x01\x08\x01" + _idx()[4:], "IDX header"),
-    (_idx(code=0x0A), "IDX header"),
-    (struct.pack(">BBBB", 0, 0, 0x08, 0), "IDX header"),
-    (struct.pack(">BBBB5I", 0, 0, 0x08, 5, 1, 1, 1, 1, 1) + b"\0", "IDX header"),
-    (b"", "IDX header"),
-    (struct.pack(">BBBBI", 0, 0, 0x08, 3, 2), "dimension sizes"),
-    (_idx(bytes(5)), "truncated"),
-    (_idx(bytes(7)), "trailing data"),
-    (_idx(bytes(12), code=0x0B, dims=(7,)), "truncated"),
-    (gzip.compress(_idx(bytes(7))), "trailing data"),
-    (_corrupt_gzip(), "gzip stream is damaged"),
-    (gzip.compress(_idx())[:-6], "gzip stream is damaged"),
-])
-def test_bad_idx_files_fail_with_one_sentence_naming_the_file(tmp_path, content, phrase):
-    path = tmp_path / "damaged-file.gz"
-    path.write_bytes(content)
-    with pytest.raises(DatasetError) as caught:
-        datasets.read_idx(path)
-    message = str(caught.value)
-    assert phrase in message
-    assert str(path) in message
-    assert "delete it so it is downloaded again" in message
-    assert message.count(". ") == 0 and message.endswith(".")
-    assert isinstance(caught.value, ValueError)
-
-
-def test_a_file_is_read_no_further_than_its_header_promises(tmp_path, monkeypatch):
-    """A small gzip file whose stream expands to 64 MiB past the 6 bytes its header declares (a
-    decompression bomb) is refused after reading the declared bytes and one more."""
-    import zlib
-
-    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # a gzip stream, written in pieces
-    path = tmp_path / "labels.gz"
-    with open(path, "wb") as stream:
-        stream.write(packer.compress(_idx(bytes(6), dims=(6,))))
-        for _ in range(64):
-            stream.write(packer.compress(bytes(2**20)))
-        stream.write(packer.flush())
-    assert path.stat().st_size < 200_000
-    delivered = []
-    for name in ("read", "readinto"):
-        original = getattr(gzip.GzipFile, name)
-
-        def counting(self, *arguments, original=original, name=name):
-            result = original(self, *arguments)
-            delivered.append(result if name == "readinto" else len(result))
-            return result
-
-        monkeypatch.setattr(gzip.GzipFile, name, counting)
-    with pytest.raises(DatasetError, match="has trailing data: its header promises 6 bytes"):
-        datasets.read_idx(path)
-    # magic, sizes, the declared bytes and one more, then at most a bounded look for a damaged stream
-    assert sum(delivered) <= 64 + idx._LOOK_FURTHER  # never the 64 MiB (readinto counts its read too)
-
-
-@pytest.mark.parametrize("array", [numpy.zeros(3, bool), numpy.zeros((), numpy.uint8),
-                                   numpy.zeros((1,) * 5, numpy.uint8), numpy.zeros(2, numpy.int64)])
-def test_write_idx_rejects_what_idx_cannot_hold(tmp_path, array):
-    with pytest.raises(ValueError, match="rank 1 to 4 with dtype uint8"):
-        datasets.write_idx(tmp_path / "x.idx", array)
-    assert not (tmp_path / "x.idx").exists()
-
-
-def test_write_idx_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "x.idx"
-    datasets.write_idx(path, numpy.arange(3, dtype=numpy.uint8))
-    before = path.read_bytes()
-
-    def failing_replace(source, target):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(datasets.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk full"):
-        datasets.write_idx(path, numpy.arange(9, dtype=numpy.uint8))
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["x.idx"]
 
 
 # ---------------------------------------------------------------- finding local files
@@ -270,6 +147,89 @@ def test_wrong_image_shape_and_label_count_are_reported(tmp_path):
     with pytest.raises(DatasetError, match="should hold 30 uint8 labels") as caught:
         datasets.read_dataset("mnist", tmp_path, download=False)
     assert str(tmp_path / FILES[3]) in str(caught.value)
+
+
+# ---------------------------------------------------------------- a folder the user names, and nothing else
+
+
+def assert_same_arrays(raw, arrays):
+    assert len(raw) == 4
+    for loaded, expected in zip(raw, arrays):
+        numpy.testing.assert_array_equal(loaded, expected)
+
+
+LOADERS = {
+    "fastprop.load_data": lambda name, folder: fastprop.load_data(name, folder),
+    "read_dataset": lambda name, folder: datasets.read_dataset(name, folder),
+    "load_split": lambda name, folder: datasets.load_split(name, folder),
+    "load_test_data": lambda name, folder: datasets.load_test_data(name, folder),
+    "load_split_and_test": lambda name, folder: datasets.load_split_and_test(name, folder),
+    "load_mnist": lambda name, folder: (
+        fastprop.load_mnist if name == "mnist" else fastprop.load_fashion_mnist
+    )(folder),
+}
+
+
+@pytest.mark.parametrize("state", ["absent", "empty", "other names", "two missing"])
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
+def test_a_named_folder_lacking_the_files_is_one_error_never_another_copy(tmp_path, decoys, name, loader,
+                                                                          state):
+    places, requested = decoys
+    folder = tmp_path / "mine"
+    missing = lack_files(folder, state)
+    with pytest.raises(DatasetNotFoundError) as caught:
+        LOADERS[loader](name, folder)
+    message = str(caught.value)
+    assert isinstance(caught.value, FileNotFoundError)
+    assert str(folder) in message
+    assert "\n" not in message
+    for place in places:  # nothing else was looked at, nor offered as where the data came from
+        assert f"{place} " not in message and f"{place}/" not in message and not message.endswith(f"{place}.")
+    assert requested == []  # and nothing was downloaded
+    if state == "absent":
+        assert "no such folder" in message
+        return
+    for index in range(4):
+        if index in missing:
+            assert CANONICAL[index] in message, f"{CANONICAL[index]} is missing but not listed: {message}"
+        else:
+            assert CANONICAL[index] not in message, f"{CANONICAL[index]} is there but listed: {message}"
+    if state == "two missing":
+        assert "train-labels.idx1-ubyte" in message  # the error also says which other names would do
+
+
+@pytest.mark.parametrize("dotted, gz", [(False, True), (False, False), (True, True), (True, False)])
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_the_name_variants_people_download_are_recognised(tmp_path, decoys, name, dotted, gz):
+    folder = tmp_path / "mine"
+    arrays = mnist_arrays(seed=3)
+    names = [variant(index, dotted, gz) for index in range(4)]
+    write_dataset(folder, names, arrays)
+    assert sorted(os.listdir(folder)) == sorted(names)
+    assert_same_arrays(datasets.read_dataset(name, folder), arrays)
+    assert_same_arrays(datasets.read_dataset(name, str(folder), download=False), arrays)
+    images, labels, image_size, label_size = fastprop.load_data(name, folder)
+    assert images.shape == (24, 784) and (image_size, label_size) == (784, 10)
+    assert sorted(numpy.rint(images[:, 0] * 255).astype(int).tolist()) == sorted(
+        (arrays[1].astype(int) * 20 + 3).tolist())  # these rows, not a decoy's (their seeds differ)
+    x, y, x_valid, y_valid = datasets.load_split(name, folder)
+    assert len(x) + len(x_valid) == 24
+
+
+def test_each_file_may_go_by_its_own_variant(tmp_path, decoys):
+    folder = tmp_path / "mixed"
+    arrays = mnist_arrays(seed=5)
+    names = [variant(0, True, False), variant(1, False, False), variant(2, True, True),
+             variant(3, False, True)]
+    write_dataset(folder, names, arrays)
+    assert_same_arrays(datasets.read_dataset("mnist", folder), arrays)
+
+
+def test_without_a_folder_the_search_still_uses_fastprop_data(tmp_path, decoys):
+    """The fix is about named folders only: with none, FASTPROP_DATA/<name> is found as before."""
+    raw = datasets.read_dataset("mnist")
+    assert_same_arrays(raw, mnist_arrays(seed=100))  # the decoy in $FASTPROP_DATA/mnist
 
 
 # ---------------------------------------------------------------- downloads, served from memory
@@ -540,6 +500,7 @@ def test_one_hot():
 
 # ---------------------------------------------------------------- the real Fashion-MNIST
 
+@pytest.mark.slow
 def test_real_fashion_mnist_from_debian_package():
     if not all((DEBIAN_FASHION_MNIST / name).is_file() for name in FILES):
         pytest.skip(f"{DEBIAN_FASHION_MNIST} is absent; 'apt-get install dataset-fashion-mnist' "
@@ -555,6 +516,7 @@ def test_real_fashion_mnist_from_debian_package():
     assert numpy.bincount(raw.test_labels).tolist() == [1000] * 10
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_through_the_notebook_loaders(monkeypatch, global_rng):
     if not all((DEBIAN_FASHION_MNIST / name).is_file() for name in FILES):
         pytest.skip(f"{DEBIAN_FASHION_MNIST} is absent; 'apt-get install dataset-fashion-mnist' "

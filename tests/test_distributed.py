@@ -66,6 +66,7 @@ class _Rank(distributed.Communicator):
         self.rank, self.size = rank, size
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("model", ["seed", "mlp"])
@@ -82,6 +83,7 @@ def test_two_ranks_take_the_steps_one_process_takes(tmp_path, backend, model):
     assert ranks[0]["accuracy"].tolist() == history.accuracy
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_a_resume_under_two_ranks_continues_the_run(tmp_path):
     arguments = ("--backend", BACKENDS[-1], "--model", "mlp", "--optimizer", "adam")
@@ -97,6 +99,7 @@ def test_a_resume_under_two_ranks_continues_the_run(tmp_path):
         numpy.testing.assert_allclose(got[key], expected[key], rtol=1e-12, err_msg=key)
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_a_rank_that_fails_ends_the_job_within_seconds(tmp_path):
     started = time.perf_counter()
@@ -108,6 +111,7 @@ def test_a_rank_that_fails_ends_the_job_within_seconds(tmp_path):
     assert not (tmp_path / "run.0.npz").exists()  # rank 0 did not finish as if nothing happened
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_the_distributed_benchmark_runs(capsys):
     from benchmarks import bench_distributed
@@ -198,6 +202,7 @@ def test_nccl_sums_device_buffers_in_place():
     assert communicator.allreduce_seconds >= 0
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_ranks_holding_different_data_are_refused_with_one_sentence(tmp_path):
     """Each rank passing only its own shard (250 rows each, other values) is refused on every rank."""

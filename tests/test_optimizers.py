@@ -1,8 +1,7 @@
-"""Optimizers and schedules on every available backend, against update rules written out by hand."""
+"""Optimizers on every available backend, against update rules written out by hand (the schedules that
+scale their rate: ``test_schedules.py``)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy
 import pytest
@@ -10,7 +9,6 @@ import pytest
 import fastprop
 from fastprop import Linear, Network, SoftmaxCrossEntropy, Tanh
 from fastprop.optimizers import SGD, Adam, from_state_dict
-from fastprop.schedules import CosineLR, StepLR, constant
 
 W0 = numpy.array([[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]])
 B0 = numpy.array([[0.05, -0.05]])
@@ -244,7 +242,7 @@ def test_load_state_dict_checks_before_changing_anything():
     assert optimizer.learning_rate == 0.5 and optimizer.state_dict()["parameters"] == []
 
 
-# -- learning rates and schedules -----------------------------------------------------------------
+# -- learning rates and hyperparameters -----------------------------------------------------------
 
 
 def test_learning_rate_comes_from_step_or_constructor(backend_name):
@@ -274,19 +272,6 @@ def test_learning_rate_comes_from_step_or_constructor(backend_name):
 def test_bad_hyperparameters_fail_with_a_clear_message(build, message):
     with pytest.raises(ValueError, match=message):
         build()
-
-
-def test_schedule_factors():
-    assert [constant(e) for e in (1, 50)] == [1.0, 1.0]
-    assert [StepLR(2, 0.5)(e) for e in range(1, 7)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
-    cosine = CosineLR(4)
-    expected = [1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2, 0.0, 0.0]
-    numpy.testing.assert_allclose([cosine(e) for e in range(1, 7)], expected, atol=1e-15)
-    floor = CosineLR(2, min_factor=0.1)
-    numpy.testing.assert_allclose([floor(e) for e in (1, 2, 3, 9)], [1.0, 0.55, 0.1, 0.1])
-    for bad in (lambda: StepLR(0), lambda: CosineLR(3, min_factor=2), lambda: cosine(0)):
-        with pytest.raises(ValueError):
-            bad()
 
 
 # -- training -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Numba backend beyond the contract (``test_backend_contract.py`` checks every override against the
+"""The Numba backend beyond the contract (``test_contract.py`` checks every override against the
 reference): determinism, fallbacks, gradients, training and the whole-epoch kernel."""
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ def test_kernels_run_on_one_thread_while_blas_threads_spin(backend, monkeypatch,
     assert calls == ([] if short_spin else [1, saved])  # with a short spin, every thread at once
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, expected", [
     ("import fastprop", "4 True"),  # fastprop first: it sets the short spin
     ("import numpy, fastprop", "None False"),  # NumPy first: OpenBLAS has read its default already
@@ -168,6 +169,7 @@ def test_fastprop_imported_before_numpy_shortens_the_blas_spin(script, expected,
     assert run.stdout.split() == expected.split()
 
 
+@pytest.mark.slow
 def test_a_spin_the_user_chose_is_kept(monkeypatch):
     monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
     code = ("import fastprop, os; from fastprop.backends import blas_spin; "

@@ -1,4 +1,5 @@
-"""The training loop's one view of a network (:class:`fastprop.training.trainee.Trainee`)."""
+"""The training loop's one view of a network (:class:`fastprop.training.trainee.Trainee`); the student's
+layers are the notebook-fidelity tests' reference classes."""
 
 from __future__ import annotations
 
@@ -8,51 +9,8 @@ import pytest
 import fastprop
 from fastprop import Dropout, Linear, Network, ReLU, Sigmoid
 from fastprop.training.trainee import Trainee
-
-
-class StudentSigmoid:
-    """A layer written the notebook's way: fastprop cannot see inside it."""
-
-    def __init__(self):
-        self.x_out = None
-
-    def forward(self, x_in):
-        self.x_out = 1 / (1 + numpy.exp(-x_in))
-        return self.x_out
-
-    def backward(self, d_out):
-        return d_out * self.x_out * (1 - self.x_out)
-
-    def zero_gradients(self):
-        pass
-
-    def update_parameters(self, learning_rate):
-        pass
-
-
-class StudentNetwork:
-    """The notebook's own container of layers."""
-
-    def __init__(self, layers):
-        self.layers = layers
-
-    def forward(self, x_in):
-        for layer in self.layers:
-            x_in = layer.forward(x_in)
-        return x_in
-
-    def backward(self, d_out):
-        for layer in reversed(self.layers):
-            d_out = layer.backward(d_out)
-        return d_out
-
-    def zero_gradients(self):
-        for layer in self.layers:
-            layer.zero_gradients()
-
-    def update_parameters(self, learning_rate):
-        for layer in self.layers:
-            layer.update_parameters(learning_rate)
+from tests.notebook.test_notebook_fidelity import RefNetwork as StudentNetwork
+from tests.notebook.test_notebook_fidelity import RefSigmoid as StudentSigmoid
 
 
 def test_a_fastprop_network_shows_its_backend_parameters_and_no_foreign_layers():
@@ -71,9 +29,9 @@ def test_a_foreign_model_computes_on_the_current_backend_and_is_refused_where_it
         trainee = Trainee(StudentNetwork([student]))
         assert trainee.dtype == numpy.dtype("float32") and trainee.parameters() == []
     assert trainee.foreign == [student]
-    with pytest.raises(ValueError, match=r"StudentSigmoid.*which is not a fastprop Layer"):
+    with pytest.raises(ValueError, match=r"RefSigmoid object .*which is not a fastprop Layer"):
         trainee.refuse_foreign()
-    with pytest.raises(ValueError, match=r"train cannot use .*Adam.* on .*StudentSigmoid"):
+    with pytest.raises(ValueError, match=r"train cannot use .*Adam.* on .*RefSigmoid"):
         trainee.check_optimizer(fastprop.Adam())
     trainee.check_optimizer(None)  # plain SGD calls the student's update_parameters
 
@@ -86,9 +44,9 @@ def test_foreign_arrays_are_copied_and_a_mixed_network_keeps_both_kinds():
     trainee = Trainee(net)
     assert len(trainee.parameters()) == 2 and trainee.foreign == [student]
     [(layer, arrays)] = trainee.foreign_arrays()
-    assert layer is student and set(arrays) == {"x_out"}
-    student.x_out[...] = 7
-    assert numpy.all(arrays["x_out"] == 0.5)  # a copy, not a view
+    assert layer is student and set(arrays) == {"x_in"}
+    student.x_in[...] = 7
+    assert numpy.all(arrays["x_in"] == 0)  # a copy, not a view
 
 
 def test_evaluating_sets_evaluation_mode_and_restores_the_previous_one():

@@ -110,6 +110,7 @@ def test_the_kernels_compare_codes_by_name_not_by_number(kernels):
         assert bare == [], f"{family}: {bare}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_family_compiles_with_every_kernel_it_asks_for(kernels, family, tmp_path):
@@ -249,6 +250,7 @@ def _fast(backend, kernel, method, *args, **keywords):
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, tolerance", [(numpy.float32, 1e-6), (numpy.float64, 1e-12)])
 def test_the_convolution_kernels_run_on_the_cpu_match_the_reference(host_backend, dtype, tolerance):
     reference, rng = Backend(), numpy.random.default_rng(0)
@@ -273,6 +275,7 @@ def test_the_convolution_kernels_run_on_the_cpu_match_the_reference(host_backend
                 assert dx is None, case
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
 def test_the_pooling_kernels_run_on_the_cpu_match_the_reference_exactly(host_backend, dtype):
     reference, rng = Backend(), numpy.random.default_rng(0)

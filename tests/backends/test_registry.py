@@ -1,5 +1,5 @@
 """The backend registry, selection (process default, context, environment), and the reference kernels
-against independent formulas (every backend against the reference: ``test_backend_contract.py``)."""
+against independent formulas (every backend against the reference: ``test_contract.py``)."""
 
 from __future__ import annotations
 

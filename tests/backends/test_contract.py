@@ -57,6 +57,7 @@ class Case:
     returns: int | None = None  # the argument that must be returned (take_rows's out)
     exact: bool = False  # copies and fills: the same bits as the reference, no tolerance
     check: Callable[[Backend, type], None] | None = None
+    slow: bool = False  # a whole MNIST batch: tenths of a second, left out of pytest -m "not slow"
 
     def __str__(self):
         return f"{self.method}: {self.label}" if self.label else self.method
@@ -133,8 +134,9 @@ def _dense_cases():
     shapes = [(shape, None, f"{shape[0]} rows, {shape[1]}->{shape[2]}") for shape in DENSE_SHAPES]
     shapes += [((33, 20, 6), "views", "strided x, Fortran W"), ((0, 13, 7), None, "zero rows")]
     for (n, n_in, n_out), layout, label in shapes:
+        slow = n_in == 784 and n >= 601  # MNIST's first layer on hundreds of rows
         for method in ("linear_forward", "linear_sigmoid_forward", "linear_relu_forward"):
-            yield Case(method, label, _dense(n, n_in, n_out, ("x", "W", "b"), layout))
+            yield Case(method, label, _dense(n, n_in, n_out, ("x", "W", "b"), layout), slow=slow)
         for method, head in (("linear_backward", ("x", "W", "dz")),
                              ("linear_sigmoid_backward", ("x", "W", "p", "dp")),
                              ("linear_relu_backward", ("x", "W", "y", "dy"))):
@@ -144,7 +146,7 @@ def _dense_cases():
                     flags = f"{'accumulate' if accumulate else 'overwrite'}{'' if need_dx else ', no dx'}"
                     keywords = {"accumulate": accumulate, "need_dx": need_dx}
                     gradients = (len(head), len(head) + 1)  # dW and db, written in place
-                    yield Case(method, f"{label}, {flags}", make, keywords, updates=gradients)
+                    yield Case(method, f"{label}, {flags}", make, keywords, updates=gradients, slow=slow)
 
 
 def _elementwise_cases():
@@ -281,17 +283,18 @@ def _conv_cases():
     shapes += [((3, (7, 6, 5), 4, (3, 3), (1, 1), (1, 1)), "views", "strided x and dy, Fortran W"),
                ((0, (6, 6, 3), 4, (3, 3), (1, 1), (1, 1)), None, "empty batch")]
     for shape, layout, label in shapes:
+        slow = shape[1] in ((28, 28, 1), (14, 14, 32)) and shape[0] >= 8  # MNIST's layers on many images
         for relu in (False, True):
             activation = ", relu" if relu else ""
             yield Case("conv2d_forward", label + activation, _conv(shape, ("x", "W", "b"), layout=layout),
-                       {"relu": relu})
+                       {"relu": relu}, slow=slow)
             make = _conv(shape, ("x", "W", "y", "dy", "dW", "db"), relu, layout)
             for accumulate in (True, False):
                 for need_dx in (True, False):
                     flags = f"{'accumulate' if accumulate else 'overwrite'}{'' if need_dx else ', no dx'}"
                     keywords = {"relu": relu, "accumulate": accumulate, "need_dx": need_dx}
                     yield Case("conv2d_backward", f"{label}{activation}, {flags}", make, keywords,
-                               updates=(4, 5))  # dW and db
+                               updates=(4, 5), slow=slow)  # dW and db
 
 
 # Max pooling: the layers of the MNIST network, odd sides (rows and columns that fit no window),
@@ -707,7 +710,8 @@ def backend(request):
     return load_backend(request.param)
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.slow else c for c in CASES],
+                         ids=str)
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64], ids=["float32", "float64"])
 def test_backend_keeps_the_contract(backend, dtype, case):
     if case.check is not None:

@@ -1,8 +1,10 @@
-"""Numba's threading layer: TBB from wherever pip put it, the layer reported, and Python threads
-that train at the same time."""
+"""Numba's threading layer: TBB from wherever pip put it, the layer reported, Python threads that train
+at the same time, and fork children that train after the parent ran a parallel kernel (a fork-safe layer
+unless the user chose one)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ numba = pytest.importorskip("numba", reason="numba is not installed (pip install
 
 from fastprop.backends import load_backend  # noqa: E402
 from fastprop.backends.numba import threads as numba_threading  # noqa: E402
+from tests.helpers import numba_available, run_python  # noqa: E402
 
 TBB = numba_threading.tbb_library()
 needs_tbb = pytest.mark.skipif(TBB is None, reason="the tbb wheel is not installed for this platform")
@@ -42,6 +45,7 @@ def test_the_tbb_library_is_the_one_the_wheel_installed():
         assert installed in TBB.parents
 
 
+@pytest.mark.slow
 @needs_tbb
 def test_parallel_kernels_run_on_tbb_without_help_from_the_environment():
     """A fresh process with no LD_LIBRARY_PATH: the Numba backend finds the wheel's TBB and runs on it."""
@@ -57,6 +61,7 @@ def test_parallel_kernels_run_on_tbb_without_help_from_the_environment():
     assert result.stdout.split() == ["tbb", "tbb"]
 
 
+@pytest.mark.slow
 @needs_tbb
 def test_fastprop_backends_prints_the_layer_in_use():
     result = subprocess.run([sys.executable, "-m", "fastprop", "backends", "--no-warmup"],
@@ -67,6 +72,7 @@ def test_fastprop_backends_prints_the_layer_in_use():
     assert f"{numba.config.NUMBA_NUM_THREADS} (tbb)" in row
 
 
+@pytest.mark.slow
 def test_the_users_choice_of_layer_is_kept():
     result = _python("""
         from fastprop.backends import load_backend
@@ -120,6 +126,7 @@ THREADS_TRAINING = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", [None, "workqueue"])
 def test_python_threads_train_at_once_on_every_layer(layer):
     """Four threads training at once give each the single-threaded result; on workqueue, which aborts
@@ -127,3 +134,72 @@ def test_python_threads_train_at_once_on_every_layer(layer):
     result = _python(THREADS_TRAINING, NUMBA_THREADING_LAYER=layer)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-1] == (layer or ("tbb" if TBB is not None else result.stdout.split()[-1]))
+
+
+# -- a fork child trains on Numba after the parent did; a layer the user chose is kept -------------
+
+
+needs_numba = pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+
+
+_TRAIN_ON_NUMBA = '''
+import json, multiprocessing, sys
+import numpy, numba
+import fastprop
+
+def work(seed):
+    rng = numpy.random.default_rng(seed)
+    x = rng.random((256, 20), dtype=numpy.float32)
+    y = numpy.eye(3, dtype=numpy.float32)[rng.integers(0, 3, 256)]
+    with fastprop.use_backend("numba"):
+        net = fastprop.Network([fastprop.Linear(20, 16, rng=seed), fastprop.Sigmoid(),
+                                fastprop.Linear(16, 3, rng=seed)])
+        history = fastprop.train(net, fastprop.MeanSquareError(), 2, 64, 0.5, data=(x, y, x, y),
+                                 quiet=True, verbose=False)
+    assert net.backend.name == "numba"
+    return numba.threading_layer(), len(history), [float(c) for c in history.cost]
+'''
+
+
+@pytest.mark.slow
+@needs_numba
+@pytest.mark.parametrize("priority", [None, "omp tbb workqueue"],
+                         ids=["numba's-priority", "openmp-first-as-without-tbb"])
+def test_a_fork_child_trains_on_numba_after_the_parent_did(priority):
+    """After a Numba parallel kernel ran in the parent, fork children that train finish. With OpenMP
+    first in Numba's priority (as where TBB is not installed) the GNU OpenMP layer would kill every
+    child ("fork() called from a process already using GNU OpenMP") and Pool.map would wait forever."""
+    script = _TRAIN_ON_NUMBA + '''
+if __name__ == "__main__":
+    parent = work(0)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map_async(work, [1, 2, 0]).get(timeout=90)
+    print(json.dumps({"parent": parent, "children": children}))
+'''
+    code, out, err = run_python(script, {"NUMBA_THREADING_LAYER_PRIORITY": priority} if priority else {})
+    assert code == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["parent"][0] in ("tbb", "workqueue"), result  # a fork-safe layer, never omp
+    assert [child[0] for child in result["children"]] == [result["parent"][0]] * 3
+    assert all(child[1] == 2 for child in result["children"])
+    assert result["children"][2][2] == result["parent"][2]  # the child computed what the parent did
+
+
+@pytest.mark.slow
+@needs_numba
+@pytest.mark.parametrize("layer", ["workqueue", "omp"])
+def test_a_threading_layer_the_user_chose_is_kept(layer):
+    script = _TRAIN_ON_NUMBA + '''
+try:
+    print(json.dumps({"layer": work(0)[0], "config": numba.config.THREADING_LAYER}))
+except ValueError as error:  # the chosen layer cannot load on this machine
+    if "threading layer" not in str(error):
+        raise
+    print(json.dumps({"unavailable": str(error)}))
+'''
+    code, out, err = run_python(script, {"NUMBA_THREADING_LAYER": layer})
+    assert code == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    if "unavailable" in result:
+        pytest.skip(f"Numba's {layer} layer does not load here: {result['unavailable']}")
+    assert result == {"layer": layer, "config": layer}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOTEBOOK = EXAMPLES / "backpropagation_lab.ipynb"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 COST_LINE = re.compile(r"^cost=(\d+\.\d{6}), accuracy=(\d\.\d{6})$", re.MULTILINE)
@@ -59,6 +59,7 @@ def test_the_notebook_is_stored_without_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.slow
 def test_every_cell_runs_and_no_cell_reports_an_error(executed_notebook):
     for cell in executed_notebook.cells:
         if cell.cell_type == "code":
@@ -66,23 +67,27 @@ def test_every_cell_runs_and_no_cell_reports_an_error(executed_notebook):
             assert not [out for out in cell.outputs if out.output_type == "error"]
 
 
+@pytest.mark.slow
 def test_task_4_prints_the_labs_line_once_per_epoch(executed_notebook):
     lines = epoch_lines(tagged(executed_notebook, "task4"))
     assert len(lines) == EPOCHS
     assert all(cost > 0 and 0.1 < accuracy <= 1 for cost, accuracy in lines)  # better than guessing
 
 
+@pytest.mark.slow
 def test_train_prints_the_same_line_for_task_6e_and_task_5(executed_notebook):
     for tag in ("task6e", "task5"):
         assert len(epoch_lines(tagged(executed_notebook, tag))) == EPOCHS, tag
 
 
+@pytest.mark.slow
 def test_the_better_network_of_task_5_beats_the_labs_network(executed_notebook):
     lab_accuracy = epoch_lines(tagged(executed_notebook, "task4"))[-1][1]
     better_accuracy = epoch_lines(tagged(executed_notebook, "task5"))[-1][1]
     assert better_accuracy > max(lab_accuracy, 0.7), (lab_accuracy, better_accuracy)
 
 
+@pytest.mark.slow
 def test_a_students_own_layer_trains_inside_a_fastprop_network(executed_notebook):
     lines = epoch_lines(tagged(executed_notebook, "student_layer"))
     assert len(lines) == EPOCHS and lines[-1][1] > 0.1

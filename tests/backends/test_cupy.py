@@ -1,6 +1,6 @@
 """The CuPy backend: gradients, the graph-replayed epoch, memory, and its convolution and pooling
 kernels on odd shapes, ties and NaNs (all its kernels against the NumPy reference are also in
-``test_backend_contract.py``, with every other backend's).
+``test_contract.py``, with every other backend's).
 
 The first test runs everywhere: it checks what fastprop reports where CuPy cannot be imported. Every
 other test is marked ``gpu`` and skips, with the reason, where CuPy or a CUDA device is missing.

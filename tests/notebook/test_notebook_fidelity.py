@@ -517,6 +517,7 @@ def fashion_reference():
     return net, initial, costs, accuracies
 
 
+@pytest.mark.slow
 def test_fashion_mnist_two_epochs_of_the_notebook_network(backend_name, fashion_reference, tmp_path,
                                                          monkeypatch):
     monkeypatch.delenv("FASTPROP_DATA", raising=False)
