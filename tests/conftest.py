@@ -10,7 +10,7 @@ import numpy
 import pytest
 
 import fastprop
-from fastprop import datasets
+from fastprop import dataset_files
 from fastprop.backends import registry
 from fastprop.datasets import write_idx
 
@@ -40,18 +40,17 @@ def _forget_fastprop_seed():
 
 @pytest.fixture
 def offline_datasets(tmp_path, monkeypatch):
-    """fastprop.datasets kept off the network, the user's cache and the system's data folders: any
+    """The data sets kept off the network, the user's cache and the system's data folders: any
     download attempt fails the test."""
-    from fastprop import datasets
 
     monkeypatch.setenv("FASTPROP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FASTPROP_DATA", raising=False)
-    monkeypatch.setattr(datasets, "SYSTEM_PATHS", ())
+    monkeypatch.setattr(dataset_files, "SYSTEM_PATHS", ())
 
     def no_network(url, timeout=None):
         raise AssertionError(f"a test tried to reach the network: {url}")
 
-    monkeypatch.setattr(datasets, "_urlopen", no_network)
+    monkeypatch.setattr(dataset_files, "_urlopen", no_network)
 
 
 def separable_problem(n, seed=0):
@@ -182,12 +181,12 @@ def decoys(tmp_path, monkeypatch):
         write_dataset(place, [name + ".gz" for name in CANONICAL], mnist_arrays(seed=seed))
     monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("FASTPROP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(datasets, "SYSTEM_PATHS", (tmp_path / "system",))
+    monkeypatch.setattr(dataset_files, "SYSTEM_PATHS", (tmp_path / "system",))
     requested = []
 
     def offline(url, timeout=None):
         requested.append(url)
         raise OSError("network is unreachable (test)")
 
-    monkeypatch.setattr(datasets, "_urlopen", offline)
+    monkeypatch.setattr(dataset_files, "_urlopen", offline)
     return places, requested

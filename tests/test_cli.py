@@ -13,7 +13,7 @@ import numpy
 import pytest
 
 import fastprop
-from fastprop import cli, datasets
+from fastprop import cli, dataset_files, datasets
 from fastprop.cli import main
 from fastprop.datasets import read_idx, write_idx
 from tests.conftest import CANONICAL, lack_files, variant
@@ -59,7 +59,7 @@ def test_bad_arguments_get_an_argparse_error_not_a_traceback(argv, message, caps
     if "--backend" in argv:
         # Backend errors are found after parsing, but before any data is loaded: one line on
         # stderr, exit code 2, no usage line.
-        monkeypatch.setattr(datasets, "_load_raw", lambda *args: pytest.fail("data was loaded"))
+        monkeypatch.setattr(datasets, "load_raw", lambda *args: pytest.fail("data was loaded"))
         assert main(argv) == 2
         captured = capsys.readouterr()
         assert re.search(message, captured.err) and "Traceback" not in captured.err
@@ -78,7 +78,7 @@ def test_missing_data_is_an_argparse_error_listing_the_places(tmp_path, capsys, 
     and no look elsewhere (FASTPROP_DATA holds a copy here) nor download."""
     import fastprop.datasets as datasets
 
-    monkeypatch.setattr(datasets, "SYSTEM_PATHS", ())
+    monkeypatch.setattr(dataset_files, "SYSTEM_PATHS", ())
     monkeypatch.setenv("FASTPROP_CACHE", str(tmp_path / "cache"))
     elsewhere = tmp_path / "elsewhere"
     for name, array in (("train-images-idx3-ubyte.gz", numpy.zeros((12, 28, 28), numpy.uint8)),
@@ -93,7 +93,7 @@ def test_missing_data_is_an_argparse_error_listing_the_places(tmp_path, capsys, 
         requested.append(url)
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(datasets, "_urlopen", offline)
+    monkeypatch.setattr(dataset_files, "_urlopen", offline)
     (tmp_path / "empty").mkdir()
     for folder, problem in (
         (tmp_path / "empty", "train-images-idx3-ubyte"),
@@ -215,7 +215,7 @@ def test_cli_trains_from_a_data_dir_with_dotted_uncompressed_names(tiny_mnist, t
 def no_data_anywhere(offline_datasets, monkeypatch):
     """No dataset in any place, no network, and a spy that fails the test if the data is read."""
     loads = []
-    monkeypatch.setattr(datasets, "_load_raw",
+    monkeypatch.setattr(datasets, "load_raw",
                         lambda *args: loads.append(args) or pytest.fail("data was loaded"))
     return loads
 

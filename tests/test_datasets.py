@@ -12,14 +12,14 @@ import platformdirs
 import pytest
 
 import fastprop
-from fastprop import datasets
+from fastprop import dataset_files, datasets
 from fastprop.datasets import DatasetError, DatasetNotFoundError, DatasetSpec
 from tests.conftest import CANONICAL, lack_files, mnist_arrays, variant, write_dataset
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-DEFAULT_SYSTEM_PATHS = datasets.SYSTEM_PATHS  # before the fixture below hides them
+DEFAULT_SYSTEM_PATHS = dataset_files.SYSTEM_PATHS  # before the fixture below hides them
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +84,7 @@ def test_cache_dir_defaults_to_the_user_cache(monkeypatch, tmp_path):
 
 def test_system_paths_are_searched(tmp_path, monkeypatch):
     arrays = make_dataset(tmp_path / "system" / "fashion-mnist")
-    monkeypatch.setattr(datasets, "SYSTEM_PATHS", (tmp_path / "nowhere", tmp_path / "system"))
+    monkeypatch.setattr(dataset_files, "SYSTEM_PATHS", (tmp_path / "nowhere", tmp_path / "system"))
     assert_same(datasets.read_dataset("fashion-mnist", download=False), arrays)
 
 
@@ -95,7 +95,7 @@ def test_search_order_path_then_fastprop_data_then_cache_then_system(tmp_path, m
               tmp_path / "cache" / "mnist", tmp_path / "system" / "mnist"]
     expected = [make_dataset(place, seed=seed) for seed, place in enumerate(places)]
     monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr(datasets, "SYSTEM_PATHS", (tmp_path / "system",))
+    monkeypatch.setattr(dataset_files, "SYSTEM_PATHS", (tmp_path / "system",))
     assert_same(datasets.read_dataset("mnist", tmp_path / "path", download=False), expected[0])
     for file in FILES:
         (places[0] / file).rename(places[0] / ("hidden-" + file))
@@ -253,7 +253,7 @@ def server(tmp_path, monkeypatch):
             raise urllib.error.URLError("unreachable")
         return io.BytesIO(served[url])
 
-    monkeypatch.setattr(datasets, "_urlopen", fake_urlopen)
+    monkeypatch.setattr(dataset_files, "_urlopen", fake_urlopen)
     return arrays, served, requested
 
 
@@ -297,7 +297,7 @@ def test_existing_cache_file_is_never_touched(tmp_path, server):
 
 def test_not_found_offline_lists_every_place_and_the_fixes(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTPROP_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr(datasets, "SYSTEM_PATHS", (tmp_path / "system",))
+    monkeypatch.setattr(dataset_files, "SYSTEM_PATHS", (tmp_path / "system",))
     make_dataset(tmp_path / "data" / "fashion-mnist")
     (tmp_path / "data" / "fashion-mnist" / FILES[1]).unlink()
     with pytest.raises(DatasetNotFoundError) as caught:
@@ -319,7 +319,7 @@ def test_not_found_after_downloads_fail_lists_each_mirror_and_its_error(monkeypa
     def unreachable(url, timeout=None):
         raise urllib.error.URLError(f"no route to {url.split('/')[2]}")
 
-    monkeypatch.setattr(datasets, "_urlopen", unreachable)
+    monkeypatch.setattr(dataset_files, "_urlopen", unreachable)
     with pytest.raises(DatasetNotFoundError) as caught:
         datasets.read_dataset("mnist")
     message = str(caught.value)
@@ -521,7 +521,7 @@ def test_real_fashion_mnist_through_the_notebook_loaders(monkeypatch, global_rng
     if not all((DEBIAN_FASHION_MNIST / name).is_file() for name in FILES):
         pytest.skip(f"{DEBIAN_FASHION_MNIST} is absent; 'apt-get install dataset-fashion-mnist' "
                     "installs it")
-    monkeypatch.setattr(datasets, "SYSTEM_PATHS", DEFAULT_SYSTEM_PATHS)  # found where Debian put it
+    monkeypatch.setattr(dataset_files, "SYSTEM_PATHS", DEFAULT_SYSTEM_PATHS)  # found where Debian put it
     raw = datasets.read_dataset("fashion-mnist", DEBIAN_FASHION_MNIST, download=False)
     images, labels = datasets.load_fashion_mnist(dtype=numpy.float32, download=False)
     assert images.shape == (60000, 784) and labels.shape == (60000, 10)
@@ -542,8 +542,8 @@ def test_real_fashion_mnist_through_the_notebook_loaders(monkeypatch, global_rng
 
 def test_data_and_test_come_from_one_read_and_match_the_two_loaders(tiny_mnist, monkeypatch):
     reads = []
-    original = datasets._read_dataset
-    monkeypatch.setattr(datasets, "_read_dataset", lambda *a: reads.append(a) or original(*a))
+    original = dataset_files._read_dataset
+    monkeypatch.setattr(dataset_files, "_read_dataset", lambda *a: reads.append(a) or original(*a))
     together = datasets.load_split_and_test("mnist", tiny_mnist, seed=3, download=False)
     assert len(reads) == 1
     apart = datasets.load_split("mnist", tiny_mnist, seed=3, download=False) + datasets.load_test_data(

@@ -9,7 +9,7 @@ import struct
 import numpy
 import pytest
 
-from fastprop import datasets, idx
+from fastprop import datasets, files, idx
 from fastprop.datasets import DatasetError
 
 
@@ -128,7 +128,7 @@ def test_write_idx_is_atomic(tmp_path, monkeypatch):
     def failing_replace(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(datasets.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         datasets.write_idx(path, numpy.arange(9, dtype=numpy.uint8))
     assert path.read_bytes() == before

@@ -693,9 +693,9 @@ def test_advance_cursor(emulated):
 
 
 def _contract():
-    from tests import test_backend_contract
+    from tests.backends import test_contract
 
-    return test_backend_contract
+    return test_contract
 
 
 #: Cases of the contract table left to the slow run: large batches and images (every method keeps
