@@ -160,7 +160,7 @@ def test_train_shuffles_every_epoch_and_prints_the_history_cost(tiny_mnist, tmp_
     history = tmp_path / "history.csv"
     argv = ["train", "--data-dir", str(tiny_mnist), "--epochs", "3", "--batch-size", "100", "--quiet",
             "--history", str(history)]
-    for model in ("mlp", "seed", "cnn"):
+    for model in ("mlp", "notebook", "cnn", "cnn-bn"):
         assert main(argv + ["--model", model]) == 0
         assert calls.pop()["shuffle"] is True  # unlike fastprop.train's default, the CLI reshuffles
         printed = [float(c) for c in re.findall(r"^cost=(\d+\.\d{6}), ", capsys.readouterr().out, flags=re.M)]
@@ -168,6 +168,42 @@ def test_train_shuffles_every_epoch_and_prints_the_history_cost(tiny_mnist, tmp_
             saved = [float(row["cost"]) for row in csv.DictReader(stream)]
         assert len(printed) == len(saved) == 3
         assert printed == pytest.approx(saved, abs=5e-7)  # the printed figure is History.cost
+
+
+def test_the_former_model_name_trains_the_notebook_model_with_a_note(tiny_mnist, capsys, monkeypatch):
+    import fastprop.training as training
+
+    built = []
+    original = training.train
+    monkeypatch.setattr(training, "train", lambda net, *a, **k: built.append(net) or original(net, *a, **k))
+    argv = ["train", "--data-dir", str(tiny_mnist), "--epochs", "1", "--quiet"]
+    assert main(argv + ["--model", "seed"]) == 0
+    assert "--model seed is now called --model notebook" in capsys.readouterr().err
+    assert main(argv) == 0  # the default is the notebook model
+    assert "now called" not in capsys.readouterr().err
+    assert [[repr(leaf) for leaf in net.leaves()] for net in built] == [["Linear(784, 10)", "Sigmoid()"]] * 2
+
+
+@pytest.mark.parametrize("options, expected", [
+    ([], "Augment(shift=2, flip=False, image_shape=(28, 28))"),  # the cnn-bn recipe's own
+    (["--augment", "0"], None),
+    (["--augment", "1", "--flip"], "Augment(shift=1, flip=True, image_shape=(28, 28))"),
+    (["--no-flip", "--augment", "3"], "Augment(shift=3, flip=False, image_shape=(28, 28))"),
+])
+def test_augment_options_change_the_recipe_s_augmentation(tiny_mnist, monkeypatch, options, expected):
+    import fastprop.training as training
+
+    seen, original = [], training.train
+    monkeypatch.setattr(training, "train", lambda *a, **k: seen.append(k["augment"]) or original(*a, **k))
+    argv = ["train", "--data-dir", str(tiny_mnist), "--model", "cnn-bn", "--epochs", "1", "--quiet", *options]
+    assert main(argv) == 0
+    assert (None if seen[0] is None else repr(seen[0])) == expected
+
+
+def test_a_negative_augment_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--augment", "-1"])
+    assert "expected a whole number >= 0" in capsys.readouterr().err
 
 
 # -- a --data-dir lacking the files is one line; name variants are recognised ----------------------
