@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CuPy backend's check on a machine with an NVIDIA GPU, in one command and under 6 minutes:
+# The CuPy backend's check on a machine with an NVIDIA GPU, in one command:
 # install fastprop in place, name the GPU, run the GPU tests, then the rest of the suite (layers,
 # gradients, costs and training on every backend, CuPy included), then benchmarks/bench_gpu.py,
 # whose table is printed last (with OUT set it also writes $OUT/gpu_bench.json). Every step runs
@@ -11,7 +11,8 @@
 # installed with --no-index --no-deps unless it is installed already.
 #
 # PYTHON names the interpreter (default python3); every step runs with it, in the environment the
-# script got (PYTHONPATH included, so a stand-in cupy put there is the one the steps import).
+# script got (PYTHONPATH included, so a stand-in cupy put there is the one the steps import:
+# PYTHONPATH=tests/cuda_emulation/standin runs the whole script on the CPU, kernels emulated).
 # TIMEOUT_FACTOR (a whole number, default 1) multiplies the time limits, for a slower machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,13 @@ EOF
 
 # the contract table on CuPy too
 timeout "$(limit 120)" "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests || status=1
-timeout "$(limit 150)" "$PYTHON" -m pytest -q -p no:cacheprovider -m "not gpu" --maxfail=20 tests || status=1
+# The rest in parallel where pytest-xdist is installed (the GPU images have it and 16 cores): serial,
+# it takes minutes on a machine with few.
+workers=()
+if "$PYTHON" -c "import xdist" 2>/dev/null; then
+    workers=(-n 8)
+fi
+timeout "$(limit 240)" "$PYTHON" -m pytest -q -p no:cacheprovider -m "not gpu" --maxfail=20 "${workers[@]}" tests \
+    || status=1
 timeout "$(limit 90)" "$PYTHON" benchmarks/bench_gpu.py --require-gpu || status=1
 exit "$status"
