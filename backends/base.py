@@ -79,8 +79,11 @@ class Backend:
         return None
 
     def is_native(self, array) -> bool:
-        """True when ``array`` is this backend's own array type."""
-        return isinstance(array, self.xp.ndarray)
+        """True when ``array`` is this backend's own array type. A host backend never claims a device
+        array (one offering ``__cuda_array_interface__``), even one that subclasses its array type."""
+        if not isinstance(array, self.xp.ndarray):
+            return False
+        return self.xp is not numpy or not hasattr(array, "__cuda_array_interface__")
 
     def asarray(self, data, dtype=None):
         """Copy host data (NumPy arrays, lists, scalars) onto this backend, converted to ``dtype``."""

@@ -12,7 +12,7 @@
 #
 # PYTHON names the interpreter (default python3); every step runs with it, in the environment the
 # script got (PYTHONPATH included, so a stand-in cupy put there is the one the steps import:
-# PYTHONPATH=tests/cuda_emulation/standin runs the whole script on the CPU, kernels emulated).
+# PYTHONPATH=tests/cuda_emulation/standin:. runs the whole script on the CPU, kernels emulated).
 # TIMEOUT_FACTOR (a whole number, default 1) multiplies the time limits, for a slower machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."

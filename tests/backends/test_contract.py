@@ -472,6 +472,12 @@ def _check_is_native(backend, dtype):
     assert backend.is_native(numpy.zeros(3)) == (backend.xp is numpy)
     assert not backend.is_native([1.0, 2.0]) and not backend.is_native(1.0)
 
+    class DeviceArray(numpy.ndarray):  # a device array that happens to subclass NumPy's
+        __cuda_array_interface__ = {"version": 3}
+
+    if backend.xp is numpy:
+        assert not backend.is_native(numpy.zeros(3).view(DeviceArray))
+
 
 def _check_asarray(data, keep_dtype=False):
     def check(backend, dtype):

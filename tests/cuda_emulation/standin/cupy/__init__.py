@@ -285,6 +285,13 @@ class ndarray(numpy.ndarray):
 
     __array_priority__ = 100
 
+    @property
+    def __cuda_array_interface__(self):
+        """The CUDA Array Interface (version 3) that CuPy's arrays offer: what tells a device array
+        from a host one for code that does not import CuPy."""
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ctypes.data, False),
+                "version": 3, "strides": None if self.flags.c_contiguous else self.strides}
+
     def __new__(cls, shape, dtype=float, memptr=None, strides=None, order="C"):
         if memptr is not None or strides is not None:
             raise StandinLimitation(f"{_STANDIN} makes ndarrays of new memory only")
