@@ -18,7 +18,8 @@ def accept_array(backend: Backend, dtype, array, where: str):
             _check_numeric(array.dtype, where)
             array = _converted(backend.xp, array, dtype, where)
         return array
-    if isinstance(array, (numpy.ndarray, numpy.generic, list, tuple, int, float)):
+    device = hasattr(array, "__cuda_array_interface__")  # another backend's, whatever its type says
+    if isinstance(array, (numpy.ndarray, numpy.generic, list, tuple, int, float)) and not device:
         host = numpy.asarray(array)
         _check_numeric(host.dtype, where)
         if host.dtype != dtype:

@@ -145,3 +145,16 @@ def test_rebind_gradient_keeps_the_values_and_counts_a_replacement():
     assert layer.dw is view and numpy.all(buffer[2:8] == 2.0) and weight.version == version + 1
     with pytest.raises(ValueError, match=r"cannot take a gradient of shape \(3, 2\)"):
         weight.rebind_gradient(numpy.zeros((3, 2)))
+
+
+class _DeviceArray(numpy.ndarray):
+    """A device array that subclasses NumPy's (as the test suite's stand-in CuPy's does)."""
+
+    __cuda_array_interface__ = {"version": 3}
+
+
+def test_a_device_array_is_refused_by_a_host_layer_even_when_it_subclasses_numpy():
+    with fastprop.use_backend("numpy", "float32"):
+        layer = Linear(4, 3, rng=0)
+    with pytest.raises(fastprop.BackendError, match=r"input is a .*_DeviceArray.*'numpy' backend"):
+        layer.forward(numpy.ones((2, 4), numpy.float32).view(_DeviceArray))
