@@ -18,6 +18,7 @@ import fastprop
 from fastprop import bench
 from fastprop.backends import Backend, BackendUnavailableError, registry
 from fastprop.models import MODELS, cnn_network, mlp_network, seed_network
+from tests.conftest import relative_error
 
 ROWS = 1200
 #: Rows of the tiny CNN run: two batches of 128.
@@ -107,14 +108,21 @@ def _epoch_cost(runner, total):
     return float(total) / (runner.rows * runner.targets.shape[1])
 
 
-def _assert_same_training(trained, reference, workload, rtol):
+def _assert_same_training(trained, reference, workload, rtol, norm_wise=False):
+    """Same parameters elementwise within ``rtol``; with ``norm_wise``, all parameters together within
+    a norm-wise relative error of ``rtol`` (for products summed in another order, float32 rounding
+    grows through training, and most in biases, which are cancelling sums of hundreds of terms)."""
     moved = False
     initial = bench.initial_parameters(bench.WORKLOADS[workload], "float64")
     mine, theirs = _parameters(trained), _parameters(reference)
     assert len(mine) == len(theirs) == len(initial)
+    if norm_wise:
+        flat = [numpy.concatenate([a.reshape(-1) for a in arrays]) for arrays in (mine, theirs)]
+        assert relative_error(*flat) <= rtol
     for value, expected, start in zip(mine, theirs, initial):
         value = value.reshape(expected.shape)
-        numpy.testing.assert_allclose(value, expected, rtol=rtol, atol=rtol * numpy.abs(expected).max())
+        if not norm_wise:
+            numpy.testing.assert_allclose(value, expected, rtol=rtol, atol=rtol * numpy.abs(expected).max())
         moved |= numpy.abs(expected - start).max() > 1e-4
     assert moved, "one epoch should have moved the weights, or this comparison proves nothing"
 
@@ -448,10 +456,14 @@ def test_step_loop_runner_takes_the_steps_train_takes(name, workload):
     steps, trained = (bench.make_runner(runner, spec, "float32", images, targets)
                       for runner in (name + bench.STEPS, name))
     assert isinstance(steps, bench.StepLoopRunner) and steps.name == name
+    # train()'s whole-epoch program (CuPy's, for W2) sums its products in another order than the
+    # step loop's BLAS: the same steps, float32 rounding apart.
+    same_order = trained.epoch_mode == "step loop"
+    rtol = 1e-5 if same_order else 1e-4
     for _ in range(2):
         steps.before_epoch()
-        assert steps.train_epoch() == pytest.approx(trained.train_epoch(), rel=1e-5)
-    _assert_same_training(steps, trained, workload, rtol=1e-5)
+        assert steps.train_epoch() == pytest.approx(trained.train_epoch(), rel=rtol)
+    _assert_same_training(steps, trained, workload, rtol=rtol, norm_wise=not same_order)
     with pytest.raises(RuntimeError, match="call before_epoch"):  # a prepared epoch is used once
         next(steps.epoch_rows.batches(10))
 

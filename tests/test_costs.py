@@ -315,9 +315,9 @@ def test_only_the_network_backend_kernels_run_whatever_backend_is_current(backen
     with fastprop.use_backend(backend_name):
         net = Network([Linear(6, 3, rng=1)])
     x, y, vx, vy = small_problem()
-    with fastprop.use_backend(current):
+    with fastprop.use_backend(current):  # an optimizer: the step loop, where the cost's kernels run
         train(net, SoftmaxCrossEntropy(), 2, 10, 0.1, data=(x, one_hot_rows(y), vx, one_hot_rows(vy)),
-              quiet=True, verbose=False)
+              quiet=True, verbose=False, optimizer=fastprop.SGD())
     assert counts == {
         (backend_name, "softmax_cross_entropy"): 8,
         (backend_name, "softmax_cross_entropy_gradient"): 8,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy
+
 from fastprop.backends import current
 from .activations import ReLU, Sigmoid
 from .base import Layer, is_layer, is_native, leaves_of, same_device, takes_input_gradient
@@ -35,6 +37,24 @@ class _NotebookLayer:
 
     def backward(self, d_out, input_gradient=True):
         return self.layer.backward(d_out)
+
+
+class _HostLayer(_NotebookLayer):
+    """A layer of the notebook's own classes (NumPy code, not a fastprop Layer) in a network that
+    computes on a device: its input and gradient come to the host, its results go back."""
+
+    def __init__(self, layer, backend):
+        super().__init__(layer)
+        self.backend = backend
+
+    def forward(self, x_in):
+        return self.backend.asarray(self.layer.forward(self.backend.to_numpy(x_in)), dtype=x_in.dtype)
+
+    def backward(self, d_out, input_gradient=True):
+        host = self.backend.to_numpy(d_out)
+        d_in = self.layer.backward(host, input_gradient) if takes_input_gradient(self.layer) else (
+            self.layer.backward(host))
+        return None if d_in is None else self.backend.asarray(d_in, dtype=d_out.dtype)
 
 
 def _placed(layers, where):
@@ -127,7 +147,10 @@ class Network(Layer):
                     i += len(run)
                     continue
                 layer = layers[i]
-                stages.append(layer if takes_input_gradient(layer) else _NotebookLayer(layer))
+                if not isinstance(layer, Layer) and self.backend.xp is not numpy:
+                    stages.append(_HostLayer(layer, self.backend))
+                else:
+                    stages.append(layer if takes_input_gradient(layer) else _NotebookLayer(layer))
                 i += 1
             self._stage_list, self._stages_key = stages, key
         return self._stage_list

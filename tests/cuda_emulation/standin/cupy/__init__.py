@@ -289,8 +289,9 @@ class ndarray(numpy.ndarray):
     def __cuda_array_interface__(self):
         """The CUDA Array Interface (version 3) that CuPy's arrays offer: what tells a device array
         from a host one for code that does not import CuPy."""
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ctypes.data, False),
-                "version": 3, "strides": None if self.flags.c_contiguous else self.strides}
+        pointer = self.view(numpy.ndarray).ctypes.data
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (pointer, False), "version": 3,
+                "strides": None if self.flags.c_contiguous else self.strides}
 
     def __new__(cls, shape, dtype=float, memptr=None, strides=None, order="C"):
         if memptr is not None or strides is not None:
