@@ -231,17 +231,10 @@ inline void switch_to(Fiber* from, Fiber* to) {
 #endif
 }
 
-// The running thread cannot go on (it waits at a barrier or an exchange): run another.
-inline void block_current() {
-    Thread* me = g_current;
-    Thread* next = pick();
-    if (next == nullptr) {
-        std::string waiting;
-        for (const Thread& t : g_launch.threads)
-            if (t.state == AT_BARRIER || t.state == AT_WARP)
-                waiting += " " + std::to_string(t.linear) + (t.state == AT_BARRIER ? "@syncthreads" : "@warp");
-        fail("deadlock: no thread of the block can run; waiting:" + waiting.substr(0, 400));
-    }
+
+// Switch from the running thread ``me`` to ``next`` (starting it on a fresh fiber when it has not
+// run yet); returns when the scheduler picks ``me`` again.
+inline void run_instead(Thread* me, Thread* next) {
     if (next->state == NOT_STARTED) {
         g_launch.handoff = next;
         switch_to(me->fiber, take_fiber());
@@ -254,6 +247,20 @@ inline void block_current() {
     me->state = RUNNING;
 }
 
+// The running thread cannot go on (it waits at a barrier or an exchange): run another.
+inline void block_current() {
+    Thread* me = g_current;
+    Thread* next = pick();
+    if (next == nullptr) {
+        std::string waiting;
+        for (const Thread& t : g_launch.threads)
+            if (t.state == AT_BARRIER || t.state == AT_WARP)
+                waiting += " " + std::to_string(t.linear) + (t.state == AT_BARRIER ? "@syncthreads" : "@warp");
+        fail("deadlock: no thread of the block can run; waiting:" + waiting.substr(0, 400));
+    }
+    run_instead(me, next);
+}
+
 // In shuffled order, let another runnable thread go first now and then (more interleavings).
 inline void maybe_yield() {
     if (g_launch.thread_order != SHUFFLED || (next_random() & 3) != 0) return;
@@ -264,16 +271,7 @@ inline void maybe_yield() {
         me->state = RUNNING;
         return;
     }
-    if (next->state == NOT_STARTED) {
-        g_launch.handoff = next;
-        switch_to(me->fiber, take_fiber());
-    } else {
-        next->state = RUNNING;
-        g_current = next;
-        switch_to(me->fiber, next->fiber);
-    }
-    g_current = me;
-    me->state = RUNNING;
+    run_instead(me, next);
 }
 
 inline std::string where(const Thread* t) {

@@ -656,18 +656,9 @@ class ElementwiseKernel:
     def _decide_types(self, in_args, out_args):
         """CuPy's _decide_params_type_core: placeholders bound by output dtypes, then input arrays."""
         types = {}
-        for p, a in zip(self.out_params, out_args):
-            if p.dtype is not None:
-                if a.dtype != p.dtype:
-                    raise TypeError(f"Type is mismatched. {p.name} {a.dtype.type} {p.dtype.type}")
-            elif p.ctype in types:
-                if types[p.ctype] != a.dtype:
-                    raise TypeError(f"Type is mismatched. {p.name} {a.dtype.type} {types[p.ctype]} {p.ctype}")
-            else:
-                types[p.ctype] = a.dtype
-        for p, a in zip(self.in_params, in_args):
-            if not runtime.is_device_array(a):
-                continue  # scalars bind no type
+        pairs = list(zip(self.out_params, out_args))
+        pairs += [(p, a) for p, a in zip(self.in_params, in_args) if runtime.is_device_array(a)]  # no scalar
+        for p, a in pairs:
             if p.dtype is not None:
                 if a.dtype != p.dtype:
                     raise TypeError(f"Type is mismatched. {p.name} {a.dtype.type} {p.dtype.type}")
