@@ -33,11 +33,11 @@ def test_former_names_lead_to_models_that_exist():
     assert fastprop.models.seed_network is fastprop.models.notebook_network
 
 
-def test_the_batch_normalised_recipe_normalises_every_hidden_layer_and_augments():
+def test_the_batch_normalised_recipe_normalises_every_hidden_layer():
     net = MODELS["cnn-bn"].build(rng=0)
     kinds = [type(leaf) for leaf in net.leaves()]
     assert kinds.count(BatchNorm2D) == 2 and kinds.count(BatchNorm1D) == 1 and Dropout not in kinds
-    assert MODELS["cnn-bn"].augment.shift == 2 and not MODELS["cnn-bn"].augment.flip  # digits too
+    assert MODELS["cnn-bn"].augment is None and MODELS["cnn-bn"].learning_rate == 3e-3
     assert BatchNorm1D not in [type(leaf) for leaf in cnn_network(rng=0).leaves()]
 
 
