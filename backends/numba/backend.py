@@ -33,7 +33,7 @@ import time
 
 import numpy
 
-from .. import blas_spin
+from .. import blas, blas_spin
 from . import target, threads
 from ..arrays import kernel_ready
 from ..base import Backend, window_output
@@ -104,6 +104,7 @@ class NumbaBackend(Backend):
 
     def __init__(self, numba, kernels):
         self._numba, self._k = numba, kernels
+        self._products = blas.products()
         self._blas_until = 0.0
         self._local = threading.local()  # scratch arrays, one set per Python thread
         tiny = numpy.zeros((1, 1))
@@ -136,13 +137,13 @@ class NumbaBackend(Backend):
         try:
             return reference(*arguments, **options)
         finally:
-            if not blas_spin.SHORT:
+            if not (blas_spin.SHORT or self._products.short_spin):
                 self._blas_until = time.perf_counter() + BLAS_SPIN_SECONDS
 
     def info(self):
         return {"version": f"numba {self._numba.__version__}", "device": "cpu",
                 "threads": self._numba.get_num_threads(), "threading_layer": self.threading_layer,
-                "instruction_set": target.choice}
+                "instruction_set": target.choice, "blas": self._products.info()}
 
     def warmup(self, dtype):
         started, x = time.perf_counter(), numpy.ones((3, 4), dtype)
@@ -229,7 +230,7 @@ class NumbaBackend(Backend):
             self._parallel(self._k.dense_forward, x, W, b, y, y, self._k.RELU)
         elif (x.ndim == W.ndim == 2 and x.shape[0] and x.shape[1] == W.shape[1] and b.shape == (1, W.shape[0])
               and kernel_ready(x, W, b)):
-            self._blas(numpy.matmul, x, W.T, out=y)  # then the bias and the ReLU in one pass over y
+            self._blas(self._products.matmul, x, W.T, out=y)  # then the bias and the ReLU in one pass over y
             self._parallel(self._k.bias_epilogue, y, b, True)
         else:
             return super().linear_relu_forward(x, W, b)
@@ -253,12 +254,11 @@ class NumbaBackend(Backend):
             return super().linear_relu_backward(x, W, y, dy, dW, db, accumulate=accumulate, need_dx=need_dx)
         dz, bias_gradient = self._masked(dy, y, True)  # the mask and the bias gradient in one pass
         if accumulate:
-            dW += self._blas(numpy.matmul, dz.T, x)
             db += bias_gradient
         else:
-            self._blas(numpy.matmul, dz.T, x, out=dW)
             db[...] = bias_gradient
-        return self._blas(numpy.matmul, dz, W) if need_dx else None
+        self._blas(self._products.matmul, dz.T, x, out=dW, accumulate=accumulate)
+        return self._blas(self._products.matmul, dz, W) if need_dx else None
 
     def _dense_backward(self, x, W, p, g, dW, db, activation, accumulate, need_dx):
         (n, k_in), m = x.shape, W.shape[0]
@@ -343,7 +343,7 @@ class NumbaBackend(Backend):
             return y
         rows, weights = y.reshape(-1, K), self._weight_matrix(W).T
         for start, stop, columns in self._column_chunks(x, (kh, kw), stride, padding):
-            self._blas(numpy.matmul, columns, weights, out=rows[start * ho * wo:stop * ho * wo])
+            self._blas(self._products.matmul, columns, weights, out=rows[start * ho * wo:stop * ho * wo])
         self._parallel(self._k.bias_epilogue, rows, b, relu)
         return y
 
@@ -375,12 +375,12 @@ class NumbaBackend(Backend):
             for start, stop, columns in self._column_chunks(x, (kh, kw), stride, padding, skip=direct):
                 block = dz[start * per_image:stop * per_image]
                 if columns is not None:
-                    by_tap += self._blas(numpy.matmul, columns.T, block)
+                    self._blas(self._products.matmul, columns.T, block, out=by_tap, accumulate=True)
                 if need_dx:
                     if d_columns is None:  # one buffer for every chunk
                         d_columns = numpy.empty((block.shape[0], weights.shape[1]), dy.dtype)
                     d_block = d_columns[:block.shape[0]]
-                    self._blas(numpy.matmul, block, weights, out=d_block)
+                    self._blas(self._products.matmul, block, weights, out=d_block)
                     self._parallel(k.col2im, d_block, kh, kw, sh, sw, ph, pw, dx[start:stop])
         self._store_conv_gradients(dW, db, by_tap, bias_gradient, accumulate)
         return dx

@@ -15,7 +15,7 @@ numba = pytest.importorskip("numba", reason="numba is not installed (pip install
 
 import fastprop  # noqa: E402
 from fastprop import Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftmaxCrossEntropy  # noqa: E402
-from fastprop.backends import Backend, BackendUnavailableError, blas_spin, load_backend  # noqa: E402
+from fastprop.backends import Backend, BackendUnavailableError, blas, blas_spin, load_backend  # noqa: E402
 from fastprop.backends.numba import backend as numba_backend  # noqa: E402
 from tests.conftest import relative_error  # noqa: E402
 
@@ -144,6 +144,7 @@ def test_missing_numba_says_what_to_install(monkeypatch):
 @pytest.mark.parametrize("short_spin", [False, True])
 def test_kernels_run_on_one_thread_while_blas_threads_spin(backend, monkeypatch, short_spin):
     monkeypatch.setattr(blas_spin, "SHORT", short_spin)
+    monkeypatch.setattr(backend, "_products", blas.NumpyProducts())  # OpenBLAS's spin is the case here
     monkeypatch.setattr(backend, "_blas_until", 0.0)
     x, W, b, *_ = _layer(numpy.random.default_rng(8), 50, 20, numba_backend.SMALL_LAYER + 1, numpy.float64)
     backend.linear_forward(x, W, b)  # a wide layer: a BLAS product
