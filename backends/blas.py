@@ -148,7 +148,7 @@ def _installed_mkl() -> list[str]:
         files = importlib.metadata.files("mkl") or ()
     except importlib.metadata.PackageNotFoundError:
         return []
-    found = [os.path.realpath(f.locate()) for f in files if f.name.startswith("libmkl_rt.")]
+    found = [os.path.realpath(f.locate()) for f in files if f.name.startswith(("libmkl_rt.", "mkl_rt."))]
     return sorted(found, key=len)
 
 

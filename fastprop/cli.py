@@ -180,6 +180,13 @@ def _list_backends(args, parser) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    from .backends import blas
+
+    try:
+        print(f"the numba backend's matrix products: {blas.products().info()}")
+    except blas.BlasUnavailableError as error:
+        print(f"the numba backend's matrix products: {error}")
+        return 1
     return 0
 
 

@@ -32,9 +32,22 @@ def test_train_prints_epochs_test_accuracy_and_throughput(tiny_mnist, capsys):
     assert re.search(r"^training throughput=\d+ samples/s", out, flags=re.M)
 
 
+def test_backends_says_when_the_blas_asked_for_is_missing(capsys, monkeypatch):
+    from fastprop.backends import blas
+
+    monkeypatch.setenv(blas.VARIABLE, "nonsense")
+    blas.products.cache_clear()
+    try:
+        assert main(["backends", "--no-warmup"]) == 1
+    finally:
+        blas.products.cache_clear()
+    assert "FASTPROP_BLAS='nonsense' names no BLAS" in capsys.readouterr().out
+
+
 def test_backends_lists_numpy_as_available(capsys):
     assert main(["backends", "--no-warmup"]) == 0
     out = capsys.readouterr().out
+    assert re.search(r"^the numba backend's matrix products: \S", out, flags=re.M)
     assert re.search(r"^numpy\s+yes\s+numpy \d", out, flags=re.M)
     for line in out.splitlines()[1:]:  # every unavailable backend says why
         if re.match(r"^\S+\s+no\s", line):

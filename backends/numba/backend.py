@@ -104,7 +104,10 @@ class NumbaBackend(Backend):
 
     def __init__(self, numba, kernels):
         self._numba, self._k = numba, kernels
-        self._products = blas.products()
+        try:
+            self._products = blas.products()
+        except blas.BlasUnavailableError as error:
+            raise BackendUnavailableError(str(error)) from error
         self._blas_until = 0.0
         self._local = threading.local()  # scratch arrays, one set per Python thread
         tiny = numpy.zeros((1, 1))

@@ -176,3 +176,17 @@ def test_the_numba_backend_computes_its_products_with_the_library_chosen():
     backend = load_backend("numba")
     assert backend.info()["blas"] == blas.products().info()
     assert isinstance(backend, numba_backend.NumbaBackend)
+
+
+def test_a_bad_choice_makes_the_numba_backend_unavailable_with_the_reason(monkeypatch):
+    pytest.importorskip("numba")
+    from fastprop.backends import BackendUnavailableError
+    from fastprop.backends.numba import backend as numba_backend
+
+    monkeypatch.setenv(blas.VARIABLE, "atlas")
+    blas.products.cache_clear()
+    try:
+        with pytest.raises(BackendUnavailableError, match=r"FASTPROP_BLAS='atlas' names no BLAS"):
+            numba_backend.create()
+    finally:
+        blas.products.cache_clear()
