@@ -72,6 +72,19 @@ def _elementwise(kernel, reference, *arrays):
     return reference(*arrays)
 
 
+def _wide(x, W, b):
+    """True for a dense layer's forward that BLAS and the epilogue kernel take: matching 2-D shapes."""
+    return (x.ndim == W.ndim == 2 and x.shape[0] > 0 and x.shape[1] == W.shape[1]
+            and b.shape == (1, W.shape[0]) and kernel_ready(x, W, b))
+
+
+def _wide_backward_ready(x, W, y, dy, dW, db):
+    """True for a dense layer's backward that BLAS and the mask kernel take."""
+    return (x.ndim == W.ndim == 2 and x.shape[0] > 0 and x.shape[1] == W.shape[1]
+            and y.shape == dy.shape == (x.shape[0], W.shape[0]) and dW.shape == W.shape
+            and db.shape == (1, W.shape[0]) and kernel_ready(x, W, y, dy, dW, db))
+
+
 def _small(x, W, b, *batch, dW=None):
     """True for layers the fused kernels take: few outputs, matching 2-D shapes, contiguous floats."""
     n, m = x.shape[0], W.shape[0]
@@ -218,6 +231,8 @@ class NumbaBackend(Backend):
             z = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
             self._parallel(self._k.dense_forward, x, W, b, z, z, self._k.IDENTITY)
             return z
+        if _wide(x, W, b):
+            return self._wide_forward(x, W, b, relu=False)
         return self._blas(super().linear_forward, x, W, b)
 
     def linear_sigmoid_forward(self, x, W, b):
@@ -228,20 +243,25 @@ class NumbaBackend(Backend):
         return super().linear_sigmoid_forward(x, W, b)  # self.linear_forward picks BLAS or the kernel
 
     def linear_relu_forward(self, x, W, b):
-        y = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
         if _small(x, W, b):
+            y = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
             self._parallel(self._k.dense_forward, x, W, b, y, y, self._k.RELU)
-        elif (x.ndim == W.ndim == 2 and x.shape[0] and x.shape[1] == W.shape[1] and b.shape == (1, W.shape[0])
-              and kernel_ready(x, W, b)):
-            self._blas(self._products.matmul, x, W.T, out=y)  # then the bias and the ReLU in one pass over y
-            self._parallel(self._k.bias_epilogue, y, b, True)
-        else:
-            return super().linear_relu_forward(x, W, b)
+            return y
+        if _wide(x, W, b):
+            return self._wide_forward(x, W, b, relu=True)
+        return super().linear_relu_forward(x, W, b)
+
+    def _wide_forward(self, x, W, b, relu):
+        y = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
+        self._blas(self._products.matmul, x, W.T, out=y)  # then the bias (and ReLU) in one pass over y
+        self._parallel(self._k.bias_epilogue, y, b, relu)
         return y
 
     def linear_backward(self, x, W, dz, dW, db, *, accumulate=True, need_dx=True):
         if _small(x, W, db, dz, dW=dW):
             return self._dense_backward(x, W, dz, dz, dW, db, self._k.IDENTITY, accumulate, need_dx)
+        if _wide_backward_ready(x, W, dz, dz, dW, db):
+            return self._wide_backward(x, W, None, dz, dW, db, accumulate, need_dx)
         return self._blas(super().linear_backward, x, W, dz, dW, db, accumulate=accumulate, need_dx=need_dx)
 
     def linear_sigmoid_backward(self, x, W, p, dp, dW, db, *, accumulate=True, need_dx=True):
@@ -252,10 +272,13 @@ class NumbaBackend(Backend):
     def linear_relu_backward(self, x, W, y, dy, dW, db, *, accumulate=True, need_dx=True):
         if _small(x, W, db, y, dy, dW=dW):
             return self._dense_backward(x, W, y, dy, dW, db, self._k.RELU, accumulate, need_dx)
-        if not (x.ndim == 2 and y.shape == dy.shape == (x.shape[0], W.shape[0]) and dW.shape == W.shape
-                and x.shape[0] and kernel_ready(x, W, y, dy, dW, db)):
+        if not _wide_backward_ready(x, W, y, dy, dW, db):
             return super().linear_relu_backward(x, W, y, dy, dW, db, accumulate=accumulate, need_dx=need_dx)
-        dz, bias_gradient = self._masked(dy, y, True)  # the mask and the bias gradient in one pass
+        return self._wide_backward(x, W, y, dy, dW, db, accumulate, need_dx)
+
+    def _wide_backward(self, x, W, y, dy, dW, db, accumulate, need_dx):
+        """A dense layer's gradients by BLAS; ``dy`` masked where ``y <= 0`` unless ``y`` is None."""
+        dz, bias_gradient = self._masked(dy, y, y is not None)  # the mask and the bias gradient in one pass
         if accumulate:
             db += bias_gradient
         else:
