@@ -2,8 +2,8 @@
 
 Matrix products go to cuBLAS, convolutions as products of im2col column matrices; the elementwise,
 row-wise, pooling and batch-normalisation parts run as fused kernels from :mod:`.kernels`, compiled on
-first use and memoized per dtype. Training data stays on the device: each epoch is shuffled there and batches are
-gathered there. For an epoch plan of dense layers (each with no activation, a sigmoid or a ReLU)
+first use and memoized per dtype. Training data stays on the device: each epoch is shuffled there and
+batches are gathered there. For an epoch plan of dense layers (each with no activation, a sigmoid or a ReLU)
 trained with plain SGD on the summed squared error or softmax cross-entropy,
 :meth:`CupyBackend.compile_epoch` replays whole epochs from CUDA graphs of fastprop's own kernels,
 with no Python per batch.

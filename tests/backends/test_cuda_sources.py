@@ -91,8 +91,8 @@ def test_the_loader_assembles_each_family_from_the_shipped_files(kernels):
 
 def test_launch_shapes_are_defined_once_in_python(kernels):
     """THREADS, ROWS_PER_BLOCK, COLUMNS, SLICES and CHUNK_ROWS come from the kernels module only: the CUDA
-    files use them and never define them, and every assembled source defines each with the value Python launches
-    with."""
+    files use them and never define them, and every assembled source defines each with the value Python
+    launches with."""
     names = ("THREADS", "ROWS_PER_BLOCK", "COLUMNS", "SLICES", "CHUNK_ROWS")
     shapes = {name: getattr(kernels, name) for name in names}
     for name in _cuda_files():
