@@ -1,9 +1,9 @@
 """The CuPy backend: fastprop's layers on an NVIDIA GPU.
 
 Matrix products go to cuBLAS, convolutions as products of im2col column matrices; the elementwise,
-row-wise and pooling parts run as fused kernels from :mod:`.kernels`, compiled on first use and
-memoized per dtype. Training data stays on the device: each epoch is shuffled there and batches are
-gathered there. For an epoch plan of dense layers (each with no activation, a sigmoid or a ReLU)
+row-wise, pooling and batch-normalisation parts run as fused kernels from :mod:`.kernels`, compiled on
+first use and memoized per dtype. Training data stays on the device: each epoch is shuffled there and
+batches are gathered there. For an epoch plan of dense layers (each with no activation, a sigmoid or a ReLU)
 trained with plain SGD on the summed squared error or softmax cross-entropy,
 :meth:`CupyBackend.compile_epoch` replays whole epochs from CUDA graphs of fastprop's own kernels,
 with no Python per batch.
@@ -44,6 +44,14 @@ def _window_output(image_shape, kernel, stride, padding=(0, 0)):
     return (ho, wo) if fits and min(n, C, ho, wo) > 0 else None
 
 
+def _norm_ready(x, *columns) -> bool:
+    """True for a ``(rows, C)`` matrix of 1 to NORM_ROW_LIMIT rows and ``(C,)`` vectors of its dtype
+    that the norm kernels take."""
+    return (x.ndim == 2 and 0 < x.shape[0] <= kernels.NORM_ROW_LIMIT and kernel_ready(x)
+            and all(c.shape == (x.shape[1],) for c in columns) and kernel_ready(*columns, ndim=1)
+            and columns[0].dtype == x.dtype)
+
+
 class CupyBackend(Backend):
     """CuPy arrays on the current CUDA device."""
 
@@ -71,6 +79,7 @@ class CupyBackend(Backend):
         kernels.step_kernels(dtype)
         kernels.epoch_kernels(dtype)
         kernels.conv_kernels(dtype)
+        kernels.norm_kernels(dtype)
         x = cupy.ones((3, 4), dtype)
         W, b = cupy.ones((2, 4), dtype), cupy.ones((1, 2), dtype)
         _, p = self.linear_sigmoid_forward(x, W, b)
@@ -83,6 +92,10 @@ class CupyBackend(Backend):
         images, kernel = cupy.ones((1, 3, 4, 2), dtype), cupy.ones((2, 2, 2, 2), dtype)
         y = self.conv2d_forward(images, kernel, b, (1, 1), (1, 1), relu=True)
         self.conv2d_backward(images, kernel, y, y, kernel.copy(), b.copy(), (1, 1), (1, 1), relu=True)
+        ones = cupy.ones(4, dtype)
+        y, mu, inverse_std = self.batch_norm_forward(x, ones, ones, ones.copy(), ones.copy(), training=True,
+                                                     momentum=0.1, eps=1e-5, relu=True)
+        self.batch_norm_backward(x, mu, inverse_std, ones, y, ones.copy(), ones.copy(), y, training=True)
         pooled, argmax = self.maxpool2d_forward(images, (2, 2), (1, 1))
         self.maxpool2d_backward(argmax, pooled, (2, 2), (1, 1), images.shape)
         self.synchronize()
@@ -215,6 +228,23 @@ class CupyBackend(Backend):
         if param.dtype not in KERNEL_FLOATS or grad.dtype != param.dtype or grad.shape != param.shape:
             return super().sgd_update(param, grad, learning_rate)
         kernels.elementwise("sgd")(grad, param.dtype.type(learning_rate), param)
+
+    def batch_norm_forward(self, x, gamma, beta, mean, var, *, training, momentum, eps, relu=False):
+        if _norm_ready(x, gamma, beta, mean, var) and (x.shape[0] >= 2 or not training):
+            return kernels.batch_norm_forward(x, gamma, beta, mean, var, bool(training), float(momentum),
+                                              float(eps), bool(relu))
+        return super().batch_norm_forward(x, gamma, beta, mean, var, training=training, momentum=momentum,
+                                          eps=eps, relu=relu)
+
+    def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output=None, *, training,
+                            accumulate=True, need_dx=True):
+        arrays = (x, dy) if relu_output is None else (x, dy, relu_output)
+        if all(a.shape == x.shape for a in arrays) and kernel_ready(*arrays) and _norm_ready(
+                x, mu, inverse_std, gamma, dgamma, dbeta):
+            return kernels.batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output,
+                                               bool(training), bool(accumulate), bool(need_dx))
+        return super().batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output,
+                                           training=training, accumulate=accumulate, need_dx=need_dx)
 
     # -- convolution and pooling ----------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """CUDA kernels of the CuPy backend, and the launch-free training epoch built from them.
 
-Three families, all templated on the element type (``float`` or ``double``), compiled by NVRTC on
+Four families, all templated on the element type (``float`` or ``double``), compiled by NVRTC on
 first use and memoized per dtype (CuPy also keeps the binaries in its on-disk kernel cache). Their
 CUDA source lives beside this module in ``cuda/`` (shipped as package data): ``common.cuh`` with the
 device helpers they share, then one file per family, each compiled after the activation and loss
@@ -12,6 +12,8 @@ codes of :mod:`.plan` as ``#define`` lines, so that Python and CUDA share one de
 * *conv kernels* (``cuda/conv_kernels.cu``) around the convolution's cuBLAS products: im2col and its
   adjoint, the bias (and ReLU) epilogue, and max pooling forward and backward, each thread writing
   one element (no atomics, so results are deterministic);
+* *norm kernels* (``cuda/norm_kernels.cu``) of the batch-normalisation methods: column statistics and
+  gradient sums over chunks of rows, added in a fixed order (no atomics), and the elementwise passes;
 * *epoch kernels* (``cuda/epoch_kernels.cu``): tiled matrix products with fused epilogues (bias and
   activation; the previous activation's slope; the SGD step on weights and bias) and warp-per-row
   kernels for layers with few outputs, the last of them fused with the cost. :class:`EpochProgram`
@@ -45,7 +47,8 @@ class SoftmaxRows(enum.IntEnum):
 
 
 def cuda_source(family: str) -> str:
-    """The CUDA source of ``family`` (``"step_kernels"``, ``"epoch_kernels"``, ``"conv_kernels"``) for NVRTC.
+    """The CUDA source of ``family`` (``"step_kernels"``, ``"epoch_kernels"``, ``"conv_kernels"``,
+    ``"norm_kernels"``) for NVRTC.
 
     The codes of :mod:`.plan` and :class:`SoftmaxRows` and the launch shapes (:func:`launch_defines`) as
     ``#define`` lines, then ``cuda/common.cuh``,
@@ -65,13 +68,15 @@ TILES = ((64, 64), (32, 64), (32, 32))
 NARROW_FORWARD, NARROW_UPDATE = (8, 16, 32), (8, 16)
 #: Launch shapes, defined here once and handed to the CUDA sources as ``#define`` lines
 #: (:func:`launch_defines`): threads per block of the one-dimensional kernels, batch rows (warps) per
-#: block of the warp-per-row kernels, and the (COLUMNS, SLICES) block of narrow_update.
-THREADS, ROWS_PER_BLOCK, COLUMNS, SLICES = 256, 4, 8, 32
+#: block of the warp-per-row kernels, the (COLUMNS, SLICES) block of narrow_update, and the rows of
+#: one chunk of the batch-norm column sums (a constant, so that their order is the same on every device).
+THREADS, ROWS_PER_BLOCK, COLUMNS, SLICES, CHUNK_ROWS = 256, 4, 8, 32, 512
 
 
 def launch_defines() -> str:
     """The launch shapes as ``#define`` lines, for the CUDA sources."""
-    shapes = {"THREADS": THREADS, "ROWS_PER_BLOCK": ROWS_PER_BLOCK, "COLUMNS": COLUMNS, "SLICES": SLICES}
+    shapes = {"THREADS": THREADS, "ROWS_PER_BLOCK": ROWS_PER_BLOCK, "COLUMNS": COLUMNS, "SLICES": SLICES,
+              "CHUNK_ROWS": CHUNK_ROWS}
     return "".join(f"#define {name} {value}\n" for name, value in shapes.items())
 #: The loss argument of the kernels for a layer that is not the last: no cost is fused in.
 _NO_LOSS = 0
@@ -114,6 +119,15 @@ CONV_KERNELS = ("im2col", "col2im", "add_bias", "maxpool_forward", "maxpool_back
 def conv_kernels(dtype) -> dict:
     t = _ctype(dtype)
     return _compiled("conv_kernels", tuple(f"{name}<{t}>" for name in CONV_KERNELS))
+
+
+NORM_KERNELS = ("norm_chunk_sums", "norm_statistics", "norm_affine", "norm_gradient_chunk_sums",
+                "norm_gradient_sums", "norm_input_gradient")
+
+
+def norm_kernels(dtype) -> dict:
+    t = _ctype(dtype)
+    return _compiled("norm_kernels", tuple(f"{name}<{t}>" for name in NORM_KERNELS))
 
 
 # ---------------------------------------------------------------------------------- step kernels
@@ -244,6 +258,66 @@ def maxpool_backward(argmax, dy, window, image_shape):
     """A new ``image_shape`` array: each element the sum of ``dy`` over the windows whose ``argmax`` is it."""
     dx = cupy.empty(image_shape, dy.dtype)
     _image_kernel("maxpool_backward", dy.dtype, (argmax, dy, dx), image_shape, dy.shape[1:3], window)
+    return dx
+
+
+# ---------------------------------------------------------------------------------- norm kernels
+#
+# x and dy are (rows, C) and C-contiguous, the per-column vectors (C,) of their dtype. The column sums
+# run on a grid of (column groups of 32, chunks of CHUNK_ROWS rows), so rows are limited by the grid's
+# 65535 chunks.
+
+#: The norm kernels take at most this many rows.
+NORM_ROW_LIMIT = 65535 * CHUNK_ROWS
+_NORM_BLOCK = (32, THREADS // 32)
+
+
+def _norm_launch(name, dtype, grid, block, args) -> None:
+    norm_kernels(dtype)[f"{name}<{_ctype(dtype)}>"](grid, block, args)
+
+
+def _column_grid(cols: int) -> tuple:
+    return (min(_blocks(cols, THREADS), 65535),)
+
+
+def batch_norm_forward(x, gamma, beta, mean, var, training: bool, momentum: float, eps: float, relu: bool):
+    """``Backend.batch_norm_forward`` for ``rows >= 1`` (``>= 2`` in training): new ``(y, mu,
+    inverse_std)``, the running ``mean`` and ``var`` updated in place in training."""
+    (rows, cols), dtype = x.shape, x.dtype
+    chunks = _blocks(rows, CHUNK_ROWS) if training else 0
+    partial = cupy.empty((max(chunks, 1), 2, cols), numpy.float64)  # not read in evaluation
+    if training:
+        _norm_launch("norm_chunk_sums", dtype, (_blocks(cols, 32), chunks), _NORM_BLOCK,
+                     (x, partial, _I64(rows), _I64(cols)))
+    mu, inverse_std = cupy.empty(cols, dtype), cupy.empty(cols, dtype)
+    _norm_launch("norm_statistics", dtype, _column_grid(cols), (THREADS,), (
+        x, partial, mean, var, mu, inverse_std, _I64(rows), _I64(cols), _I64(chunks), _I32(training),
+        numpy.float64(momentum), numpy.float64(eps)))
+    y = cupy.empty_like(x)
+    _norm_launch("norm_affine", dtype, (min(_blocks(x.size, THREADS), 65535),), (THREADS,),
+                 (x, mu, inverse_std, gamma, beta, y, _I64(cols), _I64(x.size), _I32(relu)))
+    return y, mu, inverse_std
+
+
+def batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output, training: bool,
+                        accumulate: bool, need_dx: bool):
+    """``Backend.batch_norm_backward`` for ``rows >= 1``: ``dgamma``, ``dbeta`` written or added to, and a
+    new ``dx`` (or None unless ``need_dx``)."""
+    (rows, cols), dtype = x.shape, x.dtype
+    relu = relu_output is not None
+    mask = relu_output if relu else dy  # a pointer of the right type; not read without relu
+    chunks = _blocks(rows, CHUNK_ROWS)
+    partial = cupy.empty((chunks, 2, cols), numpy.float64)
+    _norm_launch("norm_gradient_chunk_sums", dtype, (_blocks(cols, 32), chunks), _NORM_BLOCK,
+                 (x, mu, inverse_std, dy, mask, _I32(relu), partial, _I64(rows), _I64(cols)))
+    means = cupy.empty((2, cols), dtype)
+    _norm_launch("norm_gradient_sums", dtype, _column_grid(cols), (THREADS,), (
+        partial, dgamma, dbeta, means, _I64(rows), _I64(cols), _I64(chunks), _I32(accumulate)))
+    if not need_dx:
+        return None
+    dx = cupy.empty_like(x)
+    _norm_launch("norm_input_gradient", dtype, (min(_blocks(x.size, THREADS), 65535),), (THREADS,), (
+        x, mu, inverse_std, gamma, dy, mask, _I32(relu), means, dx, _I64(cols), _I64(x.size), _I32(training)))
     return dx
 
 

@@ -31,7 +31,7 @@ from fastprop.backends import Backend
 from fastprop.backends.plan import Activation, Loss, cuda_defines
 from tests.conftest import relative_error
 
-FAMILIES = ("step_kernels", "epoch_kernels", "conv_kernels")
+FAMILIES = ("step_kernels", "epoch_kernels", "conv_kernels", "norm_kernels")
 CUDA = importlib.resources.files("fastprop.backends.cupy").joinpath("cuda")
 
 
@@ -90,10 +90,11 @@ def test_the_loader_assembles_each_family_from_the_shipped_files(kernels):
 
 
 def test_launch_shapes_are_defined_once_in_python(kernels):
-    """THREADS, ROWS_PER_BLOCK, COLUMNS and SLICES come from the kernels module only: the CUDA files use
-    them and never define them, and every assembled source defines each with the value Python launches
-    with."""
-    shapes = {name: getattr(kernels, name) for name in ("THREADS", "ROWS_PER_BLOCK", "COLUMNS", "SLICES")}
+    """THREADS, ROWS_PER_BLOCK, COLUMNS, SLICES and CHUNK_ROWS come from the kernels module only: the CUDA
+    files use them and never define them, and every assembled source defines each with the value Python
+    launches with."""
+    names = ("THREADS", "ROWS_PER_BLOCK", "COLUMNS", "SLICES", "CHUNK_ROWS")
+    shapes = {name: getattr(kernels, name) for name in names}
     for name in _cuda_files():
         text = CUDA.joinpath(name).read_text(encoding="utf-8")
         for shape in shapes:

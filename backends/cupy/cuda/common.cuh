@@ -1,4 +1,5 @@
-// Device helpers shared by the kernel families: step_kernels.cu, epoch_kernels.cu, conv_kernels.cu.
+// Device helpers shared by the kernel families: step_kernels.cu, epoch_kernels.cu, conv_kernels.cu,
+// norm_kernels.cu.
 //
 // kernels.cuda_source() compiles each of those files as one source: first the named codes as
 // #defines (ACTIVATION_* and LOSS_* from backends/plan.py, SOFTMAX_ROWS_* from kernels.py),
