@@ -74,3 +74,11 @@ def kernel_ready(*arrays, ndim=None) -> bool:
     return dtype in KERNEL_FLOATS and all(
         a.dtype == dtype and a.flags.c_contiguous and (ndim is None or a.ndim == ndim) for a in arrays)
 
+
+
+def norm_ready(x, *columns, max_rows=None) -> bool:
+    """True for a non-empty ``(rows, C)`` matrix (at most ``max_rows`` rows when given) and ``(C,)``
+    vectors of its dtype that a backend's batch-norm kernels take."""
+    return (x.ndim == 2 and 0 < x.shape[0] <= (x.shape[0] if max_rows is None else max_rows)
+            and kernel_ready(x) and all(c.shape == (x.shape[1],) for c in columns)
+            and kernel_ready(*columns, ndim=1) and columns[0].dtype == x.dtype)

@@ -16,7 +16,7 @@ import warnings
 
 import numpy
 
-from ..arrays import KERNEL_FLOATS, kernel_ready
+from ..arrays import KERNEL_FLOATS, kernel_ready, norm_ready
 from ..base import Backend, window_output
 from ..registry import BackendUnavailableError
 
@@ -42,14 +42,6 @@ def _window_output(image_shape, kernel, stride, padding=(0, 0)):
     ho, wo = window_output(H, W, kernel, stride, padding)
     fits = max(n * H * W * C, H + 2 * ph, W + 2 * pw, kh * kw * C, sh, sw) < kernels.INT_LIMIT
     return (ho, wo) if fits and min(n, C, ho, wo) > 0 else None
-
-
-def _norm_ready(x, *columns) -> bool:
-    """True for a ``(rows, C)`` matrix of 1 to NORM_ROW_LIMIT rows and ``(C,)`` vectors of its dtype
-    that the norm kernels take."""
-    return (x.ndim == 2 and 0 < x.shape[0] <= kernels.NORM_ROW_LIMIT and kernel_ready(x)
-            and all(c.shape == (x.shape[1],) for c in columns) and kernel_ready(*columns, ndim=1)
-            and columns[0].dtype == x.dtype)
 
 
 class CupyBackend(Backend):
@@ -230,7 +222,8 @@ class CupyBackend(Backend):
         kernels.elementwise("sgd")(grad, param.dtype.type(learning_rate), param)
 
     def batch_norm_forward(self, x, gamma, beta, mean, var, *, training, momentum, eps, relu=False):
-        if _norm_ready(x, gamma, beta, mean, var) and (x.shape[0] >= 2 or not training):
+        ready = norm_ready(x, gamma, beta, mean, var, max_rows=kernels.NORM_ROW_LIMIT)
+        if ready and (x.shape[0] >= 2 or not training):
             return kernels.batch_norm_forward(x, gamma, beta, mean, var, bool(training), float(momentum),
                                               float(eps), bool(relu))
         return super().batch_norm_forward(x, gamma, beta, mean, var, training=training, momentum=momentum,
@@ -239,8 +232,8 @@ class CupyBackend(Backend):
     def batch_norm_backward(self, x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output=None, *, training,
                             accumulate=True, need_dx=True):
         arrays = (x, dy) if relu_output is None else (x, dy, relu_output)
-        if all(a.shape == x.shape for a in arrays) and kernel_ready(*arrays) and _norm_ready(
-                x, mu, inverse_std, gamma, dgamma, dbeta):
+        if all(a.shape == x.shape for a in arrays) and kernel_ready(*arrays) and norm_ready(
+                x, mu, inverse_std, gamma, dgamma, dbeta, max_rows=kernels.NORM_ROW_LIMIT):
             return kernels.batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output,
                                                bool(training), bool(accumulate), bool(need_dx))
         return super().batch_norm_backward(x, mu, inverse_std, gamma, dy, dgamma, dbeta, relu_output,

@@ -35,7 +35,7 @@ import numpy
 
 from .. import blas, blas_spin
 from . import target, threads
-from ..arrays import kernel_ready
+from ..arrays import kernel_ready, norm_ready
 from ..base import Backend, window_output
 from ..plan import Activation, Loss
 from ..registry import BackendUnavailableError
@@ -54,13 +54,6 @@ COLUMN_BYTES = 2 * 2**20
 BLAS_SPIN_SECONDS = 0.2
 #: Training images that are all exactly ``k / PIXEL_LEVELS`` (k = 0..255) are kept as uint8 codes.
 PIXEL_LEVELS = 255
-
-
-def _norm_ready(x, *columns):
-    """True for a non-empty ``(rows, C)`` matrix and ``(C,)`` vectors of its dtype that the kernels take."""
-    return (x.ndim == 2 and x.shape[0] > 0 and kernel_ready(x)
-            and all(c.shape == (x.shape[1],) for c in columns) and kernel_ready(*columns, ndim=1)
-            and columns[0].dtype == x.dtype)
 
 
 def _elementwise(kernel, reference, *arrays):
@@ -328,7 +321,7 @@ class NumbaBackend(Backend):
     # -- batch normalisation ((rows, C) matrices; see backends/base.py) -------------------------
 
     def batch_norm_forward(self, x, gamma, beta, mean, var, *, training, momentum, eps, relu=False):
-        if _norm_ready(x, gamma, beta, mean, var) and (x.shape[0] >= 2 or not training):
+        if norm_ready(x, gamma, beta, mean, var) and (x.shape[0] >= 2 or not training):
             return self._parallel(self._k.batch_norm_forward, x, gamma, beta, mean, var, bool(training),
                                   float(momentum), float(eps), bool(relu))
         return super().batch_norm_forward(x, gamma, beta, mean, var, training=training, momentum=momentum,
@@ -338,7 +331,7 @@ class NumbaBackend(Backend):
                             accumulate=True, need_dx=True):
         arrays = (x, dy) if relu_output is None else (x, dy, relu_output)
         same = all(a.shape == x.shape for a in arrays)
-        ready = same and _norm_ready(x, mu, inverse_std, gamma, dgamma, dbeta)
+        ready = same and norm_ready(x, mu, inverse_std, gamma, dgamma, dbeta)
         if ready and kernel_ready(*arrays):
             return self._parallel(self._k.batch_norm_backward, x, mu, inverse_std, gamma, dy, dgamma, dbeta,
                                   bool(training), bool(accumulate), bool(need_dx), relu_output)
