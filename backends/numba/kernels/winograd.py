@@ -1,0 +1,150 @@
+"""Winograd minimal filtering F(2x2, 3x3) for 3x3 stride-1 convolutions on channels-last images.
+
+Each 2x2 block of outputs (a *tile*) is computed from the 4x4 block of (zero-padded) inputs under it
+as ``Y = A^T [U . V] A`` with ``U = G g G^T`` (the filter, once per call) and ``V = B^T d B`` (the
+inputs): 16 products per channel pair instead of 36 (Lavin and Gray, "Fast Algorithms for
+Convolutional Neural Networks", 2016). Summed over channels, the elementwise products are 16 matrix
+products ``M[xi] = V[xi] (tiles x C) @ U[xi] (C x K)``, which the backend hands to BLAS; these
+kernels are the transforms around them. The transforms only add, subtract and halve, so results
+differ from a direct sum by float rounding only (somewhat more than im2col's, as ``V`` and ``M``
+carry sums of several terms: within ``1e-5`` of the sum of absolute terms in float32, tested).
+
+Layouts: ``U (16, C, K)``, ``V (16, tiles, C)``, ``M (16, tiles, K)`` with ``xi = 4 * a + b`` for
+row ``a`` and column ``b`` of the transformed tile, so each ``V[xi]``, ``U[xi]``, ``M[xi]`` is a
+C-contiguous matrix. Tiles are numbered ``(image, tile row, tile column)`` over the whole batch and
+processed ``first, first + 1, ...``: the backend transforms a chunk of tiles at a time so that ``V``
+and ``M`` stay in cache between the transforms and the products. The last tile row and column of an
+odd-sized output are partial: their inputs past the image read zero and their outputs past it are
+not written. Every tile is computed alone, so results never depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from .intrinsics import JIT
+
+#: Entries of one transformed tile (4 x 4).
+TILE_ENTRIES = 16
+
+
+@numba.njit(parallel=True, **JIT)
+def winograd_filter(W, flip, U):
+    """``U[xi, j, k] = (G W[k, j] G^T)[xi]`` for ``W (K, C, 3, 3)`` and ``U (16, C, K)``.
+
+    With ``flip``, the filter of the input gradient instead: ``U (16, K, C)`` with ``U[xi, k, j] =
+    (G W[k, j, ::-1, ::-1] G^T)[xi]``, the 180-degree rotated, channel-transposed filter whose
+    convolution with the output gradient is the input gradient."""
+    K, C = W.shape[0], W.shape[1]
+    half = W.dtype.type(0.5)
+    for j in prange(C):
+        g = np.empty((3, 3), W.dtype)
+        t = np.empty((4, 3), W.dtype)
+        for k in range(K):
+            for p in range(3):
+                for q in range(3):
+                    g[p, q] = W[k, j, 2 - p, 2 - q] if flip else W[k, j, p, q]
+            for q in range(3):  # t = G g
+                t[0, q] = g[0, q]
+                t[1, q] = half * (g[0, q] + g[1, q] + g[2, q])
+                t[2, q] = half * (g[0, q] - g[1, q] + g[2, q])
+                t[3, q] = g[2, q]
+            for a in range(4):  # (G g) G^T
+                u0 = t[a, 0]
+                u1 = half * (t[a, 0] + t[a, 1] + t[a, 2])
+                u2 = half * (t[a, 0] - t[a, 1] + t[a, 2])
+                u3 = t[a, 2]
+                if flip:
+                    U[4 * a, k, j], U[4 * a + 1, k, j], U[4 * a + 2, k, j], U[4 * a + 3, k, j] = u0, u1, u2, u3
+                else:
+                    U[4 * a, j, k], U[4 * a + 1, j, k], U[4 * a + 2, j, k], U[4 * a + 3, j, k] = u0, u1, u2, u3
+
+
+@numba.njit(**JIT)
+def _input_tile(d, u0, v0, V, t):
+    """``V[:, t, :] = B^T d[u0:u0 + 4, v0:v0 + 4] B`` channel by channel, ``d`` an ``(rows, columns, C)``
+    image with the 4x4 block inside it."""
+    for c in range(d.shape[2]):
+        a0, a1, a2, a3 = d[u0, v0, c], d[u0, v0 + 1, c], d[u0, v0 + 2, c], d[u0, v0 + 3, c]
+        b0, b1, b2, b3 = d[u0 + 1, v0, c], d[u0 + 1, v0 + 1, c], d[u0 + 1, v0 + 2, c], d[u0 + 1, v0 + 3, c]
+        c0, c1, c2, c3 = d[u0 + 2, v0, c], d[u0 + 2, v0 + 1, c], d[u0 + 2, v0 + 2, c], d[u0 + 2, v0 + 3, c]
+        e0, e1, e2, e3 = d[u0 + 3, v0, c], d[u0 + 3, v0 + 1, c], d[u0 + 3, v0 + 2, c], d[u0 + 3, v0 + 3, c]
+        # the rows of B^T d
+        r0, r1, r2, r3 = a0 - c0, a1 - c1, a2 - c2, a3 - c3
+        s0, s1, s2, s3 = b0 + c0, b1 + c1, b2 + c2, b3 + c3
+        t0, t1, t2, t3 = c0 - b0, c1 - b1, c2 - b2, c3 - b3
+        w0, w1, w2, w3 = b0 - e0, b1 - e1, b2 - e2, b3 - e3
+        # then (B^T d) B, row by row
+        V[0, t, c], V[1, t, c], V[2, t, c], V[3, t, c] = r0 - r2, r1 + r2, r2 - r1, r1 - r3
+        V[4, t, c], V[5, t, c], V[6, t, c], V[7, t, c] = s0 - s2, s1 + s2, s2 - s1, s1 - s3
+        V[8, t, c], V[9, t, c], V[10, t, c], V[11, t, c] = t0 - t2, t1 + t2, t2 - t1, t1 - t3
+        V[12, t, c], V[13, t, c], V[14, t, c], V[15, t, c] = w0 - w2, w1 + w2, w2 - w1, w1 - w3
+
+
+@numba.njit(parallel=True, **JIT)
+def winograd_input(x, ph, pw, tile_rows, tile_columns, first, chunks, V):
+    """``V[:, t, :] = B^T d B`` for tiles ``first + t`` of ``x (n, H, W, C)`` zero-padded by ``(ph, pw)``,
+    ``d`` the 4x4 block of inputs at ``(2 * tile row - ph, 2 * tile column - pw)``.
+
+    Tiles are split into ``chunks`` (a few per thread); blocks inside the image are read in place,
+    the others copied with their zeros into a block of the chunk's own."""
+    n, H, Wd, C = x.shape
+    tiles, per_image = V.shape[1], tile_rows * tile_columns
+    chunks = max(1, min(tiles, chunks))
+    for chunk in prange(chunks):
+        block = np.empty((4, 4, C), x.dtype)
+        for t in range(chunk * tiles // chunks, (chunk + 1) * tiles // chunks):
+            tile = first + t
+            i, place = tile // per_image, tile % per_image
+            u0 = 2 * (place // tile_columns) - ph
+            v0 = 2 * (place % tile_columns) - pw
+            if u0 >= 0 and v0 >= 0 and u0 + 4 <= H and v0 + 4 <= Wd:
+                _input_tile(x[i], u0, v0, V, t)
+                continue
+            for p in range(4):
+                for q in range(4):
+                    u, v = u0 + p, v0 + q
+                    if u < 0 or u >= H or v < 0 or v >= Wd:
+                        block[p, q, :] = 0
+                    else:
+                        for c in range(C):
+                            block[p, q, c] = x[i, u, v, c]
+            _input_tile(block, 0, 0, V, t)
+
+
+@numba.njit(parallel=True, **JIT)
+def winograd_output(M, b, relu, tile_rows, tile_columns, first, y):
+    """Tiles ``first + t`` of ``y (n, Ho, Wo, K)``: ``A^T M[:, t, :] A + b``, then ``max(., 0)`` with
+    ``relu``; outputs of a partial tile past the image are not written."""
+    ho, wo, K = y.shape[1], y.shape[2], y.shape[3]
+    tiles, per_image = M.shape[1], tile_rows * tile_columns
+    zero = y.dtype.type(0)
+    for t in prange(tiles):
+        tile = first + t
+        i, place = tile // per_image, tile % per_image
+        r, c = 2 * (place // tile_columns), 2 * (place % tile_columns)
+        lower, right = r + 1 < ho, c + 1 < wo
+        for k in range(K):
+            m = (M[0, t, k], M[1, t, k], M[2, t, k], M[3, t, k])
+            n1 = (M[4, t, k], M[5, t, k], M[6, t, k], M[7, t, k])
+            n2 = (M[8, t, k], M[9, t, k], M[10, t, k], M[11, t, k])
+            n3 = (M[12, t, k], M[13, t, k], M[14, t, k], M[15, t, k])
+            # A^T m: two rows of four
+            s0 = (m[0] + n1[0] + n2[0], m[1] + n1[1] + n2[1], m[2] + n1[2] + n2[2], m[3] + n1[3] + n2[3])
+            s1 = (n1[0] - n2[0] - n3[0], n1[1] - n2[1] - n3[1], n1[2] - n2[2] - n3[2], n1[3] - n2[3] - n3[3])
+            bias = b[0, k]
+            y00 = s0[0] + s0[1] + s0[2] + bias
+            y01 = s0[1] - s0[2] - s0[3] + bias
+            y10 = s1[0] + s1[1] + s1[2] + bias
+            y11 = s1[1] - s1[2] - s1[3] + bias
+            if relu:
+                y00, y01, y10, y11 = max(y00, zero), max(y01, zero), max(y10, zero), max(y11, zero)
+            y[i, r, c, k] = y00
+            if right:
+                y[i, r, c + 1, k] = y01
+            if lower:
+                y[i, r + 1, c, k] = y10
+                if right:
+                    y[i, r + 1, c + 1, k] = y11
