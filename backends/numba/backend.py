@@ -51,8 +51,9 @@ DIRECT_CONVOLUTION = 32
 #: ``im2col`` and the BLAS product that reads it (half the time of one matrix for the whole batch).
 COLUMN_BYTES = 2 * 2**20
 #: 3x3 stride-1 convolutions with at least this many input and output channels run as Winograd
-#: F(2x2, 3x3) (:mod:`.kernels.winograd`; the measurements behind the number are there).
-WINOGRAD_CHANNELS = 16
+#: F(2x2, 3x3) (:mod:`.kernels.winograd`); ``None``: none do. Off because it measured no faster than
+#: im2col + oneMKL on the 2-core machine it was written on (the numbers are in that module).
+WINOGRAD_CHANNELS = None
 #: Bytes of transformed tiles (inputs and products) made at a time, for the same reason as ``COLUMN_BYTES``.
 WINOGRAD_BYTES = 2 * 2**20
 #: How long after a BLAS product kernels stay on one thread (OpenBLAS spins ~0.1 s; with margin).
@@ -91,10 +92,18 @@ def _small(x, W, b, *batch, dW=None):
 def _winograd(W, stride, padding):
     """True for the convolutions that run as Winograd F(2x2, 3x3): 3x3 filters at stride 1 with
     padding 0 to 2 (the input gradient's convolution is padded by ``2 - padding``), between at least
-    ``WINOGRAD_CHANNELS`` input and output channels (fewer: im2col's product is as fast)."""
+    ``WINOGRAD_CHANNELS`` input and output channels."""
     K, C, kh, kw = W.shape
-    return ((kh, kw) == (3, 3) and tuple(stride) == (1, 1) and all(0 <= p <= 2 for p in padding)
+    return (WINOGRAD_CHANNELS is not None and (kh, kw) == (3, 3) and tuple(stride) == (1, 1) and all(0 <= p <= 2 for p in padding)
             and min(C, K) >= WINOGRAD_CHANNELS and C * kh * kw > DIRECT_CONVOLUTION)
+
+
+def _staggered(length, itemsize):
+    """A row length of at least ``length`` items that is an odd number of 64-byte cache lines, so that
+    rows of an array are spread over the cache sets (see :mod:`.kernels.winograd`)."""
+    per_line = 64 // itemsize
+    lines = -(-length // per_line)
+    return (lines + 1 - lines % 2) * per_line
 
 
 class NumbaBackend(Backend):
@@ -421,16 +430,16 @@ class NumbaBackend(Backend):
         tile_rows, tile_columns = (ho + 1) // 2, (wo + 1) // 2
         tiles = n * tile_rows * tile_columns
         chunk = max(1, min(tiles, WINOGRAD_BYTES // (entries * (C + K) * x.itemsize)))
-        inputs, products = numpy.empty(entries * chunk * C, x.dtype), numpy.empty(entries * chunk * K, x.dtype)
+        inputs = numpy.empty((entries, _staggered(chunk * C, x.itemsize)), x.dtype)
+        products = numpy.empty((entries, _staggered(chunk * K, x.itemsize)), x.dtype)
         chunks = 4 * self._numba.get_num_threads()
         for first in range(0, tiles, chunk):
             count = min(chunk, tiles - first)
-            V = inputs[:entries * count * C].reshape(entries, count, C)
-            M = products[:entries * count * K].reshape(entries, count, K)
-            self._parallel(k.winograd_input, x, ph, pw, tile_rows, tile_columns, first, chunks, V)
+            self._parallel(k.winograd_input, x, ph, pw, tile_rows, tile_columns, first, count, chunks, inputs)
             for xi in range(entries):
-                self._blas(self._products.matmul, V[xi], U[xi], out=M[xi])
-            self._parallel(k.winograd_output, M, b, relu, tile_rows, tile_columns, first, y)
+                V, M = inputs[xi, :count * C].reshape(count, C), products[xi, :count * K].reshape(count, K)
+                self._blas(self._products.matmul, V, U[xi], out=M)
+            self._parallel(k.winograd_output, products, b, relu, tile_rows, tile_columns, first, count, y)
 
     def _masked(self, rows, y, relu):
         """``(dz, bias gradient)`` for output-gradient rows ``(m, K)``: ``dz`` is ``rows`` masked where

@@ -9,9 +9,11 @@ kernels are the transforms around them. The transforms only add, subtract and ha
 differ from a direct sum by float rounding only (somewhat more than im2col's, as ``V`` and ``M``
 carry sums of several terms: within ``1e-5`` of the sum of absolute terms in float32, tested).
 
-Layouts: ``U (16, C, K)``, ``V (16, tiles, C)``, ``M (16, tiles, K)`` with ``xi = 4 * a + b`` for
-row ``a`` and column ``b`` of the transformed tile, so each ``V[xi]``, ``U[xi]``, ``M[xi]`` is a
-C-contiguous matrix. Tiles are numbered ``(image, tile row, tile column)`` over the whole batch and
+Layouts: ``U (16, C, K)``, ``V (16, >= tiles * C)``, ``M (16, >= tiles * K)`` with ``xi = 4 * a + b``
+for row ``a`` and column ``b`` of the transformed tile; ``V[xi, :tiles * C]`` is the matrix ``(tiles,
+C)`` of one product. The backend staggers the rows of ``V`` and ``M`` (an odd number of cache lines
+apart): 16 rows a power of two apart map to one cache set, and a chunk of 512 tiles made the
+transforms 20 times slower. Tiles are numbered ``(image, tile row, tile column)`` over the whole batch and
 processed ``first, first + 1, ...``: the backend transforms a chunk of tiles at a time so that ``V``
 and ``M`` stay in cache between the transforms and the products. The last tile row and column of an
 odd-sized output are partial: their inputs past the image read zero and their outputs past it are
@@ -64,34 +66,36 @@ def winograd_filter(W, flip, U):
 
 @numba.njit(**JIT)
 def _input_tile(d, u0, v0, V, t):
-    """``V[:, t, :] = B^T d[u0:u0 + 4, v0:v0 + 4] B`` channel by channel, ``d`` an ``(rows, columns, C)``
-    image with the 4x4 block inside it."""
-    for c in range(d.shape[2]):
-        a0, a1, a2, a3 = d[u0, v0, c], d[u0, v0 + 1, c], d[u0, v0 + 2, c], d[u0, v0 + 3, c]
-        b0, b1, b2, b3 = d[u0 + 1, v0, c], d[u0 + 1, v0 + 1, c], d[u0 + 1, v0 + 2, c], d[u0 + 1, v0 + 3, c]
-        c0, c1, c2, c3 = d[u0 + 2, v0, c], d[u0 + 2, v0 + 1, c], d[u0 + 2, v0 + 2, c], d[u0 + 2, v0 + 3, c]
-        e0, e1, e2, e3 = d[u0 + 3, v0, c], d[u0 + 3, v0 + 1, c], d[u0 + 3, v0 + 2, c], d[u0 + 3, v0 + 3, c]
+    """``V[:, t * C:(t + 1) * C] = B^T d[u0:u0 + 4, v0:v0 + 4] B`` channel by channel, ``d`` an
+    ``(rows, columns, C)`` image with the 4x4 block inside it."""
+    C = d.shape[2]
+    for j in range(C):
+        c = t * C + j
+        a0, a1, a2, a3 = d[u0, v0, j], d[u0, v0 + 1, j], d[u0, v0 + 2, j], d[u0, v0 + 3, j]
+        b0, b1, b2, b3 = d[u0 + 1, v0, j], d[u0 + 1, v0 + 1, j], d[u0 + 1, v0 + 2, j], d[u0 + 1, v0 + 3, j]
+        c0, c1, c2, c3 = d[u0 + 2, v0, j], d[u0 + 2, v0 + 1, j], d[u0 + 2, v0 + 2, j], d[u0 + 2, v0 + 3, j]
+        e0, e1, e2, e3 = d[u0 + 3, v0, j], d[u0 + 3, v0 + 1, j], d[u0 + 3, v0 + 2, j], d[u0 + 3, v0 + 3, j]
         # the rows of B^T d
         r0, r1, r2, r3 = a0 - c0, a1 - c1, a2 - c2, a3 - c3
         s0, s1, s2, s3 = b0 + c0, b1 + c1, b2 + c2, b3 + c3
         t0, t1, t2, t3 = c0 - b0, c1 - b1, c2 - b2, c3 - b3
         w0, w1, w2, w3 = b0 - e0, b1 - e1, b2 - e2, b3 - e3
         # then (B^T d) B, row by row
-        V[0, t, c], V[1, t, c], V[2, t, c], V[3, t, c] = r0 - r2, r1 + r2, r2 - r1, r1 - r3
-        V[4, t, c], V[5, t, c], V[6, t, c], V[7, t, c] = s0 - s2, s1 + s2, s2 - s1, s1 - s3
-        V[8, t, c], V[9, t, c], V[10, t, c], V[11, t, c] = t0 - t2, t1 + t2, t2 - t1, t1 - t3
-        V[12, t, c], V[13, t, c], V[14, t, c], V[15, t, c] = w0 - w2, w1 + w2, w2 - w1, w1 - w3
+        V[0, c], V[1, c], V[2, c], V[3, c] = r0 - r2, r1 + r2, r2 - r1, r1 - r3
+        V[4, c], V[5, c], V[6, c], V[7, c] = s0 - s2, s1 + s2, s2 - s1, s1 - s3
+        V[8, c], V[9, c], V[10, c], V[11, c] = t0 - t2, t1 + t2, t2 - t1, t1 - t3
+        V[12, c], V[13, c], V[14, c], V[15, c] = w0 - w2, w1 + w2, w2 - w1, w1 - w3
 
 
 @numba.njit(parallel=True, **JIT)
-def winograd_input(x, ph, pw, tile_rows, tile_columns, first, chunks, V):
-    """``V[:, t, :] = B^T d B`` for tiles ``first + t`` of ``x (n, H, W, C)`` zero-padded by ``(ph, pw)``,
+def winograd_input(x, ph, pw, tile_rows, tile_columns, first, tiles, chunks, V):
+    """``V[:, t * C:(t + 1) * C] = B^T d B`` for tiles ``first + t``, ``t < tiles``, of ``x (n, H, W, C)`` zero-padded by ``(ph, pw)``,
     ``d`` the 4x4 block of inputs at ``(2 * tile row - ph, 2 * tile column - pw)``.
 
     Tiles are split into ``chunks`` (a few per thread); blocks inside the image are read in place,
     the others copied with their zeros into a block of the chunk's own."""
     n, H, Wd, C = x.shape
-    tiles, per_image = V.shape[1], tile_rows * tile_columns
+    per_image = tile_rows * tile_columns
     chunks = max(1, min(tiles, chunks))
     for chunk in prange(chunks):
         block = np.empty((4, 4, C), x.dtype)
@@ -115,36 +119,42 @@ def winograd_input(x, ph, pw, tile_rows, tile_columns, first, chunks, V):
 
 
 @numba.njit(parallel=True, **JIT)
-def winograd_output(M, b, relu, tile_rows, tile_columns, first, y):
-    """Tiles ``first + t`` of ``y (n, Ho, Wo, K)``: ``A^T M[:, t, :] A + b``, then ``max(., 0)`` with
-    ``relu``; outputs of a partial tile past the image are not written."""
+def winograd_output(M, b, relu, tile_rows, tile_columns, first, tiles, y):
+    """Tiles ``first + t``, ``t < tiles``, of ``y (n, Ho, Wo, K)``: ``A^T M[:, t * K:(t + 1) * K] A + b``,
+    then ``max(., 0)`` with ``relu``; outputs of a partial tile past the image are not written.
+
+    Each tile's four output rows of ``K`` are made in a block of the chunk's own, then copied: LLVM
+    vectorizes those loops (it does not vectorize the 16 reads and 4 writes of the output in place)."""
     ho, wo, K = y.shape[1], y.shape[2], y.shape[3]
-    tiles, per_image = M.shape[1], tile_rows * tile_columns
-    zero = y.dtype.type(0)
-    for t in prange(tiles):
-        tile = first + t
-        i, place = tile // per_image, tile % per_image
-        r, c = 2 * (place // tile_columns), 2 * (place % tile_columns)
-        lower, right = r + 1 < ho, c + 1 < wo
-        for k in range(K):
-            m = (M[0, t, k], M[1, t, k], M[2, t, k], M[3, t, k])
-            n1 = (M[4, t, k], M[5, t, k], M[6, t, k], M[7, t, k])
-            n2 = (M[8, t, k], M[9, t, k], M[10, t, k], M[11, t, k])
-            n3 = (M[12, t, k], M[13, t, k], M[14, t, k], M[15, t, k])
-            # A^T m: two rows of four
-            s0 = (m[0] + n1[0] + n2[0], m[1] + n1[1] + n2[1], m[2] + n1[2] + n2[2], m[3] + n1[3] + n2[3])
-            s1 = (n1[0] - n2[0] - n3[0], n1[1] - n2[1] - n3[1], n1[2] - n2[2] - n3[2], n1[3] - n2[3] - n3[3])
-            bias = b[0, k]
-            y00 = s0[0] + s0[1] + s0[2] + bias
-            y01 = s0[1] - s0[2] - s0[3] + bias
-            y10 = s1[0] + s1[1] + s1[2] + bias
-            y11 = s1[1] - s1[2] - s1[3] + bias
-            if relu:
-                y00, y01, y10, y11 = max(y00, zero), max(y01, zero), max(y10, zero), max(y11, zero)
-            y[i, r, c, k] = y00
-            if right:
-                y[i, r, c + 1, k] = y01
-            if lower:
-                y[i, r + 1, c, k] = y10
-                if right:
-                    y[i, r + 1, c + 1, k] = y11
+    per_image = tile_rows * tile_columns
+    zero, chunks = y.dtype.type(0), max(1, min(tiles, 64))
+    for chunk in prange(chunks):
+        out = np.empty((4, K), y.dtype)
+        for t in range(chunk * tiles // chunks, (chunk + 1) * tiles // chunks):
+            tile = first + t
+            i, place = tile // per_image, tile % per_image
+            r, c = 2 * (place // tile_columns), 2 * (place % tile_columns)
+            base = t * K
+            for k in range(K):
+                e = base + k
+                # A^T m: two rows of four, then times A
+                s0 = M[0, e] + M[4, e] + M[8, e]
+                s1 = M[1, e] + M[5, e] + M[9, e]
+                s2 = M[2, e] + M[6, e] + M[10, e]
+                s3 = M[3, e] + M[7, e] + M[11, e]
+                w0 = M[4, e] - M[8, e] - M[12, e]
+                w1 = M[5, e] - M[9, e] - M[13, e]
+                w2 = M[6, e] - M[10, e] - M[14, e]
+                w3 = M[7, e] - M[11, e] - M[15, e]
+                bias = b[0, k]
+                out[0, k], out[1, k] = s0 + s1 + s2 + bias, s1 - s2 - s3 + bias
+                out[2, k], out[3, k] = w0 + w1 + w2 + bias, w1 - w2 - w3 + bias
+            for a in range(min(2, ho - r)):
+                for e in range(min(2, wo - c)):
+                    row, target = out[2 * a + e], y[i, r + a, c + e]
+                    if relu:
+                        for k in range(K):
+                            target[k] = max(row[k], zero)
+                    else:
+                        for k in range(K):
+                            target[k] = row[k]
