@@ -64,7 +64,8 @@ def epoch_seconds(rounds):
                 times[way].append(time.perf_counter() - start)
     for way, seconds in times.items():
         print(f"CNN epoch {way:9s} min {min(seconds):.3f} s  median {statistics.median(seconds):.3f} s")
-    print(f"im2col / winograd (medians): {statistics.median(times['im2col']) / statistics.median(times['winograd']):.2f}")
+    ratio = statistics.median(times["im2col"]) / statistics.median(times["winograd"])
+    print(f"im2col / winograd (medians): {ratio:.2f}")
 
 
 def main():
@@ -90,8 +91,8 @@ def main():
             forward, backward = zip(*measured)
             cells.append(f"{way} fwd {min(forward):6.2f}/{statistics.median(forward):6.2f} "
                          f"bwd {min(backward):6.2f}/{statistics.median(backward):6.2f}")
-        ratio = [statistics.median(m[i] for m in times["im2col"]) / statistics.median(m[i] for m in times["winograd"])
-                 for i in (0, 1)]
+        ratio = [statistics.median(m[i] for m in times["im2col"])
+                 / statistics.median(m[i] for m in times["winograd"]) for i in (0, 1)]
         print(f"{label:14s} {' | '.join(cells)} | im2col/winograd fwd {ratio[0]:.2f} bwd {ratio[1]:.2f}")
 
 

@@ -94,7 +94,8 @@ def _winograd(W, stride, padding):
     padding 0 to 2 (the input gradient's convolution is padded by ``2 - padding``), between at least
     ``WINOGRAD_CHANNELS`` input and output channels."""
     K, C, kh, kw = W.shape
-    return (WINOGRAD_CHANNELS is not None and (kh, kw) == (3, 3) and tuple(stride) == (1, 1) and all(0 <= p <= 2 for p in padding)
+    return (WINOGRAD_CHANNELS is not None and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
+            and all(0 <= p <= 2 for p in padding)
             and min(C, K) >= WINOGRAD_CHANNELS and C * kh * kw > DIRECT_CONVOLUTION)
 
 

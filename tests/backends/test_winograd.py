@@ -31,7 +31,7 @@ def winograd_on(monkeypatch):
 
 def reference_conv(x, W, b, padding):
     """Stride-1 cross-correlation in float64 with its sum of absolute terms: ``(y, |terms|)``."""
-    (ph, pw), (K, C, kh, kw) = padding, W.shape
+    (ph, pw), (kh, kw) = padding, W.shape[2:]
     x, W = x.astype(numpy.float64), W.astype(numpy.float64)
     xpad = numpy.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     windows = numpy.lib.stride_tricks.sliding_window_view(xpad, (kh, kw), axis=(1, 2))  # n, ho, wo, C, kh, kw
@@ -42,7 +42,7 @@ def reference_conv(x, W, b, padding):
 
 def reference_backward(x, W, y, dy, padding, relu):
     """``(dx, dW, db)`` of :func:`reference_conv` in float64, by the adjoint of the window sum."""
-    (ph, pw), (K, C, kh, kw) = padding, W.shape
+    (ph, pw), (kh, kw) = padding, W.shape[2:]
     dz = dy.astype(numpy.float64) * ((y > 0) if relu else 1)
     xpad = numpy.pad(x.astype(numpy.float64), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     windows = numpy.lib.stride_tricks.sliding_window_view(xpad, (kh, kw), axis=(1, 2))
@@ -51,7 +51,8 @@ def reference_backward(x, W, y, dy, padding, relu):
     ho, wo = dz.shape[1:3]
     for p in range(kh):
         for q in range(kw):
-            dxpad[:, p:p + ho, q:q + wo] += numpy.einsum("nrck,kj->nrcj", dz, W[:, :, p, q].astype(numpy.float64))
+            tap = W[:, :, p, q].astype(numpy.float64)
+            dxpad[:, p:p + ho, q:q + wo] += numpy.einsum("nrck,kj->nrcj", dz, tap)
     dx = dxpad[:, ph:ph + x.shape[1], pw:pw + x.shape[2]]
     return dx, dW, dz.sum(axis=(0, 1, 2))[None]
 
@@ -101,7 +102,8 @@ def test_flipped_filter_is_the_rotated_transposed_filter(dtype):
     W = numpy.random.default_rng(1).normal(size=(5, 3, 3, 3)).astype(dtype)
     flipped, expected = numpy.empty((16, 5, 3), dtype), numpy.empty((16, 5, 3), dtype)
     kernels.winograd_filter(W, True, flipped)
-    kernels.winograd_filter(numpy.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)), False, expected)
+    rotated = numpy.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    kernels.winograd_filter(rotated, False, expected)
     numpy.testing.assert_array_equal(flipped, expected)
 
 
