@@ -50,6 +50,12 @@ DIRECT_CONVOLUTION = 32
 #: Bytes of column matrix made at a time: a few images, so that the matrix stays in cache between
 #: ``im2col`` and the BLAS product that reads it (half the time of one matrix for the whole batch).
 COLUMN_BYTES = 2 * 2**20
+#: 3x3 stride-1 convolutions with at least this many input and output channels run as Winograd
+#: F(2x2, 3x3) (:mod:`.kernels.winograd`); ``None``: none do. Off because it measured no faster than
+#: im2col + oneMKL on the 2-core machine it was written on (the numbers are in that module).
+WINOGRAD_CHANNELS = None
+#: Bytes of transformed tiles (inputs and products) made at a time, for the same reason as ``COLUMN_BYTES``.
+WINOGRAD_BYTES = 2 * 2**20
 #: How long after a BLAS product kernels stay on one thread (OpenBLAS spins ~0.1 s; with margin).
 BLAS_SPIN_SECONDS = 0.2
 #: Training images that are all exactly ``k / PIXEL_LEVELS`` (k = 0..255) are kept as uint8 codes.
@@ -87,6 +93,24 @@ def _small(x, W, b, *batch, dW=None):
         and b.shape == (1, m) and all(a.shape == (n, m) for a in batch)
         and all(a.shape == W.shape for a in gradient) and kernel_ready(x, W, b, *batch, *gradient)
     )
+
+
+def _winograd(W, stride, padding):
+    """True for the convolutions that run as Winograd F(2x2, 3x3): 3x3 filters at stride 1 with
+    padding 0 to 2 (the input gradient's convolution is padded by ``2 - padding``), between at least
+    ``WINOGRAD_CHANNELS`` input and output channels."""
+    K, C, kh, kw = W.shape
+    return (WINOGRAD_CHANNELS is not None and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
+            and all(0 <= p <= 2 for p in padding)
+            and min(C, K) >= WINOGRAD_CHANNELS and C * kh * kw > DIRECT_CONVOLUTION)
+
+
+def _staggered(length, itemsize):
+    """A row length of at least ``length`` items that is an odd number of 64-byte cache lines, so that
+    rows of an array are spread over the cache sets (see :mod:`.kernels.winograd`)."""
+    per_line = 64 // itemsize
+    lines = -(-length // per_line)
+    return (lines + 1 - lines % 2) * per_line
 
 
 class NumbaBackend(Backend):
@@ -355,6 +379,11 @@ class NumbaBackend(Backend):
         n, H, Wd, _ = x.shape
         ho, wo = window_output(H, Wd, (kh, kw), stride, padding)
         y = numpy.empty((n, ho, wo, K), x.dtype)
+        if _winograd(W, stride, padding):
+            U = numpy.empty((self._k.TILE_ENTRIES, C, K), x.dtype)
+            self._parallel(self._k.winograd_filter, W, False, U)
+            self._winograd(x, U, b, padding, relu, y)
+            return y
         if C * kh * kw <= DIRECT_CONVOLUTION:
             Wt = numpy.ascontiguousarray(W.transpose(2, 3, 1, 0))
             chunks = 4 * self._numba.get_num_threads()
@@ -389,13 +418,21 @@ class NumbaBackend(Backend):
             dz, bias_gradient = self._masked(rows, y, relu)
             by_tap = numpy.zeros((taps, K), dy.dtype)
         dx = numpy.empty(x.shape, dy.dtype) if need_dx else None
-        if need_dx or not direct:
+        columns_dx = need_dx and not _winograd(W, stride, padding)
+        if need_dx and not columns_dx:
+            # dx is the convolution of dz with the rotated, channel-transposed filter, padded so
+            # that it has the input's size: no column matrix of dz and no col2im
+            U = numpy.empty((k.TILE_ENTRIES, K, C), dy.dtype)
+            self._parallel(k.winograd_filter, W, True, U)
+            zero_bias = numpy.zeros((1, C), dy.dtype)
+            self._winograd(dz.reshape(dy.shape), U, zero_bias, (2 - ph, 2 - pw), False, dx)
+        if columns_dx or not direct:
             weights, per_image, d_columns = self._weight_matrix(W), rows.shape[0] // x.shape[0], None
             for start, stop, columns in self._column_chunks(x, (kh, kw), stride, padding, skip=direct):
                 block = dz[start * per_image:stop * per_image]
                 if columns is not None:
                     self._blas(self._products.matmul, columns.T, block, out=by_tap, accumulate=True)
-                if need_dx:
+                if columns_dx:
                     if d_columns is None:  # one buffer for every chunk
                         d_columns = numpy.empty((block.shape[0], weights.shape[1]), dy.dtype)
                     d_block = d_columns[:block.shape[0]]
@@ -403,6 +440,26 @@ class NumbaBackend(Backend):
                     self._parallel(k.col2im, d_block, kh, kw, sh, sw, ph, pw, dx[start:stop])
         self._store_conv_gradients(dW, db, by_tap, bias_gradient, accumulate)
         return dx
+
+    def _winograd(self, x, U, b, padding, relu, y):
+        """``y`` = the 3x3 stride-1 convolution of ``x`` zero-padded by ``padding`` with the filter
+        transformed to ``U (16, C, K)``, plus ``b`` (then ``max(., 0)`` with ``relu``), a chunk of
+        about ``WINOGRAD_BYTES`` of transformed tiles at a time."""
+        k, (ph, pw), (entries, C, K) = self._k, padding, U.shape
+        n, ho, wo = y.shape[:3]
+        tile_rows, tile_columns = (ho + 1) // 2, (wo + 1) // 2
+        tiles = n * tile_rows * tile_columns
+        chunk = max(1, min(tiles, WINOGRAD_BYTES // (entries * (C + K) * x.itemsize)))
+        inputs = numpy.empty((entries, _staggered(chunk * C, x.itemsize)), x.dtype)
+        products = numpy.empty((entries, _staggered(chunk * K, x.itemsize)), x.dtype)
+        chunks = 4 * self._numba.get_num_threads()
+        for first in range(0, tiles, chunk):
+            count = min(chunk, tiles - first)
+            self._parallel(k.winograd_input, x, ph, pw, tile_rows, tile_columns, first, count, chunks, inputs)
+            for xi in range(entries):
+                V, M = inputs[xi, :count * C].reshape(count, C), products[xi, :count * K].reshape(count, K)
+                self._blas(self._products.matmul, V, U[xi], out=M)
+            self._parallel(k.winograd_output, products, b, relu, tile_rows, tile_columns, first, count, y)
 
     def _masked(self, rows, y, relu):
         """``(dz, bias gradient)`` for output-gradient rows ``(m, K)``: ``dz`` is ``rows`` masked where

@@ -1,9 +1,11 @@
 """Numba kernels behind :mod:`fastprop.backends.numba.backend`.
 
-Five modules: :mod:`.intrinsics` (compile options, a prefetch hint, ``2**n`` from its bits, a
+The modules: :mod:`.intrinsics` (compile options, a prefetch hint, ``2**n`` from its bits, a
 sigmoid LLVM can vectorize), :mod:`.dense` (forward and backward of dense layers with few
 outputs), :mod:`.step` (the other kernels of the contract methods: row gather, ReLU, softmax
-cross-entropy, SGD, Adam), :mod:`.conv` (convolution and max pooling on channels-last images) and
+cross-entropy, SGD, Adam), :mod:`.conv` (convolution and max pooling on channels-last images),
+:mod:`.winograd` (the transforms of 3x3 stride-1 convolutions computed as Winograd F(2x2, 3x3)),
+:mod:`.norm`, :mod:`.augment` and
 :mod:`.epoch` (the whole-epoch kernel for Linear + Sigmoid + summed squared error, and the pixel
 encoding it reads). The backend uses
 them through this package's names only.
@@ -50,6 +52,7 @@ from .augment import shift_images
 from .dense import CHUNK, IDENTITY, RELU, SIGMOID, backward_workspace, dense_backward, dense_forward
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .norm import batch_norm_backward, batch_norm_forward
+from .winograd import TILE_ENTRIES, winograd_filter, winograd_input, winograd_output
 from .intrinsics import _sigmoid as _sigmoid  # for jitted code outside: the tests check its accuracy
 from .step import (
     adam_update,
@@ -97,4 +100,8 @@ __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_gradient",
     "take_rows",
+    "TILE_ENTRIES",
+    "winograd_filter",
+    "winograd_input",
+    "winograd_output",
 ]
