@@ -61,6 +61,10 @@ class NumpyProducts:
             return out
         return numpy.matmul(a, b, out=out)
 
+    def matmul_batched(self, a, b, out):
+        """``out[i] = a[i] @ b[i]`` for stacks ``a (batch, m, k)``, ``b (batch, k, n)``."""
+        return numpy.matmul(a, b, out=out)
+
     def info(self) -> str:
         return "numpy.matmul (NumPy's BLAS)"
 
@@ -99,13 +103,19 @@ class MklProducts(NumpyProducts):
         self.short_spin = layer != "INTEL" or os.environ.get("KMP_BLOCKTIME", "200").strip() in ("0", "1")
         pointer, integer = ctypes.c_void_p, ctypes.c_int
         self._gemm = {}
-        for dtype, symbol, scalar in ((numpy.float32, "cblas_sgemm", ctypes.c_float),
-                                      (numpy.float64, "cblas_dgemm", ctypes.c_double)):
-            function = getattr(lib, symbol)
+        self._batched = {}
+        for dtype, prefix, scalar in ((numpy.float32, "cblas_s", ctypes.c_float),
+                                      (numpy.float64, "cblas_d", ctypes.c_double)):
+            function = getattr(lib, prefix + "gemm")
             function.restype = None
             function.argtypes = [integer] * 6 + [scalar, pointer, integer, pointer, integer,
                                                  scalar, pointer, integer]
             self._gemm[numpy.dtype(dtype)] = function
+            batched = getattr(lib, prefix + "gemm_batch_strided")  # oneMKL 2020.2 and later
+            batched.restype = None
+            batched.argtypes = [integer] * 6 + [scalar, pointer, integer, integer, pointer, integer, integer,
+                                                scalar, pointer, integer, integer, integer]
+            self._batched[numpy.dtype(dtype)] = batched
         lib.MKL_Get_Max_Threads.restype = integer
         version = ctypes.create_string_buffer(256)
         lib.MKL_Get_Version_String(version, len(version))
@@ -135,6 +145,27 @@ class MklProducts(NumpyProducts):
             return super().matmul(a, b, out, accumulate=accumulate)
         gemm(_ROW_MAJOR, layout_a[0], layout_b[0], m, n, k, 1.0, a.ctypes.data, layout_a[1],
              b.ctypes.data, layout_b[1], 1.0 if accumulate else 0.0, out.ctypes.data, layout_out[1])
+        return out
+
+    def matmul_batched(self, a, b, out):
+        batched = self._batched.get(a.dtype)
+        if (batched is None or a.ndim != 3 or b.ndim != 3 or out.ndim != 3 or not a.shape[0]
+                or b.dtype != a.dtype or out.dtype != a.dtype or not out.flags.writeable
+                or a.shape[0] != b.shape[0] or out.shape != (a.shape[0], a.shape[1], b.shape[2])
+                or a.shape[2] != b.shape[1] or min(a.shape[1:] + b.shape[2:]) == 0
+                or max(a.shape + b.shape) > _LARGEST
+                or numpy.may_share_memory(out, a) or numpy.may_share_memory(out, b)):
+            return super().matmul_batched(a, b, out)
+        layouts = [_layout(m[0]) for m in (a, b, out)]
+        strides = [m.strides[0] for m in (a, b, out)]
+        if (None in layouts or layouts[2][0] != _NO_TRANS
+                or any(stride % a.itemsize or stride <= 0 for stride in strides)):
+            return super().matmul_batched(a, b, out)
+        (count, m, k), n = a.shape, b.shape[2]
+        (trans_a, lda), (trans_b, ldb), (_, ldc) = layouts
+        item = a.itemsize
+        batched(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, strides[0] // item,
+                b.ctypes.data, ldb, strides[1] // item, 0.0, out.ctypes.data, ldc, strides[2] // item, count)
         return out
 
     def info(self) -> str:

@@ -456,9 +456,9 @@ class NumbaBackend(Backend):
         for first in range(0, tiles, chunk):
             count = min(chunk, tiles - first)
             self._parallel(k.winograd_input, x, ph, pw, tile_rows, tile_columns, first, count, chunks, inputs)
-            for xi in range(entries):
-                V, M = inputs[xi, :count * C].reshape(count, C), products[xi, :count * K].reshape(count, K)
-                self._blas(self._products.matmul, V, U[xi], out=M)
+            V = inputs[:, :count * C].reshape(entries, count, C)  # 16 products in one call
+            M = products[:, :count * K].reshape(entries, count, K)
+            self._blas(self._products.matmul_batched, V, U, M)
             self._parallel(k.winograd_output, products, b, relu, tile_rows, tile_columns, first, count, y)
 
     def _masked(self, rows, y, relu):

@@ -190,3 +190,30 @@ def test_a_bad_choice_makes_the_numba_backend_unavailable_with_the_reason(monkey
             numba_backend.create()
     finally:
         blas.products.cache_clear()
+
+
+@pytest.mark.parametrize("products", _products(), ids=lambda p: p.name)
+@pytest.mark.parametrize("dtype, tolerance", [(numpy.float32, 1e-5), (numpy.float64, 1e-12)])
+@pytest.mark.parametrize("layout", ["C", "rows apart", "transposed b", "overlapping out", "strided"])
+def test_batched_products_match_float64_products(products, dtype, tolerance, layout):
+    rng = numpy.random.default_rng(5)
+    count, m, k, n = 16, 9, 7, 5
+    a = rng.standard_normal((count, m, k)).astype(dtype)
+    b = rng.standard_normal((count, k, n)).astype(dtype)
+    out = numpy.empty((count, m, n), dtype)
+    if layout == "rows apart":  # each matrix a slice of a longer row, as the Winograd buffers are
+        a = rng.standard_normal((count, m * k + 11)).astype(dtype)[:, :m * k].reshape(count, m, k)
+        out = numpy.empty((count, m * n + 5), dtype)[:, :m * n].reshape(count, m, n)
+    elif layout == "transposed b":
+        b = numpy.ascontiguousarray(b.transpose(0, 2, 1)).transpose(0, 2, 1)
+    elif layout == "overlapping out":  # computed from the inputs before they are overwritten
+        a = rng.standard_normal((count, m, n)).astype(dtype)
+        b = rng.standard_normal((count, n, n)).astype(dtype)
+        out = a
+    elif layout == "strided":  # every other matrix: no cblas layout for the stack, one product each
+        a = rng.standard_normal((2 * count, m, k)).astype(dtype)[::2]
+    expected = a.astype(numpy.float64) @ b.astype(numpy.float64)
+    scale = numpy.abs(a).astype(numpy.float64) @ numpy.abs(b).astype(numpy.float64) + 1
+    result = products.matmul_batched(a, b, out)
+    assert result is out
+    assert numpy.all(numpy.abs(out - expected) <= tolerance * scale)
