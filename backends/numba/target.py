@@ -17,6 +17,8 @@ times AVX2 code on an AVX-512 machine) or to keep LLVM's tuning (the host's name
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 #: AVX-512 CPUs (LLVM's names) whose clock drops under 512-bit instructions: they keep 256-bit vectors.
 NARROW_AVX512 = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "knl", "knm")
 #: How fastprop chose, for reports: set by :func:`configure`.
@@ -52,3 +54,32 @@ def configure(numba) -> str:
             numba.config.CPU_NAME, numba.config.CPU_FEATURES = name, wide
             choice = f"the host's ({name}) with 512-bit vectors"
     return choice
+
+
+class VectorUnit(NamedTuple):
+    """The vector registers of the code Numba compiles: ``bytes`` wide, ``count`` of them."""
+
+    name: str
+    bytes: int
+    count: int
+
+
+def vector_unit(numba) -> VectorUnit:
+    """The vector registers Numba's code uses, read from the CPU name and features it compiles for
+    (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` or what :func:`configure` set, else the host's).
+
+    AVX-512 has 32 registers, 64 bytes wide only when ``-prefer-256-bit`` is asked for: LLVM's
+    tuning otherwise splits 512-bit vectors in two (every Intel AVX-512 CPU is tuned so). AVX and
+    AVX2 have 16 of 32 bytes, SSE 16 of 16. Kernels size their register blocks from this at import,
+    and Numba's cache keeps one build per CPU name and features."""
+    from numba.core.codegen import get_host_cpu_features
+
+    import llvmlite.binding as llvm
+
+    name = numba.config.CPU_NAME
+    name = llvm.get_host_cpu_name() if name in (None, "host") else name
+    features = numba.config.CPU_FEATURES
+    flags = set((get_host_cpu_features() if features is None else features).split(","))
+    if "+avx512f" in flags:
+        return VectorUnit(name, 64 if "-prefer-256-bit" in flags else 32, 32)
+    return VectorUnit(name, 32 if "+avx" in flags else 16, 16)

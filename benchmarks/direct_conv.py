@@ -1,0 +1,81 @@
+"""The Numba direct convolution's two kernels against an earlier revision's, timed interleaved in one process.
+
+    PYTHONPATH=. python benchmarks/direct_conv.py [REVISION] [DTYPE]
+
+REVISION (default ``HEAD~1``) names the git revision whose ``backends/numba/kernels/conv.py`` is the
+"before"; the shape is the CNN's first layer (128 images 28x28x1 -> 32 channels, 3x3, padding 1, ReLU).
+Set ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` to time another instruction set.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from fastprop.backends import load_backend
+from fastprop.backends.numba import target
+
+
+def _before(revision):
+    source = subprocess.run(["git", "show", f"{revision}:backends/numba/kernels/conv.py"], check=True,
+                            capture_output=True, text=True, cwd=Path(__file__).parents[1]).stdout
+    source = source.replace("from .. import target", "from fastprop.backends.numba import target")
+    source = source.replace("from .intrinsics import",
+                            "from fastprop.backends.numba.kernels.intrinsics import")
+    path = Path(tempfile.mkdtemp()) / "conv_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("conv_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(revision="HEAD~1", dtype="float32"):
+    load_backend("numba")  # chooses the target before the kernels read it
+    from fastprop.backends.numba.kernels import conv as after
+
+    before = _before(revision)
+    rng, dtype = np.random.default_rng(0), np.dtype(dtype)
+    n, H, W, C, K = 128, 28, 28, 1, 32
+    x = rng.random((n, H, W, C)).astype(dtype)
+    Wt = rng.normal(0, 0.3, (3, 3, C, K)).astype(dtype)
+    b = rng.normal(0, 0.1, (1, K)).astype(dtype)
+    y, dy = np.empty((n, H, W, K), dtype), rng.normal(size=(n, H, W, K)).astype(dtype)
+    chunks = 4 * numba.get_num_threads()
+    before.conv_forward_direct(x, Wt, b, 1, 1, 1, 1, True, chunks, y)
+
+    def forward(module):
+        module.conv_forward_direct(x, Wt, b, 1, 1, 1, 1, True, chunks, y)
+
+    def gradient(module):
+        partial = np.empty(((n + module.IMAGES_PER_CHUNK - 1) // module.IMAGES_PER_CHUNK, 10, K), dtype)
+        module.conv_weight_gradient_direct(x, y, dy, True, 3, 3, 1, 1, 1, 1, partial)
+
+    times = {}
+    for kernel in (forward, gradient):  # compile or load both first
+        kernel(before), kernel(after)
+    for _ in range(7):
+        for kernel in (forward, gradient):
+            for name, module in (("before", before), ("after", after)):
+                started = time.perf_counter()
+                for _ in range(5):
+                    kernel(module)
+                times.setdefault((kernel.__name__, name), []).append((time.perf_counter() - started) / 5e-3)
+    unit = target.vector_unit(numba)
+    print(f"{unit.name}: {unit.count} vector registers of {unit.bytes} bytes, "
+          f"{numba.get_num_threads()} threads, {dtype}; blocks: {after.PIXELS_PER_BLOCK} pixels, "
+          f"{after.TAPS_PER_BLOCK} taps")
+    for (kernel, name), values in times.items():
+        print(f"{kernel:9s}{name:7s} min {min(values):6.2f} ms  median {statistics.median(values):6.2f} ms")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
