@@ -162,3 +162,19 @@ def run_python(script, env_changes, timeout=120):
         out, err = process.communicate()
         pytest.fail(f"the script hung for {timeout} s (killed); stderr: {err[-2000:]}")
     return process.returncode, out, err
+
+
+def on_one_and_two_threads(compute):
+    """``(compute() on one Numba thread, compute() on two)``; skips where Numba has fewer threads."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba runs on one thread here; set NUMBA_NUM_THREADS=2 or more to test this")
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = compute()
+        numba.set_num_threads(2)
+        return one, compute()
+    finally:
+        numba.set_num_threads(saved)

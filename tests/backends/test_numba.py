@@ -18,6 +18,7 @@ from fastprop import Linear, MeanSquareError, Network, ReLU, Sigmoid, SoftmaxCro
 from fastprop.backends import Backend, BackendUnavailableError, blas, blas_spin, load_backend  # noqa: E402
 from fastprop.backends.numba import backend as numba_backend  # noqa: E402
 from tests.conftest import relative_error  # noqa: E402
+from tests.helpers import on_one_and_two_threads  # noqa: E402
 
 REFERENCE = Backend()
 TOLERANCE = {numpy.float32: 1e-5, numpy.float64: 1e-10}
@@ -61,16 +62,7 @@ def test_results_are_the_same_bits_every_run(backend, dtype):
 
 @DTYPES
 def test_results_do_not_depend_on_the_thread_count(backend, dtype):
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("Numba runs on one thread here; set NUMBA_NUM_THREADS=2 or more to test this")
-    saved = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = _all_outputs(backend, dtype)
-        numba.set_num_threads(2)
-        two = _all_outputs(backend, dtype)
-    finally:
-        numba.set_num_threads(saved)
+    one, two = on_one_and_two_threads(lambda: _all_outputs(backend, dtype))
     for first, second in zip(one, two):
         assert numpy.array_equal(first, second)
 

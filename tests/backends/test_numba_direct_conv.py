@@ -21,6 +21,7 @@ from fastprop.backends import load_backend  # noqa: E402
 from fastprop.backends.numba import backend as numba_backend  # noqa: E402
 from fastprop.backends.numba import target  # noqa: E402
 from tests.conftest import relative_error  # noqa: E402
+from tests.helpers import on_one_and_two_threads  # noqa: E402
 
 TOLERANCE = {numpy.float32: 1e-5, numpy.float64: 1e-12}  # sums of up to 3,136 terms
 DTYPES = pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
@@ -133,16 +134,7 @@ def _both_directions(backend, dtype):
 
 @DTYPES
 def test_results_are_the_same_bits_for_one_and_two_threads(backend, dtype):
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("Numba runs on one thread here; set NUMBA_NUM_THREADS=2 or more to test this")
-    saved = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = _both_directions(backend, dtype)
-        numba.set_num_threads(2)
-        two = _both_directions(backend, dtype)
-    finally:
-        numba.set_num_threads(saved)
+    one, two = on_one_and_two_threads(lambda: _both_directions(backend, dtype))
     for first, second in zip(one, two, strict=True):
         assert numpy.array_equal(first, second)
 

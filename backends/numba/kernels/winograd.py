@@ -19,19 +19,16 @@ and ``M`` stay in cache between the transforms and the products. The last tile r
 odd-sized output are partial: their inputs past the image read zero and their outputs past it are
 not written. Every tile is computed alone, so results never depend on the thread count.
 
-The backend leaves this path off (``WINOGRAD_CHANNELS = None``) because it measured no faster.
-On an Intel Xeon (Emerald Rapids, 2 cores, shared and loaded: numbers noisy), oneMKL 2026.2, float32,
-batch 128, padding 1, forward with ReLU / backward with dx, min ms of 12 calls interleaved over 6
-rounds, one thread (``NUMBA_NUM_THREADS=1 MKL_NUM_THREADS=1``), 8 MB and 32 MB of tiles per chunk:
-32->64 on 14x14 (the CNN's conv2) im2col 10.3 / 25.0, Winograd 12.3-15.0 / 29.4-29.9; 32->32 on
-28x28 im2col 35.6 / 71.8, Winograd 31.2-34.0 / 57.9-73.0; 64->64 on 7x7 im2col 4.5 / 11.6,
-Winograd 5.0-5.4 / 10.7-14.3; 16->16 on 28x28 (2 MB) im2col 19.5 / 44.5, Winograd 70.4 / 93.7.
-The 16 products have an inner dimension of only ``C``: oneMKL ran them at 50-83 GFLOP/s against
-117-131 for im2col's, and each ``matmul`` call costs ~10-25 us in Python, which eats the 2.25x fewer
-multiplications. With two threads on the loaded machine every chunk's 16 products and two parallel
-kernels synchronize the threads, and a CNN training epoch (2,560 images) took 12.3-21 s against
-6.9-7.1 s with im2col (``python benchmarks/winograd_conv.py --epoch --rounds 3``). Worth measuring
-again on a machine with idle cores, or with one batched product call per chunk.
+The backend leaves this path off (``WINOGRAD_CHANNELS = None``) because it measured slower on every
+shape tried. ``python benchmarks/winograd_conv.py --rounds 4`` on an idle Intel Xeon (Emerald Rapids,
+2 cores, AVX-512), oneMKL 2026.2 with the 16 products of a chunk in one batched call
+(``cblas_sgemm_batch_strided``), float32, batch 128, padding 1, 2 threads; im2col over Winograd,
+medians, forward (with ReLU) / backward (with dx): 32->64 on 14x14 (the CNN's conv2) 0.81 / 0.76;
+32->32 on 28x28 0.85 / 0.94; 64->64 on 7x7 0.87 / 0.83; 16->16 on 28x28 0.84 / 0.85; 16->32 on
+14x14 0.61 / 0.74; 8->8 on 28x28 0.87 / 0.83. The 16 products have an inner dimension of only ``C``,
+and oneMKL ran them at 50-83 GFLOP/s against 117-131 for im2col's one product with ``9 C``
+(measured one call per product, one thread): the 2.25x fewer multiplications do not pay for the
+slower products and the two transform passes at these channel counts.
 """
 
 from __future__ import annotations
