@@ -26,7 +26,7 @@ except Exception as error:  # not installed, or its CUDA libraries fail to load
     cupy, _IMPORT_ERROR = None, error
 else:
     _IMPORT_ERROR = None
-    from . import kernels
+    from . import epoch, kernels
 
 
 #: The NumPy reference, for host arrays given to the methods that take them.
@@ -97,7 +97,7 @@ class CupyBackend(Backend):
         if plan is None or not self._epoch_fits(plan, images, targets, batch_size):
             return None
         try:
-            return kernels.EpochProgram(plan, images, targets, batch_size)
+            return epoch.EpochProgram(plan, images, targets, batch_size)
         except Exception as error:  # e.g. a toolkit that cannot compile the kernels: keep the step loop
             warnings.warn(
                 f"fastprop: the CuPy epoch kernels are unavailable ({error}); using the step loop",

@@ -32,7 +32,7 @@ def test_without_cupy_the_backend_is_reported_unavailable(monkeypatch):
     for table in ("_factories", "_instances", "_failures"):
         monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
     monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now fails, as where it is not installed
-    for module in ("cupy", "cupy.backend", "cupy.kernels"):
+    for module in ("cupy", "cupy.backend", "cupy.kernels", "cupy.epoch"):
         monkeypatch.delitem(sys.modules, f"fastprop.backends.{module}", raising=False)
     monkeypatch.delattr(backends_package, "cupy", raising=False)
     def create():
@@ -321,8 +321,8 @@ def test_graph_replayed_epoch_equals_the_step_loop(model, dtype, tolerance):
 @gpu
 @pytest.mark.parametrize("n", [1037, 900])  # with and without a partial last batch
 def test_long_epochs_replay_a_graph_with_a_device_cursor(monkeypatch, n):
-    kernels = importlib.import_module("fastprop.backends.cupy.kernels")
-    monkeypatch.setattr(kernels.EpochProgram, "max_steps_per_graph", 3)
+    epoch = importlib.import_module("fastprop.backends.cupy.epoch")
+    monkeypatch.setattr(epoch.EpochProgram, "max_steps_per_graph", 3)
     run = _compare_epochs("relu, softmax cross-entropy", "float64", 1e-12, n=n)
     assert run.mode == "graph" and run._repeats == 3
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import re
+import sys
 import types
 import warnings
 
@@ -1033,7 +1034,8 @@ def test_epochs_give_the_same_bits_in_every_thread_order(emulated):
 
 @pytest.mark.parametrize("n", [137, 120])  # with and without a partial last batch
 def test_long_epochs_replay_a_graph_with_a_device_cursor(emulated, monkeypatch, n):
-    monkeypatch.setattr(emulated.kernels.EpochProgram, "max_steps_per_graph", 2)
+    epoch = sys.modules["fastprop.backends.cupy.epoch"]  # loaded with the emulated backend
+    monkeypatch.setattr(epoch.EpochProgram, "max_steps_per_graph", 2)
     run = _compare_epochs(emulated, "relu, softmax cross-entropy", numpy.float64, n=n)
     assert run._repeats == 2 and run._chunk.launched == 2 * 2  # two epochs
 
