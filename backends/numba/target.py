@@ -35,10 +35,13 @@ def wide_vector_features(name: str, features: str) -> str | None:
 
 def configure(numba) -> str:
     """Before fastprop's kernels are defined: ask for 512-bit vectors where :func:`wide_vector_features`
-    says they pay. Returns (and keeps in :data:`choice`) what was decided, in words."""
+    says they pay. Returns (and keeps in :data:`choice`) what was decided, in words; decides once
+    per process, so that every module that sizes its kernels by the target may ask first."""
     global choice
     from numba.core.registry import cpu_target
 
+    if choice != "not configured":
+        return choice
     if numba.config.CPU_NAME is not None or numba.config.CPU_FEATURES is not None:
         choice = "set by NUMBA_CPU_NAME / NUMBA_CPU_FEATURES"
     elif "_toplevel_target_context" in vars(cpu_target):  # the target machine exists already

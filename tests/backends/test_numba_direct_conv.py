@@ -222,3 +222,21 @@ def test_avx2_blocks_compute_the_same_convolution(tmp_path):
     result = subprocess.run([sys.executable, "-c", SUBPROCESS], env=environment, capture_output=True,
                             text=True, timeout=600, cwd=Path(__file__).parents[2])
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_the_block_sizes_do_not_depend_on_what_was_imported_first():
+    """The kernels size their register blocks by the target the backend compiles for, whether the
+    kernels module or the backend is imported first (the target is decided once, before either)."""
+    report = ("from fastprop.backends import load_backend; "
+              "backend = load_backend('numba'); "
+              "from fastprop.backends.numba.kernels import conv; "
+              "print(conv.VECTOR_BYTES, conv.VECTOR_REGISTERS, backend.info()['instruction_set'])")
+    kernels_first = "import fastprop.backends.numba.kernels.conv; " + report
+    outputs = []
+    for code in (report, kernels_first):
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU_")}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.strip().splitlines()[-1])
+    assert outputs[0] == outputs[1]

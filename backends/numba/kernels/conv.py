@@ -44,7 +44,9 @@ from numba.extending import intrinsic
 from .. import target
 from .intrinsics import JIT
 
-#: Bytes and number of the vector registers of the instruction set Numba compiles for.
+#: Bytes and number of the vector registers of the instruction set Numba compiles for; the target is
+#: decided first, so that importing the kernels before the backend sizes the blocks as it compiles.
+target.configure(numba)
 VECTOR_BYTES, VECTOR_REGISTERS = target.vector_unit(numba)[1:]
 #: Vectors of output channels in a register block of the direct convolution: 32 channels, the
 #: CNN's first layer, with 512-bit float32 vectors.
