@@ -30,11 +30,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import importlib.metadata
 import os
 import sys
 
 import numpy
+
+from .installed import installed_file
 
 #: The environment variable that picks the library.
 VARIABLE = "FASTPROP_BLAS"
@@ -173,21 +174,11 @@ class MklProducts(NumpyProducts):
         return f"{self.version}, {threads} threads on the {self.threading_layer} threading layer"
 
 
-def _installed_mkl() -> list[str]:
-    """Paths of ``libmkl_rt`` that the ``mkl`` distribution installed (in ``<prefix>/lib`` for pip)."""
-    try:
-        files = importlib.metadata.files("mkl") or ()
-    except importlib.metadata.PackageNotFoundError:
-        return []
-    found = [os.path.realpath(f.locate()) for f in files if f.name.startswith(("libmkl_rt.", "mkl_rt."))]
-    return sorted(found, key=len)
-
-
 def find_mkl() -> str | None:
     """Where oneMKL's runtime library is: the pip package's file, else what the dynamic loader finds."""
-    for path in _installed_mkl():
-        if os.path.exists(path):
-            return path
+    installed = installed_file("mkl", lambda file: file.startswith(("libmkl_rt.", "mkl_rt.")))
+    if installed is not None:
+        return str(installed)
     prefix_lib = os.path.join(sys.prefix, "lib")
     for name in ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"):
         if os.path.exists(os.path.join(prefix_lib, name)):

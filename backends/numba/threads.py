@@ -26,10 +26,12 @@ instead of aborting the process.
 from __future__ import annotations
 
 import ctypes
-import importlib.metadata
+
 import os
 import sys
 from pathlib import Path
+
+from ..installed import installed_file
 
 #: The TBB runtime Numba's ``tbbpool`` links against, by platform.
 TBB_LIBRARIES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "tbb12.dll"}
@@ -47,16 +49,7 @@ def tbb_library(distribution: str = "tbb") -> Path | None:
     name = TBB_LIBRARIES.get("linux" if sys.platform.startswith("linux") else sys.platform)
     if name is None:
         return None
-    try:
-        files = importlib.metadata.files(distribution) or ()
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for file in files:
-        if file.name == name:
-            path = Path(file.locate()).resolve()
-            if path.is_file():
-                return path
-    return None
+    return installed_file(distribution, lambda file: file == name)
 
 
 def preload_tbb() -> str | None:
