@@ -38,6 +38,17 @@ __device__ __forceinline__ void store_chunk_sums(double (*sums)[NORM_SLICES][33]
     }
 }
 
+// Column c's two sums over the chunks of partial (chunks x 2 x cols), added in chunk order.
+__device__ __forceinline__ void add_chunks(const double* __restrict__ partial, long long c, long long cols,
+                                           long long chunks, double& a, double& b) {
+    a = 0.0;
+    b = 0.0;
+    for (long long k = 0; k < chunks; ++k) {
+        a += partial[2 * k * cols + c];
+        b += partial[(2 * k + 1) * cols + c];
+    }
+}
+
 // The chunk's sums of d = x - x[0] and of d^2 per column: partial is chunks x 2 x cols.
 template <typename T>
 __global__ void __launch_bounds__(THREADS) norm_chunk_sums(const T* __restrict__ x, double* __restrict__ partial,
@@ -70,11 +81,8 @@ __global__ void norm_statistics(const T* __restrict__ x, const double* __restric
     for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += stride) {
         double m, v;
         if (training) {
-            double a = 0.0, b = 0.0;
-            for (long long k = 0; k < chunks; ++k) {
-                a += partial[2 * k * cols + c];
-                b += partial[(2 * k + 1) * cols + c];
-            }
+            double a, b;
+            add_chunks(partial, c, cols, chunks, a, b);
             const double centered = a / (double)rows;
             v = b / (double)rows - centered * centered;
             v = v < 0.0 ? 0.0 : v;  // rounding may leave a constant column a little below zero; NaN stays
@@ -142,11 +150,8 @@ __global__ void norm_gradient_sums(const double* __restrict__ partial, T* __rest
                                    long long chunks, int accumulate) {
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += stride) {
-        double a = 0.0, b = 0.0;
-        for (long long k = 0; k < chunks; ++k) {
-            a += partial[2 * k * cols + c];
-            b += partial[(2 * k + 1) * cols + c];
-        }
+        double a, b;
+        add_chunks(partial, c, cols, chunks, a, b);
         dbeta[c] = accumulate ? dbeta[c] + T(a) : T(a);
         dgamma[c] = accumulate ? dgamma[c] + T(b) : T(b);
         means[c] = T(a / (double)rows);
