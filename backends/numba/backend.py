@@ -49,8 +49,9 @@ SMALL_LAYER = 32
 DIRECT_CONVOLUTION = 32
 #: Bytes of column matrix made at a time: some images, so that the matrix stays in cache between
 #: ``im2col`` and the BLAS product that reads it (half the time of one matrix for the whole batch).
-#: With oneMKL's products, 8 MB chunks trained the CNN 6-7 % faster than 2 MB ones (fewer, larger
-#: products; 710 against 766 ms per 2,560 rows, best of 7 alternating epochs, Emerald Rapids Xeon).
+#: With oneMKL's products 8 MB chunks trained the CNN faster than 2 MB ones in every run (fewer,
+#: larger products): ``python benchmarks/column_chunks.py --megabytes 2,8 --rounds 7`` gave best
+#: epochs of 726 against 777 ms and medians of 754 against 908 ms (Emerald Rapids Xeon, 2 cores).
 COLUMN_BYTES = 8 * 2**20
 #: 3x3 stride-1 convolutions with at least this many input and output channels run as Winograd
 #: F(2x2, 3x3) (:mod:`.kernels.winograd`); ``None``: none do. Off because it measured no faster than
