@@ -66,6 +66,11 @@ class NumpyProducts:
         """``out[i] = a[i] @ b[i]`` for stacks ``a (batch, m, k)``, ``b (batch, k, n)``."""
         return numpy.matmul(a, b, out=out)
 
+    def kernel_calls(self, dtype):
+        """The functions compiled kernels call for one-thread products of ``dtype``, as an int64 array
+        of addresses (see :mod:`backends.numba.kernels.products`), or None when there are none."""
+        return None
+
     def info(self) -> str:
         return "numpy.matmul (NumPy's BLAS)"
 
@@ -118,6 +123,9 @@ class MklProducts(NumpyProducts):
                                                 scalar, pointer, integer, integer, integer]
             self._batched[numpy.dtype(dtype)] = batched
         lib.MKL_Get_Max_Threads.restype = integer
+        local = ctypes.cast(lib.MKL_Set_Num_Threads_Local, ctypes.c_void_p).value
+        self._calls = {dtype: numpy.array([ctypes.cast(gemm, ctypes.c_void_p).value, local], numpy.int64)
+                       for dtype, gemm in self._gemm.items()}
         version = ctypes.create_string_buffer(256)
         lib.MKL_Get_Version_String(version, len(version))
         self.version = version.value.decode(errors="replace").strip()
@@ -147,6 +155,10 @@ class MklProducts(NumpyProducts):
         gemm(_ROW_MAJOR, layout_a[0], layout_b[0], m, n, k, 1.0, a.ctypes.data, layout_a[1],
              b.ctypes.data, layout_b[1], 1.0 if accumulate else 0.0, out.ctypes.data, layout_out[1])
         return out
+
+    def kernel_calls(self, dtype):
+        """``[cblas_?gemm, MKL_Set_Num_Threads_Local]`` for ``dtype`` (float32 or float64)."""
+        return self._calls.get(numpy.dtype(dtype))
 
     def matmul_batched(self, a, b, out):
         batched = self._batched.get(a.dtype)

@@ -273,6 +273,10 @@ class NumbaBackend(Backend):
 
     def _wide_forward(self, x, W, b, relu):
         y = numpy.empty((x.shape[0], W.shape[0]), x.dtype)
+        calls = self._products.kernel_calls(x.dtype)
+        if calls is not None:  # oneMKL on Numba's threads, bias and ReLU per block
+            self._parallel(self._k.products.linear_forward, calls, x, W, b, relu, self._parts(), y)
+            return y
         self._blas(self._products.matmul, x, W.T, out=y)  # then the bias (and ReLU) in one pass over y
         self._parallel(self._k.bias_epilogue, y, b, relu)
         return y
@@ -298,6 +302,15 @@ class NumbaBackend(Backend):
 
     def _wide_backward(self, x, W, y, dy, dW, db, accumulate, need_dx):
         """A dense layer's gradients by BLAS; ``dy`` masked where ``y <= 0`` unless ``y`` is None."""
+        calls = self._products.kernel_calls(x.dtype)
+        if calls is not None:  # oneMKL on Numba's threads; mask, bias gradient and dx per block of rows
+            relu, (n, k_in), m = y is not None, x.shape, W.shape[0]
+            dz = numpy.empty_like(dy) if relu else dy
+            partial = numpy.empty(((n + self._k.ROWS_PER_CHUNK - 1) // self._k.ROWS_PER_CHUNK, 1, m), dy.dtype)
+            dx = numpy.empty((n if need_dx else 0, k_in), x.dtype)
+            self._parallel(self._k.products.linear_backward, calls, x, W, dy if y is None else y, dy, relu, dz,
+                           partial, dW, db, 1.0 if accumulate else 0.0, need_dx, self._parts(), dx)
+            return dx if need_dx else None
         dz, bias_gradient = self._masked(dy, y, y is not None)  # the mask and the bias gradient in one pass
         if accumulate:
             db += bias_gradient
@@ -305,6 +318,10 @@ class NumbaBackend(Backend):
             db[...] = bias_gradient
         self._blas(self._products.matmul, dz.T, x, out=dW, accumulate=accumulate)
         return self._blas(self._products.matmul, dz, W) if need_dx else None
+
+    def _parts(self):
+        """Blocks a product is split into on Numba's threads: one per thread."""
+        return self._numba.get_num_threads()
 
     def _dense_backward(self, x, W, p, g, dW, db, activation, accumulate, need_dx):
         (n, k_in), m = x.shape, W.shape[0]

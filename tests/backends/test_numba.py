@@ -51,6 +51,15 @@ def _all_outputs(backend, dtype, n=1000):
         grads = dW.copy(), db.copy()
         outputs += [backend.linear_sigmoid_backward(x, W, p, g, *grads, accumulate=accumulate), *grads]
     outputs.append(backend.take_rows(x, numpy.random.default_rng(1).permutation(n)))
+    # a wide layer: the BLAS products (on oneMKL, one block of rows per thread) and the passes around them
+    x, W, b, _, _, dW, _ = _layer(numpy.random.default_rng(10), n, 300, numba_backend.SMALL_LAYER + 40, dtype)
+    y = backend.linear_relu_forward(x, W, b)
+    dy = numpy.random.default_rng(11).normal(size=y.shape).astype(dtype)
+    outputs += [y, backend.linear_forward(x, W, b)]
+    for accumulate in (True, False):
+        grads = dW.copy(), b.copy()
+        outputs += [backend.linear_relu_backward(x, W, y, dy, *grads, accumulate=accumulate), *grads]
+        outputs += [backend.linear_backward(x, W, dy, *grads, accumulate=accumulate), *grads]
     return outputs
 
 
@@ -169,6 +178,36 @@ def test_a_spin_the_user_chose_is_kept(monkeypatch):
             "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], blas_spin.SHORT)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.split() == ["28", "False"]
+
+
+FORKED_CHILD = """
+import multiprocessing, numpy, fastprop
+fastprop.set_backend("numba")
+layer = fastprop.Linear(300, 200)
+x = numpy.random.default_rng(0).random((400, 300))
+def step(queue):
+    out = layer.forward(x)
+    layer.backward(numpy.ones_like(out))
+    queue.put(float(out.sum()))
+parent = multiprocessing.Queue()
+step(parent)
+context = multiprocessing.get_context("fork")
+queue = context.Queue()
+child = context.Process(target=step, args=(queue,))
+child.start()
+child.join(60)
+if child.exitcode is None:
+    child.kill()
+print(child.exitcode, parent.get() == queue.get(timeout=5) if child.exitcode == 0 else "hung")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork() as Linux does it")
+def test_a_forked_process_trains_after_its_parent_did():
+    # A wide layer's products in the parent, then in a forked child: GNU OpenMP's threads do not survive
+    # fork(), so products on oneMKL's own OpenMP threads hung here.
+    run = subprocess.run([sys.executable, "-c", FORKED_CHILD], capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["0", "True"], run.stderr
 
 
 def _w1(dtype, rng=0):

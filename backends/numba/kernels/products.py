@@ -1,0 +1,161 @@
+"""Matrix products on Numba's own threads: oneMKL's ``cblas_?gemm`` called one thread per block,
+from inside parallel kernels, with the pass before or after each product fused into the same block.
+
+Calling a threaded BLAS from Python and then a parallel Numba kernel keeps two thread pools on the
+same cores: oneMKL's OpenMP threads spin after each product while Numba's threads start the next
+kernel, and a process forked after an OpenMP product hangs in its next one (GNU OpenMP cannot
+follow a ``fork()``). These kernels split a product into one block per Numba thread and call
+oneMKL on each block with its thread count set to one for the calling thread
+(``MKL_Set_Num_Threads_Local``), so every thread of a training step is Numba's, and each block's
+bias, ReLU or mask is applied while the block is still in that core's cache.
+
+oneMKL's functions are passed in as addresses (``calls``: ``[cblas_?gemm, MKL_Set_Num_Threads_Local]``
+as int64, from :meth:`backends.blas.MklProducts.kernel_calls`), so the machine code Numba caches does
+not hold an address of this process. Products are row-major; the caller checks that every array is
+C-contiguous, of the one float dtype the ``gemm`` address was taken for, and of matching shapes.
+
+Blocks split the rows of an output between the threads (the weight gradient's output rows are the
+layer's outputs); bias-gradient sums are taken per chunk of ``ROWS_PER_CHUNK`` rows whatever the
+thread count, then added in chunk order. Each output element is one oneMKL product over the whole
+inner dimension.
+"""
+
+from __future__ import annotations
+
+import numba
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
+
+from .conv import ROWS_PER_CHUNK
+from .intrinsics import JIT
+
+#: cblas enumerations (row-major storage; an operand as stored, or transposed).
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
+
+@intrinsic
+def _cblas_gemm(typingctx, address, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Call the ``cblas_?gemm`` at ``address`` (row-major); ``a``, ``b``, ``c`` are data addresses and
+    ``alpha`` / ``beta`` are of the product's float type."""
+    if not isinstance(alpha, types.Float) or beta != alpha:
+        return None
+
+    def codegen(context, builder, signature, arguments):
+        i32, pointer = ir.IntType(32), ir.IntType(8).as_pointer()
+        real = context.get_value_type(signature.args[6])
+        parameters = [i32] * 6 + [real, pointer, i32, pointer, i32, real, pointer, i32]
+        function = builder.inttoptr(arguments[0], ir.FunctionType(ir.VoidType(), parameters).as_pointer())
+        values = [i32(ROW_MAJOR)]
+        for value, kind in zip(arguments[1:], parameters[1:]):
+            if kind is i32:
+                value = builder.trunc(value, i32)
+            elif kind is pointer:
+                value = builder.inttoptr(value, pointer)
+            values.append(value)
+        builder.call(function, values)
+        return context.get_dummy_value()
+
+    integer = types.int64
+    return types.void(integer, integer, integer, integer, integer, integer, alpha, integer, integer,
+                      integer, integer, alpha, integer, integer), codegen
+
+
+@intrinsic
+def _local_threads(typingctx, address, count):
+    """Call the ``MKL_Set_Num_Threads_Local(count)`` at ``address`` (0: the process-wide count again)."""
+
+    def codegen(context, builder, signature, arguments):
+        i32 = ir.IntType(32)
+        function = builder.inttoptr(arguments[0], ir.FunctionType(i32, [i32]).as_pointer())
+        builder.call(function, [builder.trunc(arguments[1], i32)])
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64), codegen
+
+
+@numba.njit(**JIT)
+def _gemm(calls, trans_a, trans_b, m, n, k, a, a_at, lda, b, b_at, ldb, beta, c, c_at, ldc):
+    """``c[c_at:] = a[a_at:] @ b[b_at:] + beta c`` on one thread, for flat element offsets ``*_at`` into
+    C-contiguous arrays read as row-major ``(m, k) @ (k, n)`` matrices (``trans_*``: stored transposed)."""
+    if m == 0 or n == 0:
+        return
+    one, size = c.dtype.type(1), c.itemsize
+    _local_threads(calls[1], 1)
+    _cblas_gemm(calls[0], trans_a, trans_b, m, n, k, one, a.ctypes.data + a_at * size, lda,
+                b.ctypes.data + b_at * size, ldb, c.dtype.type(beta), c.ctypes.data + c_at * size, ldc)
+    _local_threads(calls[1], 0)
+
+
+@numba.njit(**JIT)
+def _split(count, parts, part):
+    """The first index of ``part`` of ``count`` items split into ``parts`` nearly equal blocks."""
+    return part * count // parts
+
+
+@numba.njit(parallel=True, **JIT)
+def linear_forward(calls, x, W, b, relu, parts, y):
+    """``y = x @ W.T + b`` (then ``max(y, 0)`` with ``relu``): ``x (n, k)``, ``W (m, k)``, ``b (1, m)``,
+    ``y (n, m)``; each of ``parts`` row blocks a product, then its bias and ReLU while in cache."""
+    (n, k), m = x.shape, W.shape[0]
+    zero = y.dtype.type(0)
+    for part in prange(parts):
+        first, stop = _split(n, parts, part), _split(n, parts, part + 1)
+        _gemm(calls, NO_TRANS, TRANS, stop - first, m, k, x, first * k, k, W, 0, k, 0.0, y, first * m, m)
+        for i in range(first, stop):
+            for j in range(m):
+                s = y[i, j] + b[0, j]
+                y[i, j] = max(s, zero) if relu else s
+
+
+@numba.njit(parallel=True, **JIT)
+def linear_backward(calls, x, W, y, dy, relu, dz, partial, dW, db, beta, need_dx, parts, dx):
+    """A dense layer's gradients from ``dy (n, m)``: ``dz = dy`` masked where ``y <= 0`` with ``relu``
+    (``dz`` is ``dy`` itself otherwise), ``partial[c, 0]`` the column sums of ``dz`` over chunk ``c`` of
+    ``ROWS_PER_CHUNK`` rows, ``db = partial.sum(0) + beta db`` (added in chunk order), ``dx = dz @ W`` when ``need_dx``,
+    ``dW = dz.T @ x + beta dW`` (``beta`` 0 or 1).
+
+    The mask, the chunk sums and ``dx`` go by blocks of whole chunks of rows, so that each block's
+    ``dz`` is in cache for its product; then ``dW`` by blocks of its rows."""
+    (n, k), m = x.shape, W.shape[0]
+    chunks = partial.shape[0]
+    zero = dy.dtype.type(0)
+    for part in prange(parts):
+        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
+            acc = partial[chunk, 0]
+            acc[:] = 0
+            for i in range(chunk * ROWS_PER_CHUNK, min(n, (chunk + 1) * ROWS_PER_CHUNK)):
+                if relu:
+                    for j in range(m):
+                        d = dy[i, j] if y[i, j] > zero else zero
+                        dz[i, j] = d
+                        acc[j] += d
+                else:
+                    for j in range(m):
+                        acc[j] += dy[i, j]
+        if need_dx:
+            first = min(n, _split(chunks, parts, part) * ROWS_PER_CHUNK)
+            stop = min(n, _split(chunks, parts, part + 1) * ROWS_PER_CHUNK)
+            _gemm(calls, NO_TRANS, NO_TRANS, stop - first, k, m, dz, first * m, m, W, 0, k, 0.0, dx, first * k, k)
+    for part in prange(parts):
+        first, stop = _split(m, parts, part), _split(m, parts, part + 1)
+        _gemm(calls, TRANS, NO_TRANS, stop - first, k, n, dz, first, m, x, 0, k, beta, dW, first * k, k)
+        for j in range(first, stop):
+            s = partial[0, 0, j]
+            for chunk in range(1, chunks):
+                s += partial[chunk, 0, j]
+            db[0, j] = s + db[0, j] if beta else s
+
+
+@numba.njit(parallel=True, **JIT)
+def matmul(calls, a, trans_a, b, trans_b, beta, parts, c):
+    """``c = op(a) @ op(b) + beta c`` for C-contiguous 2-D arrays (``op``: transposed when ``trans_*``),
+    by blocks of the rows of ``c``."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    lda, ldb = a.shape[1], b.shape[1]
+    for part in prange(parts):
+        first, stop = _split(m, parts, part), _split(m, parts, part + 1)
+        a_at = first if trans_a else first * lda
+        _gemm(calls, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS, stop - first, n, k,
+              a, a_at, lda, b, 0, ldb, beta, c, first * n, n)
