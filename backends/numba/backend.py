@@ -306,10 +306,11 @@ class NumbaBackend(Backend):
         if calls is not None:  # oneMKL on Numba's threads; mask, bias gradient and dx per block of rows
             relu, (n, k_in), m = y is not None, x.shape, W.shape[0]
             dz = numpy.empty_like(dy) if relu else dy
-            partial = numpy.empty(((n + self._k.ROWS_PER_CHUNK - 1) // self._k.ROWS_PER_CHUNK, 1, m), dy.dtype)
+            chunks = (n + self._k.ROWS_PER_CHUNK - 1) // self._k.ROWS_PER_CHUNK
+            partial = numpy.empty((chunks, 1, m), dy.dtype)
             dx = numpy.empty((n if need_dx else 0, k_in), x.dtype)
-            self._parallel(self._k.products.linear_backward, calls, x, W, dy if y is None else y, dy, relu, dz,
-                           partial, dW, db, 1.0 if accumulate else 0.0, need_dx, self._parts(), dx)
+            self._parallel(self._k.products.linear_backward, calls, x, W, dy if y is None else y, dy, relu,
+                           dz, partial, dW, db, 1.0 if accumulate else 0.0, need_dx, self._parts(), dx)
             return dx if need_dx else None
         dz, bias_gradient = self._masked(dy, y, y is not None)  # the mask and the bias gradient in one pass
         if accumulate:

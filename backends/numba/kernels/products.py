@@ -112,8 +112,8 @@ def linear_forward(calls, x, W, b, relu, parts, y):
 def linear_backward(calls, x, W, y, dy, relu, dz, partial, dW, db, beta, need_dx, parts, dx):
     """A dense layer's gradients from ``dy (n, m)``: ``dz = dy`` masked where ``y <= 0`` with ``relu``
     (``dz`` is ``dy`` itself otherwise), ``partial[c, 0]`` the column sums of ``dz`` over chunk ``c`` of
-    ``ROWS_PER_CHUNK`` rows, ``db = partial.sum(0) + beta db`` (added in chunk order), ``dx = dz @ W`` when ``need_dx``,
-    ``dW = dz.T @ x + beta dW`` (``beta`` 0 or 1).
+    ``ROWS_PER_CHUNK`` rows, ``db = partial.sum(0) + beta db`` (added in chunk order), ``dx = dz @ W``
+    when ``need_dx``, ``dW = dz.T @ x + beta dW`` (``beta`` 0 or 1).
 
     The mask, the chunk sums and ``dx`` go by blocks of whole chunks of rows, so that each block's
     ``dz`` is in cache for its product; then ``dW`` by blocks of its rows."""
@@ -136,7 +136,8 @@ def linear_backward(calls, x, W, y, dy, relu, dz, partial, dW, db, beta, need_dx
         if need_dx:
             first = min(n, _split(chunks, parts, part) * ROWS_PER_CHUNK)
             stop = min(n, _split(chunks, parts, part + 1) * ROWS_PER_CHUNK)
-            _gemm(calls, NO_TRANS, NO_TRANS, stop - first, k, m, dz, first * m, m, W, 0, k, 0.0, dx, first * k, k)
+            _gemm(calls, NO_TRANS, NO_TRANS, stop - first, k, m, dz, first * m, m, W, 0, k, 0.0,
+                  dx, first * k, k)
     for part in prange(parts):
         first, stop = _split(m, parts, part), _split(m, parts, part + 1)
         _gemm(calls, TRANS, NO_TRANS, stop - first, k, n, dz, first, m, x, 0, k, beta, dW, first * k, k)
