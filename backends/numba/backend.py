@@ -53,6 +53,9 @@ DIRECT_CONVOLUTION = 32
 #: larger products): ``python benchmarks/column_chunks.py --megabytes 2,8 --rounds 7`` gave best
 #: epochs of 726 against 777 ms and medians of 754 against 908 ms (Emerald Rapids Xeon, 2 cores).
 COLUMN_BYTES = 8 * 2**20
+#: Bytes of column matrix per chunk of images where oneMKL's products run on Numba's threads
+#: (:mod:`.kernels.products`): each thread makes a chunk's matrix and multiplies it while in its cache.
+CHUNK_BYTES = 2**20
 #: 3x3 stride-1 convolutions with at least this many input and output channels run as Winograd
 #: F(2x2, 3x3) (:mod:`.kernels.winograd`); ``None``: none do. Off because it measured no faster than
 #: im2col + oneMKL on the 2-core machine it was written on (the numbers are in that module).
@@ -410,7 +413,14 @@ class NumbaBackend(Backend):
             chunks = 4 * self._numba.get_num_threads()
             self._parallel(self._k.conv_forward_direct, x, Wt, b, sh, sw, ph, pw, relu, chunks, y)
             return y
-        rows, weights = y.reshape(-1, K), self._weight_matrix(W).T
+        rows, calls = y.reshape(-1, K), self._products.kernel_calls(x.dtype)
+        if calls is not None:  # oneMKL on Numba's threads: column matrix, product and epilogue per chunk
+            per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
+            weights = numpy.ascontiguousarray(self._weight_matrix(W))
+            self._parallel(self._k.products.conv_forward, calls, x, weights, b, kh, kw, sh, sw, ph, pw, relu,
+                           per_chunk, columns, rows)
+            return y
+        weights = self._weight_matrix(W).T
         for start, stop, columns in self._column_chunks(x, (kh, kw), stride, padding):
             self._blas(self._products.matmul, columns, weights, out=rows[start * ho * wo:stop * ho * wo])
         self._parallel(self._k.bias_epilogue, rows, b, relu)
@@ -425,7 +435,21 @@ class NumbaBackend(Backend):
                                            accumulate=accumulate, need_dx=need_dx)
         (sh, sw), (ph, pw), (K, C, kh, kw) = stride, padding, W.shape
         k, direct, taps = self._k, C * kh * kw <= DIRECT_CONVOLUTION, kh * kw * C
-        rows = dy.reshape(-1, K)
+        rows, calls = dy.reshape(-1, K), self._products.kernel_calls(dy.dtype)
+        if not direct and calls is not None and not (need_dx and _winograd(W, stride, padding)):
+            # oneMKL on Numba's threads: mask, bias sum, column matrix, products and col2im per chunk
+            per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
+            partial = numpy.empty((-(-x.shape[0] // per_chunk), taps + 1, K), dy.dtype)
+            dz = numpy.empty_like(rows) if relu else rows
+            dx = numpy.empty(x.shape if need_dx else (0, *x.shape[1:]), dy.dtype)
+            d_columns = numpy.empty_like(columns) if need_dx else columns[:, :0]
+            weights, masks = numpy.ascontiguousarray(self._weight_matrix(W)), y.reshape(-1, K) if relu else rows
+            self._parallel(k.products.conv_backward, calls, x, weights, masks, rows, relu, kh, kw, sh, sw, ph,
+                           pw, per_chunk, need_dx, dz, columns, d_columns, partial, dx)
+            sums = numpy.empty((taps + 1, K), dy.dtype)
+            self._parallel(k.sum_chunks, partial, sums)
+            self._store_conv_gradients(dW, db, sums[:taps], sums[taps:], accumulate)
+            return dx if need_dx else None
         if direct:  # mask, bias and weight gradients in one pass over the output gradient
             chunks = (x.shape[0] + k.IMAGES_PER_CHUNK - 1) // k.IMAGES_PER_CHUNK
             partial = numpy.empty((chunks, taps + 1, K), dy.dtype)
@@ -452,15 +476,36 @@ class NumbaBackend(Backend):
             for start, stop, columns in self._column_chunks(x, (kh, kw), stride, padding, skip=direct):
                 block = dz[start * per_image:stop * per_image]
                 if columns is not None:
-                    self._blas(self._products.matmul, columns.T, block, out=by_tap, accumulate=True)
+                    self._matmul(columns.T, block, by_tap, accumulate=True)
                 if columns_dx:
                     if d_columns is None:  # one buffer for every chunk
                         d_columns = numpy.empty((block.shape[0], weights.shape[1]), dy.dtype)
                     d_block = d_columns[:block.shape[0]]
-                    self._blas(self._products.matmul, block, weights, out=d_block)
+                    self._matmul(block, weights, d_block)
                     self._parallel(k.col2im, d_block, kh, kw, sh, sw, ph, pw, dx[start:stop])
         self._store_conv_gradients(dW, db, by_tap, bias_gradient, accumulate)
         return dx
+
+    def _matmul(self, a, b, out, accumulate=False):
+        """``out (+)= a @ b``: on Numba's threads when oneMKL's calls are there and each operand is
+        C-contiguous or the transpose of a C-contiguous array, else by the chosen BLAS."""
+        calls = self._products.kernel_calls(out.dtype)
+        layouts = [None if m.dtype != out.dtype else False if m.flags.c_contiguous
+                   else True if m.T.flags.c_contiguous else None for m in (a, b)]
+        if calls is None or None in layouts or not out.flags.c_contiguous or out.size == 0:
+            return self._blas(self._products.matmul, a, b, out=out, accumulate=accumulate)
+        (ta, tb), (a, b) = layouts, (a.T if layouts[0] else a, b.T if layouts[1] else b)
+        beta = 1.0 if accumulate else 0.0
+        self._parallel(self._k.products.matmul, calls, a, ta, b, tb, beta, self._parts(), out)
+        return out
+
+    def _chunk_columns(self, x, kernel, stride, padding):
+        """``(images per chunk, one column-matrix buffer per Numba thread)`` for the convolution kernels
+        that make a chunk's column matrix and multiply it on one thread (about ``CHUNK_BYTES`` each)."""
+        (kh, kw), (n, H, Wd, C) = kernel, x.shape
+        per_image = math.prod(window_output(H, Wd, kernel, stride, padding))
+        per_chunk = max(1, min(n, CHUNK_BYTES // (per_image * kh * kw * C * x.itemsize)))
+        return per_chunk, numpy.empty((self._parts(), per_chunk * per_image, kh * kw * C), x.dtype)
 
     def _winograd(self, x, U, b, padding, relu, y):
         """``y`` = the 3x3 stride-1 convolution of ``x`` zero-padded by ``padding`` with the filter

@@ -57,6 +57,14 @@ class _HostLayer(_NotebookLayer):
         return None if d_in is None else self.backend.asarray(d_in, dtype=d_out.dtype)
 
 
+def _may_learn(stage) -> bool:
+    """False for a stage known to hold no parameters (a fastprop layer without any, with no layer
+    of other classes inside); fused stages and layers of other classes may learn."""
+    if not isinstance(stage, Layer):
+        return True
+    return bool(stage.parameters()) or any(not is_native(leaf) for leaf in leaves_of(stage))
+
+
 def _placed(layers, where):
     """``(index path, layer)`` for every layer in ``layers`` and inside the networks among them."""
     for index, layer in enumerate(layers):
@@ -175,8 +183,12 @@ class Network(Layer):
         if input_gradient is None:
             input_gradient = self.input_gradient
         stages, d = self._stages(), d_out
-        for index in range(len(stages) - 1, -1, -1):
-            d = stages[index].backward(d, input_gradient or index > 0)
+        # without the input gradient, the stages before the first one that learns (a Reshape before
+        # a convolution, say) need none either: their backward is skipped, and that stage's too
+        first = 0 if input_gradient else next(
+            (index for index, stage in enumerate(stages) if _may_learn(stage)), len(stages))
+        for index in range(len(stages) - 1, first - 1, -1):
+            d = stages[index].backward(d, input_gradient or index > first)
         return d if input_gradient else None
 
     def zero_gradients(self):

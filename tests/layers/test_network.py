@@ -143,3 +143,37 @@ def test_a_layer_added_twice_after_building_is_refused_at_the_next_pass():
         net.forward(numpy.ones((2, 4)))
     layers[-1] = copy.deepcopy(layers[0])  # a copy is its own layer
     assert net.forward(numpy.ones((2, 4))).shape == (2, 4)
+
+
+class _Recording(Linear):
+    """A Linear that records the ``input_gradient`` each backward was asked for."""
+
+    def backward(self, d_out, input_gradient=True):
+        self.asked = getattr(self, "asked", []) + [input_gradient]
+        return super().backward(d_out, input_gradient)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_layers_before_the_first_that_learns_get_no_gradient_to_compute(fuse):
+    from fastprop import Flatten, Reshape
+
+    class Counted(Reshape):
+        calls = 0
+
+        def backward(self, d_out, input_gradient=True):
+            Counted.calls += 1
+            return super().backward(d_out, input_gradient)
+
+    first, last = _Recording(12, 5), _Recording(5, 3)
+    net = Network([Counted((3, 4, 1)), Flatten(), first, ReLU(), last], fuse=fuse)
+    x = numpy.random.default_rng(0).normal(size=(6, 12))
+    d_out = numpy.ones((6, 3))
+    net.forward(x)
+    assert net.backward(d_out, input_gradient=False) is None
+    assert Counted.calls == 0 and first.asked == [False] and last.asked == [True]
+    first_gradient = first.dw.copy()
+    net.zero_gradients()
+    net.forward(x)
+    assert net.backward(d_out, input_gradient=True).shape == x.shape  # everything when asked for
+    assert Counted.calls == 1 and first.asked[-1] is True
+    numpy.testing.assert_array_equal(first.dw, first_gradient)  # the same weight gradients either way

@@ -298,15 +298,16 @@ def sum_chunks(partial, out):
             out[t, k] = s
 
 
-@numba.njit(parallel=True, **JIT)
-def im2col(x, kh, kw, sh, sw, ph, pw, columns):
-    """``columns[(i, r, c), (p, q, j)] = xpad[i, r * sh + p, c * sw + q, j]`` (zero outside ``x``)."""
+@numba.njit(**JIT)
+def im2col_images(x, first, stop, kh, kw, sh, sw, ph, pw, columns):
+    """``columns[((i - first), r, c), (p, q, j)] = xpad[i, r * sh + p, c * sw + q, j]`` for the images
+    ``first <= i < stop`` (zero outside ``x``), on the calling thread."""
     n, H, Wd, C = x.shape
     ho = (H + 2 * ph - kh) // sh + 1
     wo = (Wd + 2 * pw - kw) // sw + 1
     zero = columns.dtype.type(0)
-    for row in prange(n * ho):
-        i, r = row // ho, row % ho
+    for row in range((stop - first) * ho):
+        i, r = first + row // ho, row % ho
         for c in range(wo):
             out = columns[(row * wo + c)]
             for p in range(kh):
@@ -323,16 +324,26 @@ def im2col(x, kh, kw, sh, sw, ph, pw, columns):
 
 
 @numba.njit(parallel=True, **JIT)
-def col2im(d_columns, kh, kw, sh, sw, ph, pw, dx):
-    """The adjoint of :func:`im2col`: ``dx`` (overwritten) sums the column entries that read each input."""
+def im2col(x, kh, kw, sh, sw, ph, pw, columns):
+    """The column matrix of all of ``x``: :func:`im2col_images` image by image in parallel."""
+    n, H, Wd, _ = x.shape
+    per_image = ((H + 2 * ph - kh) // sh + 1) * ((Wd + 2 * pw - kw) // sw + 1)
+    for i in prange(n):
+        im2col_images(x, i, i + 1, kh, kw, sh, sw, ph, pw, columns[i * per_image:(i + 1) * per_image])
+
+
+@numba.njit(**JIT)
+def col2im_images(d_columns, first, stop, kh, kw, sh, sw, ph, pw, dx):
+    """The adjoint of :func:`im2col_images`: ``dx[first:stop]`` (overwritten) sums the entries of
+    ``d_columns`` (rows of those images, from row 0) that read each input, on the calling thread."""
     n, H, Wd, C = dx.shape
     ho = (H + 2 * ph - kh) // sh + 1
     wo = (Wd + 2 * pw - kw) // sw + 1
-    for i in prange(n):
+    for i in range(first, stop):
         dx[i] = 0
         for r in range(ho):
             for c in range(wo):
-                d = d_columns[(i * ho + r) * wo + c]
+                d = d_columns[((i - first) * ho + r) * wo + c]
                 for p in range(kh):
                     u = r * sh + p - ph
                     if u < 0 or u >= H:
@@ -344,6 +355,15 @@ def col2im(d_columns, kh, kw, sh, sw, ph, pw, dx):
                         start = (p * kw + q) * C
                         for j in range(C):
                             dx[i, u, v, j] += d[start + j]
+
+
+@numba.njit(parallel=True, **JIT)
+def col2im(d_columns, kh, kw, sh, sw, ph, pw, dx):
+    """The adjoint of :func:`im2col`: :func:`col2im_images` image by image in parallel."""
+    n, H, Wd, _ = dx.shape
+    per_image = d_columns.shape[0] // max(n, 1)
+    for i in prange(n):
+        col2im_images(d_columns[i * per_image:(i + 1) * per_image], i, i + 1, kh, kw, sh, sw, ph, pw, dx)
 
 
 @numba.njit(parallel=True, **JIT)

@@ -27,7 +27,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from .conv import ROWS_PER_CHUNK
+from .conv import ROWS_PER_CHUNK, col2im_images, im2col_images
 from .intrinsics import JIT
 
 #: cblas enumerations (row-major storage; an operand as stored, or transposed).
@@ -160,3 +160,65 @@ def matmul(calls, a, trans_a, b, trans_b, beta, parts, c):
         a_at = first if trans_a else first * lda
         _gemm(calls, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS, stop - first, n, k,
               a, a_at, lda, b, 0, ldb, beta, c, first * n, n)
+
+
+@numba.njit(parallel=True, **JIT)
+def conv_forward(calls, x, weights, b, kh, kw, sh, sw, ph, pw, relu, per_chunk, columns, y):
+    """A convolution as products by chunks of ``per_chunk`` images: each chunk's column matrix
+    (:func:`.conv.im2col_images`, into ``columns[part]``, one buffer per block), its product with
+    ``weights (K, kh * kw * C)`` into the output rows ``y (n * Ho * Wo, K)``, then bias and ReLU on
+    those rows, all on one thread while the chunk is in its cache."""
+    n, H, Wd, _ = x.shape
+    K, taps = weights.shape
+    per_image = ((H + 2 * ph - kh) // sh + 1) * ((Wd + 2 * pw - kw) // sw + 1)
+    parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
+    zero = y.dtype.type(0)
+    for part in prange(parts):
+        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
+            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+            im2col_images(x, first, stop, kh, kw, sh, sw, ph, pw, columns[part])
+            rows = (stop - first) * per_image
+            _gemm(calls, NO_TRANS, TRANS, rows, K, taps, columns[part], 0, taps, weights, 0, taps, 0.0,
+                  y, first * per_image * K, K)
+            for i in range(first * per_image, stop * per_image):
+                for j in range(K):
+                    s = y[i, j] + b[0, j]
+                    y[i, j] = max(s, zero) if relu else s
+
+
+@numba.njit(parallel=True, **JIT)
+def conv_backward(calls, x, weights, y, dy, relu, kh, kw, sh, sw, ph, pw, per_chunk, need_dx, dz, columns,
+                  d_columns, partial, dx):
+    """A convolution's gradients by chunks of ``per_chunk`` images, each on one thread: the output
+    gradient rows ``dy (n * Ho * Wo, K)`` masked where ``y <= 0`` with ``relu`` (into ``dz``; ``dz`` is
+    ``dy`` otherwise), ``partial[chunk]`` the chunk's weight gradient by tap ``(kh * kw * C, K)`` (the
+    column matrix, made again in ``columns[part]``, times ``dz``) followed by its bias sum, and with
+    ``need_dx`` the input gradient ``dx`` (the product ``dz @ weights`` in ``d_columns[part]`` added
+    back into images, :func:`.conv.col2im_images`)."""
+    n, H, Wd, _ = x.shape
+    K, taps = weights.shape
+    per_image = ((H + 2 * ph - kh) // sh + 1) * ((Wd + 2 * pw - kw) // sw + 1)
+    parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
+    zero = dy.dtype.type(0)
+    for part in prange(parts):
+        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
+            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+            rows, at = (stop - first) * per_image, first * per_image
+            bias = partial[chunk, taps]
+            bias[:] = 0
+            for i in range(at, at + rows):
+                if relu:
+                    for j in range(K):
+                        d = dy[i, j] if y[i, j] > zero else zero
+                        dz[i, j] = d
+                        bias[j] += d
+                else:
+                    for j in range(K):
+                        bias[j] += dy[i, j]
+            im2col_images(x, first, stop, kh, kw, sh, sw, ph, pw, columns[part])
+            _gemm(calls, TRANS, NO_TRANS, taps, K, rows, columns[part], 0, taps, dz, at * K, K, 0.0,
+                  partial, chunk * (taps + 1) * K, K)
+            if need_dx:
+                _gemm(calls, NO_TRANS, NO_TRANS, rows, taps, K, dz, at * K, K, weights, 0, taps, 0.0,
+                      d_columns[part], 0, taps)
+                col2im_images(d_columns[part], first, stop, kh, kw, sh, sw, ph, pw, dx)
