@@ -443,7 +443,8 @@ class NumbaBackend(Backend):
             dz = numpy.empty_like(rows) if relu else rows
             dx = numpy.empty(x.shape if need_dx else (0, *x.shape[1:]), dy.dtype)
             d_columns = numpy.empty_like(columns) if need_dx else columns[:, :0]
-            weights, masks = numpy.ascontiguousarray(self._weight_matrix(W)), y.reshape(-1, K) if relu else rows
+            weights = numpy.ascontiguousarray(self._weight_matrix(W))
+            masks = y.reshape(-1, K) if relu else rows
             self._parallel(k.products.conv_backward, calls, x, weights, masks, rows, relu, kh, kw, sh, sw, ph,
                            pw, per_chunk, need_dx, dz, columns, d_columns, partial, dx)
             sums = numpy.empty((taps + 1, K), dy.dtype)
