@@ -60,7 +60,18 @@ def _all_outputs(backend, dtype, n=1000):
         grads = dW.copy(), b.copy()
         outputs += [backend.linear_relu_backward(x, W, y, dy, *grads, accumulate=accumulate), *grads]
         outputs += [backend.linear_backward(x, W, dy, *grads, accumulate=accumulate), *grads]
-    return outputs
+    # a convolution with a column matrix: chunks of images, each made and multiplied on one thread
+    rng = numpy.random.default_rng(12)
+    images = rng.random((37, 9, 11, 8)).astype(dtype)
+    K = 12
+    W, b = rng.normal(size=(K, 8, 3, 3)).astype(dtype), rng.normal(size=(1, K)).astype(dtype)
+    y = backend.conv2d_forward(images, W, b, (1, 1), (1, 1), relu=True)
+    dy = rng.normal(size=y.shape).astype(dtype)
+    for accumulate in (True, False):
+        grads = numpy.ones_like(W), numpy.ones_like(b)
+        outputs += [backend.conv2d_backward(images, W, y, dy, *grads, (1, 1), (1, 1), relu=True,
+                                            accumulate=accumulate), *grads]
+    return [y, *outputs]
 
 
 @DTYPES
