@@ -15,13 +15,15 @@ and a second pass. So the Numba backend computes its products through :func:`pro
 that says how to install it) or ``numpy``. oneMKL runs on the GNU OpenMP runtime (``libgomp``, what
 GCC-built programs use) when it is there, else on Intel's (``MKL_THREADING_LAYER`` overrides the
 choice); its thread count is oneMKL's default (the physical cores), ``MKL_NUM_THREADS`` overrides it.
-The Numba backend itself does not use oneMKL's threads: its kernels call ``cblas_?gemm`` one thread
-per block from Numba's threads (:meth:`MklProducts.kernel_calls`, :mod:`backends.numba.kernels.products`),
-so a training step runs on one thread pool and a forked process can go on computing (GNU OpenMP's
-threads do not survive ``fork()``: a product on them in a forked child hangs). A process holds one oneMKL runtime: PyTorch's oneMKL calls in the same process run on the threading
-layer chosen here. On the GNU layer with its default settings PyTorch's epochs took the same time as
-without fastprop's oneMKL loaded; with ``OMP_WAIT_POLICY=PASSIVE`` or the sequential layer they took
-up to 1.6x longer (``benchmarks/blas_products.py --peer`` measures it), so fastprop sets neither.
+The Numba backend itself does not use oneMKL's threads: its kernels call ``cblas_?gemm`` one
+thread per block from Numba's threads (:meth:`MklProducts.kernel_calls`,
+:mod:`backends.numba.kernels.products`), so a training step runs on one thread pool and a forked
+process can go on computing (GNU OpenMP's threads do not survive ``fork()``: a product on them in a
+forked child hangs). A process holds one oneMKL runtime: PyTorch's oneMKL calls in the same process
+run on the threading layer chosen here. On the GNU layer with its default settings PyTorch's epochs
+took the same time as without fastprop's oneMKL loaded; with ``OMP_WAIT_POLICY=PASSIVE`` or the
+sequential layer they took up to 1.6x longer (``benchmarks/blas_products.py --peer`` measures
+it), so fastprop sets neither.
 
 Operands may be C- or Fortran-ordered 2-D views (a transpose costs nothing); anything else, a product
 whose output overlaps an operand, or another dtype, goes to ``numpy.matmul``. Products are not

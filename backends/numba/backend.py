@@ -47,14 +47,18 @@ SMALL_LAYER = 32
 #: Convolutions with at most this many inputs per output (``C * kh * kw``) run directly; wider ones
 #: are a column matrix and a BLAS product.
 DIRECT_CONVOLUTION = 32
-#: Bytes of column matrix made at a time: some images, so that the matrix stays in cache between
-#: ``im2col`` and the BLAS product that reads it (half the time of one matrix for the whole batch).
-#: With oneMKL's products 8 MB chunks trained the CNN faster than 2 MB ones in every run (fewer,
+#: Bytes of column matrix made at a time where a product is one call to the BLAS's own threads (no
+#: oneMKL, or Winograd's batched products): some images, so that the matrix stays in cache between
+#: ``im2col`` and the product that reads it (half the time of one matrix for the whole batch). With
+#: oneMKL called that way, 8 MB chunks trained the CNN faster than 2 MB ones in every run (fewer,
 #: larger products): ``python benchmarks/column_chunks.py --megabytes 2,8 --rounds 7`` gave best
 #: epochs of 726 against 777 ms and medians of 754 against 908 ms (Emerald Rapids Xeon, 2 cores).
+#: With oneMKL the backend now runs products on its own threads, in chunks of ``CHUNK_BYTES``.
 COLUMN_BYTES = 8 * 2**20
 #: Bytes of column matrix per chunk of images where oneMKL's products run on Numba's threads
 #: (:mod:`.kernels.products`): each thread makes a chunk's matrix and multiplies it while in its cache.
+#: 0.25 to 4 MB trained the CNN at the same speed within the noise (medians 549-580 ms per epoch of
+#: 2,560 rows, Emerald Rapids Xeon, 2 cores, the sizes taking turns in one process).
 CHUNK_BYTES = 2**20
 #: 3x3 stride-1 convolutions with at least this many input and output channels run as Winograd
 #: F(2x2, 3x3) (:mod:`.kernels.winograd`); ``None``: none do. Off because it measured no faster than
