@@ -157,12 +157,14 @@ def test_missing_numba_says_what_to_install(monkeypatch):
 def test_kernels_run_on_one_thread_while_blas_threads_spin(backend, monkeypatch, short_spin):
     monkeypatch.setattr(blas_spin, "SHORT", short_spin)
     monkeypatch.setattr(backend, "_products", blas.NumpyProducts())  # OpenBLAS's spin is the case here
-    monkeypatch.setattr(backend, "_blas_until", 0.0)
     x, W, b, *_ = _layer(numpy.random.default_rng(8), 50, 20, numba_backend.SMALL_LAYER + 1, numpy.float64)
+    narrow = W[:3].copy(), b[:, :3].copy()
+    backend.linear_forward(x, W, b)  # compiled (or loaded) first: a compile takes longer than the spin
+    backend.linear_sigmoid_forward(x, *narrow)
+    monkeypatch.setattr(backend, "_blas_until", 0.0)
     backend.linear_forward(x, W, b)  # a wide layer: a BLAS product
     calls, saved = [], numba.get_num_threads()
     monkeypatch.setattr(numba, "set_num_threads", lambda n: calls.append(n))
-    narrow = W[:3].copy(), b[:, :3].copy()
     expected = REFERENCE.linear_sigmoid_forward(x, *narrow)
     for result, reference in zip(backend.linear_sigmoid_forward(x, *narrow), expected, strict=True):
         _assert_close(result, reference, numpy.float64)
