@@ -1,9 +1,11 @@
 """Time CNN training epochs with the Numba backend's column matrix made in chunks of several sizes.
 
 ``python benchmarks/column_chunks.py --megabytes 2,8 [--rounds 7]`` trains the CNN workload (2,560
-rows of Fashion-MNIST, or seeded synthetic pixels without it) with ``COLUMN_BYTES`` set to each size
-in turn, epoch by epoch in one process, and prints the best and the median epoch of each size (the
-first round left out). ``COLUMN_BYTES`` is the size of the im2col matrix made and multiplied at a time.
+rows of Fashion-MNIST, or seeded synthetic pixels without it) with the chunk size the backend uses set
+to each size in turn, epoch by epoch in one process, and prints the best and the median epoch of each
+size (the first round left out): ``CHUNK_BYTES`` (column matrix per chunk of images, made and
+multiplied on one Numba thread) with oneMKL, ``COLUMN_BYTES`` (made, then multiplied on the BLAS's
+threads) with NumPy's BLAS (``FASTPROP_BLAS=numpy``); the output names which.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from fastprop.backends.numba import backend as numba_backend
+from fastprop.backends.numba import convolution as numba_convolution
 from fastprop.bench.data import load_rows
 from fastprop.bench.runners import make_runner
 from fastprop.bench.timing import timed
@@ -26,10 +28,13 @@ def main():
     sizes = [int(float(size) * 2**20) for size in args.megabytes.split(",")]
     images, targets, _ = load_rows(2560, "auto")
     runner = make_runner("numba", WORKLOADS["CNN"], "float32", images, targets)
+    on_numba_threads = runner.backend._products.kernel_calls("float32") is not None
+    setting = "CHUNK_BYTES" if on_numba_threads else "COLUMN_BYTES"
+    print(f"sizes of {setting} (backends/numba/convolution.py)")
     seconds = {size: [] for size in sizes}
     for _ in range(args.rounds):
         for size in sizes:
-            numba_backend.COLUMN_BYTES = size
+            setattr(numba_convolution, setting, size)
             runner.before_epoch()
             seconds[size].append(timed(runner.train_epoch))
     for size, times in seconds.items():

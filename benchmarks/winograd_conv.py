@@ -17,7 +17,7 @@ import numpy
 
 import fastprop
 from fastprop.backends import load_backend
-from fastprop.backends.numba import backend as numba_backend
+from fastprop.backends.numba import convolution as numba_convolution
 
 #: (label, C, K, H = W) of the layers timed; padding 1, batch 128.
 SHAPES = [("CNN conv2", 32, 64, 14), ("32->32 28x28", 32, 32, 28), ("64->64 7x7", 64, 64, 7),
@@ -51,12 +51,12 @@ def epoch_seconds(rounds):
     images, targets, _ = load_rows(2560, "auto")
     runners = {}
     for way, channels in WAYS.items():
-        numba_backend.WINOGRAD_CHANNELS = channels
+        numba_convolution.WINOGRAD_CHANNELS = channels
         runners[way] = make_runner("numba", WORKLOADS["CNN"], "float32", images, targets)
     times = {way: [] for way in WAYS}
     for round_ in range(rounds + 1):  # the first round compiles and warms up
         for way, runner in runners.items():
-            numba_backend.WINOGRAD_CHANNELS = WAYS[way]
+            numba_convolution.WINOGRAD_CHANNELS = WAYS[way]
             runner.before_epoch()
             start = time.perf_counter()
             runner.train_epoch()
@@ -82,7 +82,7 @@ def main():
         times = {way: [] for way in WAYS}
         for round_ in range(options.rounds + 1):
             for way, channels in WAYS.items():
-                numba_backend.WINOGRAD_CHANNELS = channels
+                numba_convolution.WINOGRAD_CHANNELS = channels
                 measured = layer_milliseconds(backend, C, K, size, dtype)
                 if round_:  # the first round compiles and warms up
                     times[way].append(measured)

@@ -18,7 +18,7 @@ numba = pytest.importorskip("numba", reason="numba is not installed (pip install
 import fastprop  # noqa: E402
 from fastprop import Conv2D, MeanSquareError, Network, ReLU  # noqa: E402
 from fastprop.backends import load_backend  # noqa: E402
-from fastprop.backends.numba import backend as numba_backend  # noqa: E402
+from fastprop.backends.numba import convolution as numba_convolution  # noqa: E402
 from fastprop.backends.numba import target  # noqa: E402
 from tests.conftest import relative_error  # noqa: E402
 from tests.helpers import on_one_and_two_threads  # noqa: E402
@@ -76,7 +76,7 @@ def _reference_backward(x, W, y, dy, stride, padding, relu):
 
 def _arrays(case, dtype, seed=5):
     n, H, Wd, C, K, kernel, stride, padding = CASES[case]
-    assert C * kernel[0] * kernel[1] <= numba_backend.DIRECT_CONVOLUTION  # the path under test
+    assert C * kernel[0] * kernel[1] <= numba_convolution.DIRECT_CONVOLUTION  # the path under test
     rng = numpy.random.default_rng(seed)
     x = rng.normal(size=(n, H, Wd, C)).astype(dtype)
     W = rng.normal(0, 0.5, (K, C, *kernel)).astype(dtype)

@@ -12,7 +12,7 @@ numba = pytest.importorskip("numba", reason="numba is not installed (pip install
 import fastprop  # noqa: E402
 from fastprop import Conv2D, MeanSquareError  # noqa: E402
 from fastprop.backends import load_backend  # noqa: E402
-from fastprop.backends.numba import backend as numba_backend  # noqa: E402
+from fastprop.backends.numba import convolution as numba_convolution  # noqa: E402
 from fastprop.backends.numba import kernels  # noqa: E402
 
 DTYPES = pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
@@ -26,7 +26,7 @@ def backend():
 @pytest.fixture
 def winograd_on(monkeypatch):
     """Winograd for every 3x3 stride-1 convolution it can run, whatever the default rule says."""
-    monkeypatch.setattr(numba_backend, "WINOGRAD_CHANNELS", 1)
+    monkeypatch.setattr(numba_convolution, "WINOGRAD_CHANNELS", 1)
 
 
 def reference_conv(x, W, b, padding):
@@ -150,21 +150,21 @@ def test_conv2d_layer_passes_gradcheck_on_the_winograd_path(winograd_on):
 
 
 def test_rule_picks_winograd_for_3x3_stride_1_only(monkeypatch):
-    monkeypatch.setattr(numba_backend, "WINOGRAD_CHANNELS", 16)
+    monkeypatch.setattr(numba_convolution, "WINOGRAD_CHANNELS", 16)
     W = numpy.empty((64, 32, 3, 3))
-    assert numba_backend._winograd(W, (1, 1), (1, 1))
-    assert not numba_backend._winograd(W, (2, 2), (1, 1))
-    assert not numba_backend._winograd(W, (1, 1), (3, 3))
-    assert not numba_backend._winograd(numpy.empty((64, 32, 5, 5)), (1, 1), (1, 1))
-    assert not numba_backend._winograd(numpy.empty((8, 32, 3, 3)), (1, 1), (1, 1))
-    monkeypatch.setattr(numba_backend, "WINOGRAD_CHANNELS", None)
-    assert not numba_backend._winograd(W, (1, 1), (1, 1))
+    assert numba_convolution._winograd(W, (1, 1), (1, 1))
+    assert not numba_convolution._winograd(W, (2, 2), (1, 1))
+    assert not numba_convolution._winograd(W, (1, 1), (3, 3))
+    assert not numba_convolution._winograd(numpy.empty((64, 32, 5, 5)), (1, 1), (1, 1))
+    assert not numba_convolution._winograd(numpy.empty((8, 32, 3, 3)), (1, 1), (1, 1))
+    monkeypatch.setattr(numba_convolution, "WINOGRAD_CHANNELS", None)
+    assert not numba_convolution._winograd(W, (1, 1), (1, 1))
 
 
 def test_cnn_conv2_takes_the_winograd_path_when_enabled(backend, monkeypatch):
     """The CNN's second convolution (32 -> 64 on 14x14) runs both its forward and its input gradient
     through the Winograd kernels, and neither through im2col's col2im."""
-    monkeypatch.setattr(numba_backend, "WINOGRAD_CHANNELS", 16)
+    monkeypatch.setattr(numba_convolution, "WINOGRAD_CHANNELS", 16)
     calls = {"winograd_input": 0, "col2im": 0}
     for name in calls:
         original = getattr(kernels, name)

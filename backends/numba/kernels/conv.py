@@ -366,35 +366,50 @@ def col2im(d_columns, kh, kw, sh, sw, ph, pw, dx):
         col2im_images(d_columns[i * per_image:(i + 1) * per_image], i, i + 1, kh, kw, sh, sw, ph, pw, dx)
 
 
-@numba.njit(parallel=True, **JIT)
-def bias_epilogue(y, b, relu):
-    """In place on rows ``y`` ``(m, K)``: ``y += b``, then ``max(y, 0)`` with ``relu``."""
+@numba.njit(**JIT)
+def bias_rows(y, b, relu, first, stop):
+    """In place on rows ``first <= i < stop`` of ``y`` ``(m, K)``: ``y += b``, then ``max(y, 0)`` with
+    ``relu``, on the calling thread."""
     zero = y.dtype.type(0)
-    for i in prange(y.shape[0]):
+    for i in range(first, stop):
         for k in range(y.shape[1]):
             s = y[i, k] + b[0, k]
             y[i, k] = max(s, zero) if relu else s
 
 
 @numba.njit(parallel=True, **JIT)
-def masked_gradient(y, dy, relu, dz, partial):
-    """With ``relu``, ``dz = dy`` where ``y > 0`` and 0 elsewhere, on rows ``(m, K)``; the column sums
-    of ``dz`` (of ``dy`` without ``relu``, and ``dz`` is not written) per chunk of ``ROWS_PER_CHUNK``
-    rows in ``partial[chunk, 0]``."""
-    m, K = dy.shape
+def bias_epilogue(y, b, relu):
+    """:func:`bias_rows` on every row of ``y``, in parallel."""
+    for i in prange(y.shape[0]):
+        bias_rows(y, b, relu, i, i + 1)
+
+
+@numba.njit(**JIT)
+def mask_rows(y, dy, relu, first, stop, dz, sums):
+    """For rows ``first <= i < stop`` of ``dy`` ``(m, K)``, on the calling thread: with ``relu``,
+    ``dz = dy`` where ``y > 0`` and 0 elsewhere; ``sums`` (overwritten) the column sums of ``dz`` (of
+    ``dy`` without ``relu``, and ``dz`` is not written)."""
     zero = dy.dtype.type(0)
+    sums[:] = 0
+    for i in range(first, stop):
+        if relu:
+            for k in range(dy.shape[1]):
+                d = dy[i, k] if y[i, k] > zero else zero
+                dz[i, k] = d
+                sums[k] += d
+        else:
+            for k in range(dy.shape[1]):
+                sums[k] += dy[i, k]
+
+
+@numba.njit(parallel=True, **JIT)
+def masked_gradient(y, dy, relu, dz, partial):
+    """:func:`mask_rows` per chunk of ``ROWS_PER_CHUNK`` rows in parallel, each chunk's sums in
+    ``partial[chunk, 0]``."""
+    m = dy.shape[0]
     for chunk in prange(partial.shape[0]):
-        acc = partial[chunk, 0]
-        acc[:] = 0
-        for i in range(chunk * ROWS_PER_CHUNK, min(m, (chunk + 1) * ROWS_PER_CHUNK)):
-            if relu:
-                for k in range(K):
-                    d = dy[i, k] if y[i, k] > zero else zero
-                    dz[i, k] = d
-                    acc[k] += d
-            else:
-                for k in range(K):
-                    acc[k] += dy[i, k]
+        first = chunk * ROWS_PER_CHUNK
+        mask_rows(y, dy, relu, first, min(m, first + ROWS_PER_CHUNK), dz, partial[chunk, 0])
 
 
 @numba.njit(parallel=True, **JIT)

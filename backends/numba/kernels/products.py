@@ -27,7 +27,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from .conv import ROWS_PER_CHUNK, col2im_images, im2col_images
+from .conv import ROWS_PER_CHUNK, bias_rows, col2im_images, im2col_images, mask_rows
 from .intrinsics import JIT
 
 #: cblas enumerations (row-major storage; an operand as stored, or transposed).
@@ -98,14 +98,10 @@ def linear_forward(calls, x, W, b, relu, parts, y):
     """``y = x @ W.T + b`` (then ``max(y, 0)`` with ``relu``): ``x (n, k)``, ``W (m, k)``, ``b (1, m)``,
     ``y (n, m)``; each of ``parts`` row blocks a product, then its bias and ReLU while in cache."""
     (n, k), m = x.shape, W.shape[0]
-    zero = y.dtype.type(0)
     for part in prange(parts):
         first, stop = _split(n, parts, part), _split(n, parts, part + 1)
         _gemm(calls, NO_TRANS, TRANS, stop - first, m, k, x, first * k, k, W, 0, k, 0.0, y, first * m, m)
-        for i in range(first, stop):
-            for j in range(m):
-                s = y[i, j] + b[0, j]
-                y[i, j] = max(s, zero) if relu else s
+        bias_rows(y, b, relu, first, stop)
 
 
 @numba.njit(parallel=True, **JIT)
@@ -119,20 +115,10 @@ def linear_backward(calls, x, W, y, dy, relu, dz, partial, dW, db, beta, need_dx
     ``dz`` is in cache for its product; then ``dW`` by blocks of its rows."""
     (n, k), m = x.shape, W.shape[0]
     chunks = partial.shape[0]
-    zero = dy.dtype.type(0)
     for part in prange(parts):
         for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
-            acc = partial[chunk, 0]
-            acc[:] = 0
-            for i in range(chunk * ROWS_PER_CHUNK, min(n, (chunk + 1) * ROWS_PER_CHUNK)):
-                if relu:
-                    for j in range(m):
-                        d = dy[i, j] if y[i, j] > zero else zero
-                        dz[i, j] = d
-                        acc[j] += d
-                else:
-                    for j in range(m):
-                        acc[j] += dy[i, j]
+            rows = chunk * ROWS_PER_CHUNK, min(n, (chunk + 1) * ROWS_PER_CHUNK)
+            mask_rows(y, dy, relu, rows[0], rows[1], dz, partial[chunk, 0])
         if need_dx:
             first = min(n, _split(chunks, parts, part) * ROWS_PER_CHUNK)
             stop = min(n, _split(chunks, parts, part + 1) * ROWS_PER_CHUNK)
@@ -172,7 +158,6 @@ def conv_forward(calls, x, weights, b, kh, kw, sh, sw, ph, pw, relu, per_chunk, 
     K, taps = weights.shape
     per_image = ((H + 2 * ph - kh) // sh + 1) * ((Wd + 2 * pw - kw) // sw + 1)
     parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
-    zero = y.dtype.type(0)
     for part in prange(parts):
         for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
             first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
@@ -180,10 +165,7 @@ def conv_forward(calls, x, weights, b, kh, kw, sh, sw, ph, pw, relu, per_chunk, 
             rows = (stop - first) * per_image
             _gemm(calls, NO_TRANS, TRANS, rows, K, taps, columns[part], 0, taps, weights, 0, taps, 0.0,
                   y, first * per_image * K, K)
-            for i in range(first * per_image, stop * per_image):
-                for j in range(K):
-                    s = y[i, j] + b[0, j]
-                    y[i, j] = max(s, zero) if relu else s
+            bias_rows(y, b, relu, first * per_image, stop * per_image)
 
 
 @numba.njit(parallel=True, **JIT)
@@ -199,22 +181,11 @@ def conv_backward(calls, x, weights, y, dy, relu, kh, kw, sh, sw, ph, pw, per_ch
     K, taps = weights.shape
     per_image = ((H + 2 * ph - kh) // sh + 1) * ((Wd + 2 * pw - kw) // sw + 1)
     parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
-    zero = dy.dtype.type(0)
     for part in prange(parts):
         for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
             first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
             rows, at = (stop - first) * per_image, first * per_image
-            bias = partial[chunk, taps]
-            bias[:] = 0
-            for i in range(at, at + rows):
-                if relu:
-                    for j in range(K):
-                        d = dy[i, j] if y[i, j] > zero else zero
-                        dz[i, j] = d
-                        bias[j] += d
-                else:
-                    for j in range(K):
-                        bias[j] += dy[i, j]
+            mask_rows(y, dy, relu, at, at + rows, dz, partial[chunk, taps])
             im2col_images(x, first, stop, kh, kw, sh, sw, ph, pw, columns[part])
             _gemm(calls, TRANS, NO_TRANS, taps, K, rows, columns[part], 0, taps, dz, at * K, K, 0.0,
                   partial, chunk * (taps + 1) * K, K)
