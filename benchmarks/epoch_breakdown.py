@@ -22,7 +22,8 @@ from fastprop.backends.base import Backend
 
 #: Kernels timed beside the contract methods (those a workload launches; others never show up).
 KERNELS = ("products.linear_forward", "products.linear_backward", "products.conv_forward",
-           "products.conv_backward", "products.matmul", "dense_forward", "dense_backward", "bias_epilogue",
+           "products.conv_backward", "products.conv_pool_forward", "products.conv_pool_backward",
+           "products.matmul", "dense_forward", "dense_backward", "bias_epilogue",
            "masked_gradient", "sum_chunks", "im2col", "col2im", "conv_forward_direct",
            "conv_weight_gradient_direct", "maxpool_forward", "maxpool_backward", "take_rows",
            "sgd_update", "sgd_update_parallel", "adam_update", "softmax_cross_entropy",

@@ -8,8 +8,8 @@ multiplied and finished on one Numba thread (:mod:`.kernels.products`); with Num
 stride-1 layers of at least ``WINOGRAD_CHANNELS`` channels run as Winograd F(2x2, 3x3) (off).
 
 :class:`ConvolutionMethods` holds these contract methods for :class:`.backend.NumbaBackend`, which
-provides what they call: ``_k`` (the kernels), ``_parallel``, ``_blas``, ``_products``, ``_parts``
-and ``_masked``.
+provides what they call: ``_k`` (the kernels), ``_numba``, ``_parallel``, ``_blas``, ``_products``,
+``_parts`` and ``_masked``.
 """
 
 from __future__ import annotations
@@ -118,9 +118,7 @@ class ConvolutionMethods:
             masks = y.reshape(-1, K) if relu else rows
             self._parallel(k.products.conv_backward, calls, x, weights, masks, rows, relu, kh, kw, sh, sw, ph,
                            pw, per_chunk, need_dx, dz, columns, d_columns, partial, dx)
-            sums = numpy.empty((taps + 1, K), dy.dtype)
-            self._parallel(k.sum_chunks, partial, sums)
-            self._store_conv_gradients(dW, db, sums[:taps], sums[taps:], accumulate)
+            self._store_chunk_gradients(partial, dW, db, accumulate)
             return dx if need_dx else None
         if direct:  # mask, bias and weight gradients in one pass over the output gradient
             chunks = (x.shape[0] + k.IMAGES_PER_CHUNK - 1) // k.IMAGES_PER_CHUNK
@@ -157,6 +155,58 @@ class ConvolutionMethods:
                     self._parallel(k.col2im, d_block, kh, kw, sh, sw, ph, pw, dx[start:stop])
         self._store_conv_gradients(dW, db, by_tap, bias_gradient, accumulate)
         return dx
+
+    def _chunked_products(self, x, W, stride, padding, *arrays):
+        """oneMKL's calls when a convolution runs as the chunked products of :mod:`.kernels.products`
+        (a column matrix, not Winograd, oneMKL there, ``x`` and ``arrays`` ready for kernels), else None."""
+        K, C, kh, kw = W.shape
+        if (x.ndim != 4 or not x.shape[0] or C * kh * kw <= DIRECT_CONVOLUTION
+                or _winograd(W, stride, padding) or not kernel_ready(x, W, *arrays)):
+            return None
+        return self._products.kernel_calls(x.dtype)
+
+    def conv2d_relu_maxpool_forward(self, x, W, b, stride, padding, size, pool_stride):
+        calls = self._chunked_products(x, W, stride, padding, b)
+        if calls is None:
+            return super().conv2d_relu_maxpool_forward(x, W, b, stride, padding, size, pool_stride)
+        (sh, sw), (ph, pw), (K, _, kh, kw), (n, H, Wd, _) = stride, padding, W.shape, x.shape
+        ho, wo = window_output(H, Wd, (kh, kw), stride, padding)
+        shape = (n, *window_output(ho, wo, size, pool_stride), K)
+        y, argmax = numpy.empty(shape, x.dtype), numpy.empty(shape, numpy.int32)
+        per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
+        conv = numpy.empty((columns.shape[0], per_chunk, ho, wo, K), x.dtype)
+        weights = numpy.ascontiguousarray(self._weight_matrix(W))
+        self._parallel(self._k.products.conv_pool_forward, calls, x, weights, b, kh, kw, sh, sw, ph, pw,
+                       (*size, *pool_stride), per_chunk, columns, conv, y, argmax)
+        return y, argmax
+
+    def conv2d_relu_maxpool_backward(self, x, W, y, argmax, dy, dW, db, stride, padding, size, pool_stride,
+                                     *, accumulate=True, need_dx=True):
+        calls = self._chunked_products(x, W, stride, padding, y, dy, dW, db)
+        if (calls is None or argmax.dtype != numpy.int32 or not argmax.flags.c_contiguous
+                or not argmax.shape == y.shape == dy.shape):
+            return super().conv2d_relu_maxpool_backward(x, W, y, argmax, dy, dW, db, stride, padding, size,
+                                                        pool_stride, accumulate=accumulate, need_dx=need_dx)
+        (sh, sw), (ph, pw), (K, C, kh, kw), (n, H, Wd, _) = stride, padding, W.shape, x.shape
+        ho, wo = window_output(H, Wd, (kh, kw), stride, padding)
+        taps = kh * kw * C
+        per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
+        dz = numpy.empty((columns.shape[0], per_chunk, ho, wo, K), dy.dtype)
+        partial = numpy.empty((-(-n // per_chunk), taps + 1, K), dy.dtype)
+        dx = numpy.empty(x.shape if need_dx else (0, *x.shape[1:]), dy.dtype)
+        d_columns = numpy.empty_like(columns) if need_dx else columns[:, :0]
+        weights = numpy.ascontiguousarray(self._weight_matrix(W))
+        self._parallel(self._k.products.conv_pool_backward, calls, x, weights, y, argmax, dy, kh, kw, sh, sw,
+                       ph, pw, (*size, *pool_stride), per_chunk, need_dx, dz, columns, d_columns, partial, dx)
+        self._store_chunk_gradients(partial, dW, db, accumulate)
+        return dx if need_dx else None
+
+    def _store_chunk_gradients(self, partial, dW, db, accumulate):
+        """Add (or write) the weight and bias gradients from per-chunk sums ``partial (chunks, taps + 1,
+        K)``: each chunk's weight gradient by tap, then its bias sum, added in chunk order."""
+        sums = numpy.empty(partial.shape[1:], partial.dtype)
+        self._parallel(self._k.sum_chunks, partial, sums)
+        self._store_conv_gradients(dW, db, sums[:-1], sums[-1:], accumulate)
 
     def _matmul(self, a, b, out, accumulate=False):
         """``out (+)= a @ b``: on Numba's threads when oneMKL's calls are there and each operand is

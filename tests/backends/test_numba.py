@@ -71,6 +71,13 @@ def _all_outputs(backend, dtype, n=1000):
         grads = numpy.ones_like(W), numpy.ones_like(b)
         outputs += [backend.conv2d_backward(images, W, y, dy, *grads, (1, 1), (1, 1), relu=True,
                                             accumulate=accumulate), *grads]
+    # the same convolution with its ReLU and a max pooling fused into each chunk
+    window = (1, 1), (1, 1), (2, 2), (2, 2)
+    pooled, argmax = backend.conv2d_relu_maxpool_forward(images, W, b, *window)
+    d_pooled = rng.normal(size=pooled.shape).astype(dtype)
+    grads = numpy.ones_like(W), numpy.ones_like(b)
+    outputs += [pooled, argmax, backend.conv2d_relu_maxpool_backward(images, W, pooled, argmax, d_pooled,
+                                                                     *grads, *window), *grads]
     return [y, *outputs]
 
 

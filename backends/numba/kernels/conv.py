@@ -412,64 +412,85 @@ def masked_gradient(y, dy, relu, dz, partial):
         mask_rows(y, dy, relu, first, min(m, first + ROWS_PER_CHUNK), dz, partial[chunk, 0])
 
 
+@numba.njit(**JIT)
+def pool_rows(x, x_first, kh, kw, sh, sw, first, stop, y, argmax, best, place):
+    """Output rows ``first <= row < stop`` of the ``n * Ho`` rows of ``y`` and ``argmax`` ``(n, Ho, Wo,
+    C)``: each window's maximum over ``x`` and its place ``p * kw + q`` (the first of equal values; a NaN
+    wins), on the calling thread. ``x`` holds images from ``x_first`` on (image ``i`` is ``x[i -
+    x_first]``); ``best`` and ``place`` (``C`` each) keep a window's running maxima in rows of their
+    own, which LLVM vectorizes (it does not vectorize updates of the output in place)."""
+    ho, wo, C = y.shape[1:]
+    for row in range(first, stop):
+        i, r = row // ho, row % ho
+        for c in range(wo):
+            u0, v0 = r * sh, c * sw
+            for j in range(C):
+                best[j] = x[i - x_first, u0, v0, j]
+                place[j] = 0
+            for p in range(kh):
+                for q in range(kw):
+                    if p == 0 and q == 0:
+                        continue
+                    here = np.int32(p * kw + q)
+                    for j in range(C):
+                        value, top = x[i - x_first, u0 + p, v0 + q, j], best[j]
+                        better = value > top or (value != value and top == top)
+                        best[j] = value if better else top
+                        place[j] = here if better else place[j]
+            for j in range(C):
+                y[i, r, c, j] = best[j]
+                argmax[i, r, c, j] = place[j]
+
+
 @numba.njit(parallel=True, **JIT)
 def maxpool_forward(x, kh, kw, sh, sw, chunks, y, argmax):
-    """``y`` the maximum of each window, ``argmax`` its place ``p * kw + q`` (the first of equal values;
-    a NaN wins). Output rows are split into ``chunks``; each keeps a window's running maxima in rows
-    of its own, which LLVM vectorizes (it does not vectorize updates of the output in place)."""
+    """:func:`pool_rows` over every output row, split into ``chunks`` run in parallel."""
     n, ho, wo, C = y.shape
     rows = n * ho
     chunks = max(1, min(rows, chunks))
     for chunk in prange(chunks):
-        best = np.empty(C, y.dtype)
-        place = np.empty(C, np.int32)
-        for row in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
-            i, r = row // ho, row % ho
-            for c in range(wo):
-                u0, v0 = r * sh, c * sw
-                for j in range(C):
-                    best[j] = x[i, u0, v0, j]
-                    place[j] = 0
-                for p in range(kh):
-                    for q in range(kw):
-                        if p == 0 and q == 0:
-                            continue
-                        here = np.int32(p * kw + q)
+        best, place = np.empty(C, y.dtype), np.empty(C, np.int32)
+        pool_rows(x, 0, kh, kw, sh, sw, chunk * rows // chunks, (chunk + 1) * rows // chunks, y, argmax, best,
+                  place)
+
+
+@numba.njit(**JIT)
+def unpool_images(argmax, dy, y, relu, kh, kw, sh, sw, first, stop, dx, dx_first):
+    """For images ``first <= i < stop``: ``dx[i - dx_first]`` (overwritten) receives each ``dy`` (times
+    ``y > 0`` with ``relu``: a ReLU after the pooling) at its window's maximum, summed where windows
+    overlap, on the calling thread. Windows that tile the image (stride = size) are written in one
+    pass, each input value once."""
+    ho, wo, C = dy.shape[1:]
+    H, Wd = dx.shape[1:3]
+    zero, one = dx.dtype.type(0), dx.dtype.type(1)
+    for i in range(first, stop):
+        out = dx[i - dx_first]
+        if sh == kh and sw == kw:
+            for u in range(H):
+                r, p = u // kh, u % kh
+                for v in range(Wd):
+                    c, q = v // kw, v % kw
+                    if r >= ho or c >= wo:  # rows and columns no window covers
                         for j in range(C):
-                            value, top = x[i, u0 + p, v0 + q, j], best[j]
-                            better = value > top or (value != value and top == top)
-                            best[j] = value if better else top
-                            place[j] = here if better else place[j]
+                            out[u, v, j] = zero
+                        continue
+                    place = p * kw + q
+                    for j in range(C):
+                        d = dy[i, r, c, j]
+                        d = d * (one if y[i, r, c, j] > zero else zero) if relu else d
+                        out[u, v, j] = d if argmax[i, r, c, j] == place else zero
+            continue
+        out[:] = 0
+        for r in range(ho):
+            for c in range(wo):
                 for j in range(C):
-                    y[i, r, c, j] = best[j]
-                    argmax[i, r, c, j] = place[j]
+                    place, d = argmax[i, r, c, j], dy[i, r, c, j]
+                    d = d * (one if y[i, r, c, j] > zero else zero) if relu else d
+                    out[r * sh + place // kw, c * sw + place % kw, j] += d
 
 
 @numba.njit(parallel=True, **JIT)
 def maxpool_backward(argmax, dy, kh, kw, sh, sw, dx):
-    """``dx`` (overwritten) receives each ``dy`` at its window's maximum, summed where windows overlap.
-
-    Windows that tile the image (stride = size) are written in one pass, each input value once."""
-    n, ho, wo, C = dy.shape
-    if sh == kh and sw == kw:
-        zero = dx.dtype.type(0)
-        for row in prange(n * dx.shape[1]):
-            i, u = row // dx.shape[1], row % dx.shape[1]
-            r, p = u // kh, u % kh
-            for v in range(dx.shape[2]):
-                c, q = v // kw, v % kw
-                if r >= ho or c >= wo:  # rows and columns no window covers
-                    for j in range(C):
-                        dx[i, u, v, j] = zero
-                    continue
-                place = p * kw + q
-                for j in range(C):
-                    dx[i, u, v, j] = dy[i, r, c, j] if argmax[i, r, c, j] == place else zero
-        return
-    for i in prange(n):
-        dx[i] = 0
-        for r in range(ho):
-            for c in range(wo):
-                for j in range(C):
-                    place = argmax[i, r, c, j]
-                    dx[i, r * sh + place // kw, c * sw + place % kw, j] += dy[i, r, c, j]
+    """:func:`unpool_images` (no ReLU) image by image in parallel."""
+    for i in prange(dy.shape[0]):
+        unpool_images(argmax, dy, dy, False, kh, kw, sh, sw, i, i + 1, dx, 0)

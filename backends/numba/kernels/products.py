@@ -23,11 +23,13 @@ inner dimension.
 from __future__ import annotations
 
 import numba
+import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from .conv import ROWS_PER_CHUNK, bias_rows, col2im_images, im2col_images, mask_rows
+from .conv import (ROWS_PER_CHUNK, bias_rows, col2im_images, im2col_images, mask_rows, pool_rows,
+                   unpool_images)
 from .intrinsics import JIT
 
 #: cblas enumerations (row-major storage; an operand as stored, or transposed).
@@ -191,5 +193,69 @@ def conv_backward(calls, x, weights, y, dy, relu, kh, kw, sh, sw, ph, pw, per_ch
                   partial, chunk * (taps + 1) * K, K)
             if need_dx:
                 _gemm(calls, NO_TRANS, NO_TRANS, rows, taps, K, dz, at * K, K, weights, 0, taps, 0.0,
+                      d_columns[part], 0, taps)
+                col2im_images(d_columns[part], first, stop, kh, kw, sh, sw, ph, pw, dx)
+
+
+@numba.njit(parallel=True, **JIT)
+def conv_pool_forward(calls, x, weights, b, kh, kw, sh, sw, ph, pw, pool, per_chunk, columns, conv, y,
+                      argmax):
+    """A convolution, its max pooling (``pool``: window rows, columns, strides) and a ReLU, by chunks of
+    ``per_chunk`` images, each on one thread: the chunk's convolution with its bias (as
+    :func:`conv_forward`) into ``conv[part]`` ``(per_chunk, Ho, Wo, K)``, pooled into ``y`` and
+    ``argmax`` (:func:`.conv.pool_rows`), then ``max(y, 0)`` on the pooled rows: the convolution's
+    output never leaves the core's cache."""
+    n, H, Wd, _ = x.shape
+    K, taps = weights.shape
+    ho, wo = conv.shape[2:4]
+    per_image, pooled_rows = ho * wo, y.shape[1]
+    parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
+    zero = y.dtype.type(0)
+    for part in prange(parts):
+        best, place = np.empty(K, y.dtype), np.empty(K, np.int32)
+        out = conv[part].reshape((per_chunk * per_image, K))
+        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
+            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+            rows = (stop - first) * per_image
+            im2col_images(x, first, stop, kh, kw, sh, sw, ph, pw, columns[part])
+            _gemm(calls, NO_TRANS, TRANS, rows, K, taps, columns[part], 0, taps, weights, 0, taps, 0.0,
+                  out, 0, K)
+            bias_rows(out, b, False, 0, rows)
+            pool_rows(conv[part], first, pool[0], pool[1], pool[2], pool[3], first * pooled_rows,
+                      stop * pooled_rows, y, argmax, best, place)
+            for i in range(first, stop):
+                for r in range(pooled_rows):
+                    for c in range(y.shape[2]):
+                        for j in range(K):
+                            v = y[i, r, c, j]
+                            y[i, r, c, j] = zero if v < zero else v  # NaN stays NaN
+
+
+@numba.njit(parallel=True, **JIT)
+def conv_pool_backward(calls, x, weights, y, argmax, dy, kh, kw, sh, sw, ph, pw, pool, per_chunk, need_dx,
+                       dz, columns, d_columns, partial, dx):
+    """The gradients of :func:`conv_pool_forward` from the pooled output's ``y``, ``argmax`` and ``dy``,
+    by chunks of images, each on one thread: the chunk's convolution-output gradient made in ``dz[part]``
+    (``dy`` masked by ``y > 0`` and put at each window's maximum, :func:`.conv.unpool_images`), then as
+    :func:`conv_backward`: its bias sum and weight gradient by tap in ``partial[chunk]``, and with
+    ``need_dx`` the input gradient ``dx``."""
+    n, H, Wd, _ = x.shape
+    K, taps = weights.shape
+    ho, wo = dz.shape[2:4]
+    per_image = ho * wo
+    parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
+    for part in prange(parts):
+        rows_of = dz[part].reshape((per_chunk * per_image, K))
+        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
+            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+            rows = (stop - first) * per_image
+            unpool_images(argmax, dy, y, True, pool[0], pool[1], pool[2], pool[3], first, stop, dz[part],
+                          first)
+            mask_rows(rows_of, rows_of, False, 0, rows, rows_of, partial[chunk, taps])
+            im2col_images(x, first, stop, kh, kw, sh, sw, ph, pw, columns[part])
+            _gemm(calls, TRANS, NO_TRANS, taps, K, rows, columns[part], 0, taps, rows_of, 0, K, 0.0,
+                  partial, chunk * (taps + 1) * K, K)
+            if need_dx:
+                _gemm(calls, NO_TRANS, NO_TRANS, rows, taps, K, rows_of, 0, K, weights, 0, taps, 0.0,
                       d_columns[part], 0, taps)
                 col2im_images(d_columns[part], first, stop, kh, kw, sh, sw, ph, pw, dx)
