@@ -172,7 +172,10 @@ class NumbaBackend(ConvolutionMethods, Backend):
 
     def compile_epoch(self, plan, images, targets, batch_size):
         """The notebook's network (one dense layer with a sigmoid, summed squared error) as one kernel
-        per epoch."""
+        per epoch; dense stacks with ReLUs on the summed softmax cross-entropy as one compiled epoch
+        of two parallel regions per step (:mod:`.kernels.dense_epoch`) when oneMKL is in use."""
+        if plan is not None and plan.loss is Loss.SOFTMAX_CROSS_ENTROPY:
+            return self._dense_softmax_epoch(plan, images, targets, batch_size)
         if plan is None or len(plan.layers) != 1 or plan.loss is not Loss.SQUARED_ERROR:
             return None
         step = plan.layers[0]
@@ -199,6 +202,38 @@ class NumbaBackend(ConvolutionMethods, Backend):
                 weight.value, bias.value, weight.gradient, bias.gradient,
                 dtype(learning_rate), workspace,
             )
+
+        return run
+
+    def _dense_softmax_epoch(self, plan, images, targets, batch_size):
+        layers = plan.layers
+        calls = self._products.kernel_calls(images.dtype)
+        if (calls is None or layers[-1].activation is not Activation.NONE
+                or any(layer.activation not in (Activation.NONE, Activation.RELU) for layer in layers)
+                or images.ndim != 2 or targets.shape != (images.shape[0], layers[-1].n_out)
+                or images.shape[1] != layers[0].n_in
+                or any(a.n_out != b.n_in for a, b in zip(layers, layers[1:]))
+                or not kernel_ready(images, targets, *(array for p in plan.parameters()
+                                                        for array in (p.value, p.gradient)))):
+            return None
+        codes = numpy.empty(images.shape, numpy.uint8)  # 8-bit pixels are gathered from their codes
+        dtype = images.dtype.type
+        if self._parallel(self._k.encode_pixels, images, PIXEL_LEVELS, codes):
+            table = numpy.arange(256).astype(images.dtype) / dtype(PIXEL_LEVELS)  # the exact values
+            images = images[:0]
+        else:
+            codes, table = codes[:0], numpy.empty(0, images.dtype)
+        relus = numpy.array([layer.activation is Activation.RELU for layer in layers])
+        workspace = self._k.dense_epoch.workspace([layer.weight.value for layer in layers],
+                                                  min(batch_size, images.shape[0] or codes.shape[0]))
+
+        def run(order, learning_rate):
+            weights, gradients, biases, bias_gradients = (
+                tuple(getattr(getattr(layer, kind), name) for layer in layers)
+                for kind in ("weight", "bias") for name in ("value", "gradient"))
+            return self._parallel(self._k.dense_epoch.dense_softmax_epoch, calls, images, codes, table,
+                                  targets, order, batch_size, learning_rate, self._parts(), weights, biases,
+                                  gradients, bias_gradients, relus, workspace)
 
         return run
 

@@ -5,6 +5,7 @@ sigmoid LLVM can vectorize), :mod:`.dense` (forward and backward of dense layers
 outputs), :mod:`.step` (the other kernels of the contract methods: row gather, ReLU, softmax
 cross-entropy, SGD, Adam), :mod:`.conv` (convolution and max pooling on channels-last images),
 :mod:`.products` (oneMKL products on Numba's threads, with the passes around them fused),
+:mod:`.dense_epoch` (the whole-epoch program of dense ReLU stacks on softmax cross-entropy),
 :mod:`.winograd` (the transforms of 3x3 stride-1 convolutions computed as Winograd F(2x2, 3x3)),
 :mod:`.norm`, :mod:`.augment` and
 :mod:`.epoch` (the whole-epoch kernel for Linear + Sigmoid + summed squared error, and the pixel
@@ -51,7 +52,7 @@ from .conv import (
 )
 from .augment import shift_images
 from .dense import CHUNK, IDENTITY, RELU, SIGMOID, backward_workspace, dense_backward, dense_forward
-from . import products
+from . import dense_epoch, products
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .norm import batch_norm_backward, batch_norm_forward
 from .winograd import TILE_ENTRIES, winograd_filter, winograd_input, winograd_output
@@ -91,6 +92,7 @@ __all__ = [
     "maxpool_forward",
     "sum_chunks",
     "dense_backward",
+    "dense_epoch",
     "dense_forward",
     "encode_pixels",
     "epoch_workspace",

@@ -388,18 +388,30 @@ def bias_epilogue(y, b, relu):
 def mask_rows(y, dy, relu, first, stop, dz, sums):
     """For rows ``first <= i < stop`` of ``dy`` ``(m, K)``, on the calling thread: with ``relu``,
     ``dz = dy`` where ``y > 0`` and 0 elsewhere; ``sums`` (overwritten) the column sums of ``dz`` (of
-    ``dy`` without ``relu``, and ``dz`` is not written)."""
+    ``dy`` without ``relu``, and ``dz`` is not written). ``dz`` may be ``dy`` (masked in place).
+
+    Masking in place reads and writes through one row view: with two views of the same row LLVM's
+    runtime overlap check fails and the loop runs element by element, ten times slower."""
     zero = dy.dtype.type(0)
     sums[:] = 0
+    in_place = dz.ctypes.data == dy.ctypes.data
     for i in range(first, stop):
-        if relu:
-            for k in range(dy.shape[1]):
-                d = dy[i, k] if y[i, k] > zero else zero
-                dz[i, k] = d
+        gradient = dy[i]
+        if relu and in_place:
+            output = y[i]
+            for k in range(gradient.shape[0]):
+                d = gradient[k] if output[k] > zero else zero
+                gradient[k] = d
+                sums[k] += d
+        elif relu:
+            out, output = dz[i], y[i]
+            for k in range(gradient.shape[0]):
+                d = gradient[k] if output[k] > zero else zero
+                out[k] = d
                 sums[k] += d
         else:
-            for k in range(dy.shape[1]):
-                sums[k] += dy[i, k]
+            for k in range(gradient.shape[0]):
+                sums[k] += gradient[k]
 
 
 @numba.njit(parallel=True, **JIT)
