@@ -168,6 +168,14 @@ class NumbaBackend(ConvolutionMethods, Backend):
         for inputs in (x, codes):  # the whole-epoch kernel, for float images and for pixel codes
             self._k.sigmoid_mse_epoch(inputs, dtype(1), x[:, :2].copy(), numpy.arange(3), 3, W, b,
                                       W.copy(), b.copy(), dtype(0.5), workspace)
+        calls = self._products.kernel_calls(dtype)
+        if calls is not None:  # the dense program for two hidden layers (mlp_network's default)
+            layers = tuple(numpy.ones((4, 4), dtype) for _ in range(3))
+            biases = tuple(numpy.ones((1, 4), dtype) for _ in layers)
+            self._k.dense_epoch.dense_softmax_epoch(
+                calls, x, codes[:0], numpy.empty(0, dtype), x, numpy.arange(3), 3, 0.5, self._parts(), layers,
+                biases, tuple(a.copy() for a in layers), tuple(a.copy() for a in biases),
+                numpy.array([True, True, False]), self._k.dense_epoch.workspace(layers, 3))
         return time.perf_counter() - started
 
     def compile_epoch(self, plan, images, targets, batch_size):
