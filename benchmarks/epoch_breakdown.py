@@ -23,9 +23,11 @@ from fastprop.bench.workloads import WORKLOADS
 from fastprop.backends.base import Backend
 
 #: Kernels timed beside the contract methods (those a workload launches; others never show up).
-KERNELS = ("sigmoid_mse_epoch", "dense_epoch.dense_softmax_epoch", "products.linear_forward", "products.linear_backward", "products.conv_forward",
+KERNELS = ("sigmoid_mse_epoch", "dense_epoch.dense_softmax_epoch", "products.linear_forward",
+           "products.linear_backward", "products.conv_forward",
            "products.conv_backward", "products.conv_pool_forward", "products.conv_pool_backward",
-           "products.matmul", "dense_forward", "dense_backward", "bias_epilogue",
+           "products.matmul", "direct_pool.direct_pool_forward", "direct_pool.direct_pool_backward",
+           "dense_forward", "dense_backward", "bias_epilogue",
            "masked_gradient", "sum_chunks", "im2col", "col2im", "conv_forward_direct",
            "conv_weight_gradient_direct", "maxpool_forward", "maxpool_backward", "take_rows",
            "sgd_update", "sgd_update_parallel", "adam_update", "softmax_cross_entropy",

@@ -56,6 +56,14 @@ def _winograd(W, stride, padding):
             and min(C, K) >= WINOGRAD_CHANNELS and C * kh * kw > DIRECT_CONVOLUTION)
 
 
+def _direct(x, W, *arrays):
+    """True for a convolution the direct kernels take: at most ``DIRECT_CONVOLUTION`` inputs per output,
+    a non-empty batch of images and arrays ready for kernels."""
+    K, C, kh, kw = W.shape
+    return (x.ndim == 4 and x.shape[0] > 0 and C * kh * kw <= DIRECT_CONVOLUTION
+            and kernel_ready(x, W, *arrays))
+
+
 def _staggered(length, itemsize):
     """A row length of at least ``length`` items that is an odd number of 64-byte cache lines, so that
     rows of an array are spread over the cache sets (see :mod:`.kernels.winograd`)."""
@@ -166,13 +174,21 @@ class ConvolutionMethods:
         return self._products.kernel_calls(x.dtype)
 
     def conv2d_relu_maxpool_forward(self, x, W, b, stride, padding, size, pool_stride):
-        calls = self._chunked_products(x, W, stride, padding, b)
-        if calls is None:
+        direct = _direct(x, W, b)
+        calls = None if direct else self._chunked_products(x, W, stride, padding, b)
+        if calls is None and not direct:
             return super().conv2d_relu_maxpool_forward(x, W, b, stride, padding, size, pool_stride)
         (sh, sw), (ph, pw), (K, _, kh, kw), (n, H, Wd, _) = stride, padding, W.shape, x.shape
         ho, wo = window_output(H, Wd, (kh, kw), stride, padding)
         shape = (n, *window_output(ho, wo, size, pool_stride), K)
         y, argmax = numpy.empty(shape, x.dtype), numpy.empty(shape, numpy.int32)
+        if direct:  # the direct convolution, pooled and ReLU'd per chunk of images on one thread
+            per_chunk = self._k.IMAGES_PER_CHUNK
+            conv = numpy.empty((min(self._parts(), -(-n // per_chunk)), per_chunk, ho, wo, K), x.dtype)
+            Wt = numpy.ascontiguousarray(W.transpose(2, 3, 1, 0))
+            self._parallel(self._k.direct_pool.direct_pool_forward, x, Wt, b, sh, sw, ph, pw,
+                           (*size, *pool_stride), per_chunk, conv, y, argmax)
+            return y, argmax
         per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
         conv = numpy.empty((columns.shape[0], per_chunk, ho, wo, K), x.dtype)
         weights = numpy.ascontiguousarray(self._weight_matrix(W))
@@ -182,14 +198,24 @@ class ConvolutionMethods:
 
     def conv2d_relu_maxpool_backward(self, x, W, y, argmax, dy, dW, db, stride, padding, size, pool_stride,
                                      *, accumulate=True, need_dx=True):
-        calls = self._chunked_products(x, W, stride, padding, y, dy, dW, db)
-        if (calls is None or argmax.dtype != numpy.int32 or not argmax.flags.c_contiguous
+        direct = not need_dx and _direct(x, W, y, dy, dW, db)
+        calls = None if direct else self._chunked_products(x, W, stride, padding, y, dy, dW, db)
+        if ((calls is None and not direct) or argmax.dtype != numpy.int32 or not argmax.flags.c_contiguous
                 or not argmax.shape == y.shape == dy.shape):
             return super().conv2d_relu_maxpool_backward(x, W, y, argmax, dy, dW, db, stride, padding, size,
                                                         pool_stride, accumulate=accumulate, need_dx=need_dx)
         (sh, sw), (ph, pw), (K, C, kh, kw), (n, H, Wd, _) = stride, padding, W.shape, x.shape
         ho, wo = window_output(H, Wd, (kh, kw), stride, padding)
         taps = kh * kw * C
+        if direct:  # per chunk of images: unpooled gradient in a thread's buffer, then the weight sums
+            per_chunk = self._k.IMAGES_PER_CHUNK
+            chunks = -(-n // per_chunk)
+            dz = numpy.empty((min(self._parts(), chunks), per_chunk, ho, wo, K), dy.dtype)
+            partial = numpy.empty((chunks, taps + 1, K), dy.dtype)
+            self._parallel(self._k.direct_pool.direct_pool_backward, x, y, argmax, dy, kh, kw, sh, sw, ph, pw,
+                           (*size, *pool_stride), dz, partial)
+            self._store_chunk_gradients(partial, dW, db, accumulate)
+            return None
         per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
         dz = numpy.empty((columns.shape[0], per_chunk, ho, wo, K), dy.dtype)
         partial = numpy.empty((-(-n // per_chunk), taps + 1, K), dy.dtype)

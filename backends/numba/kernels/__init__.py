@@ -6,6 +6,7 @@ outputs), :mod:`.step` (the other kernels of the contract methods: row gather, R
 cross-entropy, SGD, Adam), :mod:`.conv` (convolution and max pooling on channels-last images),
 :mod:`.products` (oneMKL products on Numba's threads, with the passes around them fused),
 :mod:`.dense_epoch` (the whole-epoch program of dense ReLU stacks on softmax cross-entropy),
+:mod:`.direct_pool` (a direct convolution, its max pooling and ReLU per chunk of images),
 :mod:`.winograd` (the transforms of 3x3 stride-1 convolutions computed as Winograd F(2x2, 3x3)),
 :mod:`.norm`, :mod:`.augment` and
 :mod:`.epoch` (the whole-epoch kernel for Linear + Sigmoid + summed squared error, and the pixel
@@ -52,7 +53,7 @@ from .conv import (
 )
 from .augment import shift_images
 from .dense import CHUNK, IDENTITY, RELU, SIGMOID, backward_workspace, dense_backward, dense_forward
-from . import dense_epoch, products
+from . import dense_epoch, direct_pool, products
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .norm import batch_norm_backward, batch_norm_forward
 from .winograd import TILE_ENTRIES, winograd_filter, winograd_input, winograd_output
@@ -93,6 +94,7 @@ __all__ = [
     "sum_chunks",
     "dense_backward",
     "dense_epoch",
+    "direct_pool",
     "dense_forward",
     "encode_pixels",
     "epoch_workspace",

@@ -187,103 +187,133 @@ def _tap_offsets(kh, kw, C, row_length):
     return offsets
 
 
-@numba.njit(parallel=True, **JIT)
-def conv_forward_direct(x, Wt, b, sh, sw, ph, pw, relu, chunks, y):
-    """``y = conv(x, W) + b`` (then ``max(., 0)`` with ``relu``) with ``Wt = W`` as ``(kh, kw, C, K)``.
-
-    Output rows are split into ``chunks`` (a few per thread). Each row's ``kh`` input rows are
-    copied with their padding into a buffer, and blocks of ``PIXELS_PER_BLOCK`` pixels times one
-    register block of channels are summed by :func:`_broadcast_fma` without a bounds check (the
-    last block of a row reads zeros past its end and keeps only its pixels). The weights are copied
-    to blocks of channels, zero past ``K``. Every output is computed alone, in tap order, so the
-    split changes no bit."""
-    n, H, Wd, C = x.shape
-    ho, wo, K = y.shape[1], y.shape[2], y.shape[3]
-    kh, kw = Wt.shape[0], Wt.shape[1]
-    block, taps = _block_channels(y), kh * kw * C
+@numba.njit(**JIT)
+def direct_weights(Wt, b, like):
+    """``(weights, bias)`` of the direct convolution for ``Wt (kh, kw, C, K)`` and ``b (1, K)``, in blocks
+    of one register block of channels (``(blocks, kh * kw * C, block)`` and ``(blocks, block)``, zero
+    past ``K``), of the dtype of ``like``."""
+    kh, kw, C, K = Wt.shape
+    block, taps = _block_channels(like), kh * kw * C
     blocks = (K + block - 1) // block
-    weights = np.zeros((blocks, taps, block), y.dtype)
-    bias = np.zeros((blocks, block), y.dtype)
+    weights = np.zeros((blocks, taps, block), like.dtype)
+    bias = np.zeros((blocks, block), like.dtype)
     for k in range(K):
         bias[k // block, k % block] = b[0, k]
         for p in range(kh):
             for q in range(kw):
                 for j in range(C):
                     weights[k // block, (p * kw + q) * C + j, k % block] = Wt[p, q, j, k]
+    return weights, bias
+
+
+@numba.njit(**JIT)
+def direct_rows(x, weights, bias, kh, kw, sh, sw, ph, pw, relu, first, stop, y, y_first):
+    """Output rows ``first <= row < stop`` of the ``n * Ho`` rows of the direct convolution of ``x``
+    with :func:`direct_weights`' blocks, plus the bias (then ``max(., 0)`` with ``relu``), on the
+    calling thread; image ``i`` is written to ``y[i - y_first]`` ``(Ho, Wo, K)``.
+
+    Each row's ``kh`` input rows are copied with their padding into a buffer, and blocks of
+    ``PIXELS_PER_BLOCK`` pixels times one register block of channels are summed by
+    :func:`_broadcast_fma` without a bounds check (the last block of a row reads zeros past its end
+    and keeps only its pixels). Every output is computed alone, in tap order, so no split of the rows
+    changes a bit."""
+    C = x.shape[3]
+    ho, wo, K = y.shape[1], y.shape[2], y.shape[3]
+    blocks, block = weights.shape[0], weights.shape[2]
     columns = (wo + PIXELS_PER_BLOCK - 1) // PIXELS_PER_BLOCK  # blocks of pixels per row
     row_length = ((columns * PIXELS_PER_BLOCK - 1) * sw + kw) * C
     offsets = _tap_offsets(kh, kw, C, row_length)
     pixels = np.arange(PIXELS_PER_BLOCK) * (sw * C)
-    zero, rows = y.dtype.type(0), n * ho
-    chunks = max(1, min(rows, chunks))
-    for chunk in prange(chunks):
-        line = np.empty((kh, row_length), y.dtype)
-        flat = line.reshape(-1)
-        acc = np.empty((PIXELS_PER_BLOCK, block), y.dtype)
-        for row in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
-            i, r = row // ho, row % ho
-            _padded_rows(x, i, r, sh, ph, pw, line)
-            out = y[i, r]
-            for kb in range(blocks):
-                depth, start = min(block, K - kb * block), kb * block
-                for cb in range(columns):
-                    for s in range(PIXELS_PER_BLOCK):
+    zero = y.dtype.type(0)
+    line = np.empty((kh, row_length), y.dtype)
+    flat = line.reshape(-1)
+    acc = np.empty((PIXELS_PER_BLOCK, block), y.dtype)
+    for row in range(first, stop):
+        i, r = row // ho, row % ho
+        _padded_rows(x, i, r, sh, ph, pw, line)
+        out = y[i - y_first, r]
+        for kb in range(blocks):
+            depth, start = min(block, K - kb * block), kb * block
+            for cb in range(columns):
+                for s in range(PIXELS_PER_BLOCK):
+                    for k in range(block):
+                        acc[s, k] = bias[kb, k]
+                _broadcast_fma(acc, flat, cb * PIXELS_PER_BLOCK * sw * C, offsets, pixels,
+                               PIXELS_PER_BLOCK, 0, weights[kb], 0)
+                for s in range(min(PIXELS_PER_BLOCK, wo - cb * PIXELS_PER_BLOCK)):
+                    pixel, sums = out[cb * PIXELS_PER_BLOCK + s, start:], acc[s]
+                    if depth == block and relu:  # loops of constant length, branch-free
                         for k in range(block):
-                            acc[s, k] = bias[kb, k]
-                    _broadcast_fma(acc, flat, cb * PIXELS_PER_BLOCK * sw * C, offsets, pixels,
-                                   PIXELS_PER_BLOCK, 0, weights[kb], 0)
-                    for s in range(min(PIXELS_PER_BLOCK, wo - cb * PIXELS_PER_BLOCK)):
-                        pixel, sums = out[cb * PIXELS_PER_BLOCK + s, start:], acc[s]
-                        if depth == block and relu:  # loops of constant length, branch-free
-                            for k in range(block):
-                                pixel[k] = max(sums[k], zero)
-                        elif depth == block:
-                            for k in range(block):
-                                pixel[k] = sums[k]
-                        else:
-                            for k in range(depth):
-                                pixel[k] = max(sums[k], zero) if relu else sums[k]
+                            pixel[k] = max(sums[k], zero)
+                    elif depth == block:
+                        for k in range(block):
+                            pixel[k] = sums[k]
+                    else:
+                        for k in range(depth):
+                            pixel[k] = max(sums[k], zero) if relu else sums[k]
 
 
 @numba.njit(parallel=True, **JIT)
-def conv_weight_gradient_direct(x, y, dy, relu, kh, kw, sh, sw, ph, pw, partial):
-    """Per chunk of ``IMAGES_PER_CHUNK`` images, ``partial[chunk, (p, q, j), k] = sum over the chunk's
-    output pixels of dz[pixel, k] * xpad[input under (p, q), j]`` and, in its last row, the bias
-    sums of ``dz``, where ``dz = dy`` (masked where ``y <= 0`` with ``relu``).
+def conv_forward_direct(x, Wt, b, sh, sw, ph, pw, relu, chunks, y):
+    """``y = conv(x, W) + b`` (then ``max(., 0)`` with ``relu``) with ``Wt = W`` as ``(kh, kw, C, K)``:
+    :func:`direct_rows` on ``chunks`` splits of the output rows (a few per thread)."""
+    weights, bias = direct_weights(Wt, b, y)
+    kh, kw, rows = Wt.shape[0], Wt.shape[1], y.shape[0] * y.shape[1]
+    chunks = max(1, min(rows, chunks))
+    for chunk in prange(chunks):
+        direct_rows(x, weights, bias, kh, kw, sh, sw, ph, pw, relu, chunk * rows // chunks,
+                    (chunk + 1) * rows // chunks, y, 0)
+
+
+@numba.njit(**JIT)
+def direct_weight_gradient_images(x, y, dy, relu, d_first, first, stop, kh, kw, sh, sw, ph, pw, out):
+    """``out[(p, q, j), k] = sum over the output pixels of images first <= i < stop of dz[pixel, k] *
+    xpad[input under (p, q), j]`` and, in its last row, the bias sums of ``dz``, on the calling thread,
+    where ``dz = dy`` (masked where ``y <= 0`` with ``relu``) and image ``i`` of ``y`` and ``dy`` is at
+    ``i - d_first``.
 
     Per output row, the masked ``dz`` is copied into a row of whole channel blocks and the input rows
     with their padding into a buffer; :func:`_broadcast_fma` then adds the row's pixels, in order,
-    into register blocks of ``TAPS_PER_BLOCK`` taps (and the bias) times one block of channels,
-    kept per chunk. The chunks' sums are added in chunk order after (``sum_chunks``)."""
-    n, H, Wd, C = x.shape
+    into register blocks of ``TAPS_PER_BLOCK`` taps (and the bias) times one block of channels."""
+    C = x.shape[3]
     ho, wo, K = dy.shape[1], dy.shape[2], dy.shape[3]
-    block, taps, zero = _block_channels(partial), kh * kw * C, dy.dtype.type(0)
+    block, taps, zero = _block_channels(out), kh * kw * C, dy.dtype.type(0)
     blocks, tap_blocks = (K + block - 1) // block, (taps + TAPS_PER_BLOCK - 1) // TAPS_PER_BLOCK
     row_length = ((wo - 1) * sw + kw) * C
     offsets = np.zeros(tap_blocks * TAPS_PER_BLOCK, np.intp)  # taps past the last read the first value
     offsets[:taps] = _tap_offsets(kh, kw, C, row_length)
     pixels = np.arange(wo) * (sw * C)
+    acc = np.zeros((blocks, tap_blocks, TAPS_PER_BLOCK + 1, block), out.dtype)
+    line = np.empty((kh, row_length), out.dtype)
+    flat = line.reshape(-1)
+    d = np.zeros((wo, blocks * block), out.dtype)
+    for i in range(first, stop):
+        for r in range(ho):
+            _padded_rows(x, i, r, sh, ph, pw, line)
+            gradient, output = dy[i - d_first, r], y[i - d_first, r]
+            for c in range(wo):
+                for k in range(K):
+                    d[c, k] = gradient[c, k] if (not relu or output[c, k] > zero) else zero
+            for kb in range(blocks):
+                for tb in range(tap_blocks):
+                    _broadcast_fma(acc[kb, tb], flat, 0, pixels, offsets[tb * TAPS_PER_BLOCK:],
+                                   TAPS_PER_BLOCK, 1, d, kb * block)
+    for k in range(K):
+        kb, lane = k // block, k % block
+        out[taps, k] = acc[kb, 0, TAPS_PER_BLOCK, lane]
+        for t in range(taps):
+            out[t, k] = acc[kb, t // TAPS_PER_BLOCK, t % TAPS_PER_BLOCK, lane]
+
+
+@numba.njit(parallel=True, **JIT)
+def conv_weight_gradient_direct(x, y, dy, relu, kh, kw, sh, sw, ph, pw, partial):
+    """:func:`direct_weight_gradient_images` per chunk of ``IMAGES_PER_CHUNK`` images, in parallel, into
+    ``partial[chunk]``; the chunks' sums are added in chunk order after (``sum_chunks``)."""
+    n = x.shape[0]
     for chunk in prange(partial.shape[0]):
-        acc = np.zeros((blocks, tap_blocks, TAPS_PER_BLOCK + 1, block), partial.dtype)
-        line = np.empty((kh, row_length), partial.dtype)
-        flat = line.reshape(-1)
-        d = np.zeros((wo, blocks * block), partial.dtype)
-        for i in range(chunk * IMAGES_PER_CHUNK, min(n, (chunk + 1) * IMAGES_PER_CHUNK)):
-            for r in range(ho):
-                _padded_rows(x, i, r, sh, ph, pw, line)
-                for c in range(wo):
-                    for k in range(K):
-                        d[c, k] = dy[i, r, c, k] if (not relu or y[i, r, c, k] > zero) else zero
-                for kb in range(blocks):
-                    for tb in range(tap_blocks):
-                        _broadcast_fma(acc[kb, tb], flat, 0, pixels, offsets[tb * TAPS_PER_BLOCK:],
-                                       TAPS_PER_BLOCK, 1, d, kb * block)
-        out = partial[chunk]
-        for k in range(K):
-            kb, lane = k // block, k % block
-            out[taps, k] = acc[kb, 0, TAPS_PER_BLOCK, lane]
-            for t in range(taps):
-                out[t, k] = acc[kb, t // TAPS_PER_BLOCK, t % TAPS_PER_BLOCK, lane]
+        direct_weight_gradient_images(x, y, dy, relu, 0, chunk * IMAGES_PER_CHUNK,
+                                      min(n, (chunk + 1) * IMAGES_PER_CHUNK), kh, kw, sh, sw, ph, pw,
+                                      partial[chunk])
 
 
 @numba.njit(parallel=True, **JIT)
@@ -452,6 +482,17 @@ def pool_rows(x, x_first, kh, kw, sh, sw, first, stop, y, argmax, best, place):
             for j in range(C):
                 y[i, r, c, j] = best[j]
                 argmax[i, r, c, j] = place[j]
+
+
+@numba.njit(**JIT)
+def relu_images(y, first, stop):
+    """``y[i] = max(y[i], 0)`` for the images ``first <= i < stop``, in place (NaN stays NaN)."""
+    zero = y.dtype.type(0)
+    for i in range(first, stop):
+        flat = y[i].reshape(-1)
+        for k in range(flat.shape[0]):
+            v = flat[k]
+            flat[k] = zero if v < zero else v
 
 
 @numba.njit(parallel=True, **JIT)

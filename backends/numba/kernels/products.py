@@ -29,7 +29,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .conv import (ROWS_PER_CHUNK, bias_rows, col2im_images, im2col_images, mask_rows, pool_rows,
-                   unpool_images)
+                   relu_images, unpool_images)
 from .intrinsics import JIT
 
 #: cblas enumerations (row-major storage; an operand as stored, or transposed).
@@ -210,7 +210,6 @@ def conv_pool_forward(calls, x, weights, b, kh, kw, sh, sw, ph, pw, pool, per_ch
     ho, wo = conv.shape[2:4]
     per_image, pooled_rows = ho * wo, y.shape[1]
     parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
-    zero = y.dtype.type(0)
     for part in prange(parts):
         best, place = np.empty(K, y.dtype), np.empty(K, np.int32)
         out = conv[part].reshape((per_chunk * per_image, K))
@@ -223,12 +222,7 @@ def conv_pool_forward(calls, x, weights, b, kh, kw, sh, sw, ph, pw, pool, per_ch
             bias_rows(out, b, False, 0, rows)
             pool_rows(conv[part], first, pool[0], pool[1], pool[2], pool[3], first * pooled_rows,
                       stop * pooled_rows, y, argmax, best, place)
-            for i in range(first, stop):
-                for r in range(pooled_rows):
-                    for c in range(y.shape[2]):
-                        for j in range(K):
-                            v = y[i, r, c, j]
-                            y[i, r, c, j] = zero if v < zero else v  # NaN stays NaN
+            relu_images(y, first, stop)
 
 
 @numba.njit(parallel=True, **JIT)
