@@ -2,8 +2,9 @@
 
     PYTHONPATH=. python benchmarks/direct_conv.py [REVISION] [DTYPE]
 
-REVISION (default ``HEAD~1``) names the git revision whose ``backends/numba/kernels/conv.py`` is the
-"before"; the shape is the CNN's first layer (128 images 28x28x1 -> 32 channels, 3x3, padding 1, ReLU).
+REVISION (default ``HEAD~1``) names the git revision whose ``backends/numba/kernels/direct.py`` (or, in
+revisions before that module, ``conv.py``) is the "before"; the shape is the CNN's first layer (128
+images 28x28x1 -> 32 channels, 3x3, padding 1, ReLU).
 Set ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` to time another instruction set.
 """
 
@@ -25,8 +26,16 @@ from fastprop.backends.numba import target
 
 
 def _before(revision):
-    source = subprocess.run(["git", "show", f"{revision}:backends/numba/kernels/conv.py"], check=True,
-                            capture_output=True, text=True, cwd=Path(__file__).parents[1]).stdout
+    for name in ("direct.py", "conv.py"):
+        shown = subprocess.run(["git", "show", f"{revision}:backends/numba/kernels/{name}"],
+                               capture_output=True, text=True, cwd=Path(__file__).parents[1])
+        if shown.returncode == 0:
+            break
+    shown.check_returncode()
+    source = shown.stdout
+    for module in ("conv", "products"):  # the helpers a direct.py imports from its package
+        source = source.replace(f"from .{module} import",
+                                f"from fastprop.backends.numba.kernels.{module} import")
     source = source.replace("from .. import target", "from fastprop.backends.numba import target")
     source = source.replace("from .intrinsics import",
                             "from fastprop.backends.numba.kernels.intrinsics import")
@@ -40,7 +49,7 @@ def _before(revision):
 
 def main(revision="HEAD~1", dtype="float32"):
     load_backend("numba")  # chooses the target before the kernels read it
-    from fastprop.backends.numba.kernels import conv as after
+    from fastprop.backends.numba.kernels import direct as after
 
     before = _before(revision)
     rng, dtype = np.random.default_rng(0), np.dtype(dtype)

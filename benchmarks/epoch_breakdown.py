@@ -26,7 +26,7 @@ from fastprop.backends.base import Backend
 KERNELS = ("sigmoid_mse_epoch", "dense_epoch.dense_softmax_epoch", "products.linear_forward",
            "products.linear_backward", "products.conv_forward",
            "products.conv_backward", "products.conv_pool_forward", "products.conv_pool_backward",
-           "products.matmul", "direct_pool.direct_pool_forward", "direct_pool.direct_pool_backward",
+           "products.matmul", "direct.direct_pool_forward", "direct.direct_pool_backward",
            "dense_forward", "dense_backward", "bias_epilogue",
            "masked_gradient", "sum_chunks", "im2col", "col2im", "conv_forward_direct",
            "conv_weight_gradient_direct", "maxpool_forward", "maxpool_backward", "take_rows",

@@ -1,7 +1,7 @@
 """The Numba backend's convolutions and max pooling (channels-last images; see ``backends/base.py``).
 
 A convolution with at most ``DIRECT_CONVOLUTION`` inputs per output (``C * kh * kw``: a first layer on
-raw pixels) runs as the register-blocked direct kernels of :mod:`.kernels.conv`. Wider ones are column
+raw pixels) runs as the register-blocked direct kernels of :mod:`.kernels.direct`. Wider ones are column
 matrices and BLAS products: with oneMKL, chunks of about ``CHUNK_BYTES`` of column matrix, each made,
 multiplied and finished on one Numba thread (:mod:`.kernels.products`); with NumPy's BLAS, chunks of
 ``COLUMN_BYTES`` multiplied on its own threads, the passes around them as parallel kernels. 3x3
@@ -186,7 +186,7 @@ class ConvolutionMethods:
             per_chunk = self._k.IMAGES_PER_CHUNK
             conv = numpy.empty((min(self._parts(), -(-n // per_chunk)), per_chunk, ho, wo, K), x.dtype)
             Wt = numpy.ascontiguousarray(W.transpose(2, 3, 1, 0))
-            self._parallel(self._k.direct_pool.direct_pool_forward, x, Wt, b, sh, sw, ph, pw,
+            self._parallel(self._k.direct.direct_pool_forward, x, Wt, b, sh, sw, ph, pw,
                            (*size, *pool_stride), per_chunk, conv, y, argmax)
             return y, argmax
         per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
@@ -212,7 +212,7 @@ class ConvolutionMethods:
             chunks = -(-n // per_chunk)
             dz = numpy.empty((min(self._parts(), chunks), per_chunk, ho, wo, K), dy.dtype)
             partial = numpy.empty((chunks, taps + 1, K), dy.dtype)
-            self._parallel(self._k.direct_pool.direct_pool_backward, x, y, argmax, dy, kh, kw, sh, sw, ph, pw,
+            self._parallel(self._k.direct.direct_pool_backward, x, y, argmax, dy, kh, kw, sh, sw, ph, pw,
                            (*size, *pool_stride), dz, partial)
             self._store_chunk_gradients(partial, dW, db, accumulate)
             return None

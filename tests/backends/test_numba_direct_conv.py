@@ -157,7 +157,7 @@ def test_a_small_first_layer_passes_gradcheck(fused_relu):
 def test_padded_rows_fill_exactly_their_line(backend, length):
     """The input rows under one output row, padded, as long as the line they go to: shorter lines
     (a stride that skips the last columns) must leave what follows them untouched."""
-    from fastprop.backends.numba.kernels.conv import _padded_rows
+    from fastprop.backends.numba.kernels.direct import _padded_rows
 
     x = numpy.random.default_rng(1).normal(size=(2, 5, 6, 2))
     sentinel = 7.5
@@ -200,9 +200,10 @@ HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+
 SUBPROCESS = """
 import numpy
 from fastprop.backends import load_backend
-from fastprop.backends.numba.kernels import conv
+from fastprop.backends.numba.kernels import direct
 from tests.backends import test_numba_direct_conv as t
-assert (conv.VECTOR_BYTES, conv.VECTOR_REGISTERS) == (32, 16), (conv.VECTOR_BYTES, conv.VECTOR_REGISTERS)
+unit = (direct.VECTOR_BYTES, direct.VECTOR_REGISTERS)
+assert unit == (32, 16), unit
 backend = load_backend("numba")
 for dtype in (numpy.float32, numpy.float64):
     for case in ("3x3 stride 2, C=2, K=17", "the CNN's first layer"):
@@ -229,9 +230,9 @@ def test_the_block_sizes_do_not_depend_on_what_was_imported_first():
     kernels module or the backend is imported first (the target is decided once, before either)."""
     report = ("from fastprop.backends import load_backend; "
               "backend = load_backend('numba'); "
-              "from fastprop.backends.numba.kernels import conv; "
-              "print(conv.VECTOR_BYTES, conv.VECTOR_REGISTERS, backend.info()['instruction_set'])")
-    kernels_first = "import fastprop.backends.numba.kernels.conv; " + report
+              "from fastprop.backends.numba.kernels import direct; "
+              "print(direct.VECTOR_BYTES, direct.VECTOR_REGISTERS, backend.info()['instruction_set'])")
+    kernels_first = "import fastprop.backends.numba.kernels.direct; " + report
     outputs = []
     for code in (report, kernels_first):
         environment = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU_")}

@@ -3,10 +3,10 @@
 The modules: :mod:`.intrinsics` (compile options, a prefetch hint, ``2**n`` from its bits, a
 sigmoid LLVM can vectorize), :mod:`.dense` (forward and backward of dense layers with few
 outputs), :mod:`.step` (the other kernels of the contract methods: row gather, ReLU, softmax
-cross-entropy, SGD, Adam), :mod:`.conv` (convolution and max pooling on channels-last images),
+cross-entropy, SGD, Adam), :mod:`.conv` (column matrices, epilogues and max pooling on channels-last images),
 :mod:`.products` (oneMKL products on Numba's threads, with the passes around them fused),
 :mod:`.dense_epoch` (the whole-epoch program of dense ReLU stacks on softmax cross-entropy),
-:mod:`.direct_pool` (a direct convolution, its max pooling and ReLU per chunk of images),
+:mod:`.direct` (the direct convolution for few inputs per output, alone and with its max pooling),
 :mod:`.winograd` (the transforms of 3x3 stride-1 convolutions computed as Winograd F(2x2, 3x3)),
 :mod:`.norm`, :mod:`.augment` and
 :mod:`.epoch` (the whole-epoch kernel for Linear + Sigmoid + summed squared error, and the pixel
@@ -39,12 +39,9 @@ nothing stale is loaded.
 from __future__ import annotations
 
 from .conv import (
-    IMAGES_PER_CHUNK,
     ROWS_PER_CHUNK,
     bias_epilogue,
     col2im,
-    conv_forward_direct,
-    conv_weight_gradient_direct,
     im2col,
     masked_gradient,
     maxpool_backward,
@@ -53,7 +50,8 @@ from .conv import (
 )
 from .augment import shift_images
 from .dense import CHUNK, IDENTITY, RELU, SIGMOID, backward_workspace, dense_backward, dense_forward
-from . import dense_epoch, direct_pool, products
+from . import dense_epoch, direct, products
+from .direct import IMAGES_PER_CHUNK, conv_forward_direct, conv_weight_gradient_direct
 from .epoch import encode_pixels, epoch_workspace, sigmoid_mse_epoch
 from .norm import batch_norm_backward, batch_norm_forward
 from .winograd import TILE_ENTRIES, winograd_filter, winograd_input, winograd_output
@@ -94,7 +92,7 @@ __all__ = [
     "sum_chunks",
     "dense_backward",
     "dense_epoch",
-    "direct_pool",
+    "direct",
     "dense_forward",
     "encode_pixels",
     "epoch_workspace",

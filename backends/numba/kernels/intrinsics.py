@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+from .. import target
+
+# Every kernel module imports this one first: the target machine is chosen before any kernel is
+# defined (Numba makes one per process), whichever module is imported first.
+target.configure(numba)
 
 #: ``fastmath`` flags of the dot-product kernels: reassociation (vectorized reductions) and FMA.
 REDUCE = {"reassoc", "contract"}

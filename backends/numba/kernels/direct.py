@@ -1,0 +1,358 @@
+"""The direct convolution, on channels-last images ``(n, H, W, C)``, alone and fused with its max pooling.
+
+A convolution with few inputs per output (``C * kh * kw`` small, a first layer on raw pixels) runs
+directly, in register blocks written as vector IR (:func:`_broadcast_fma`): ``PIXELS_PER_BLOCK``
+output pixels x ``CHANNEL_VECTORS`` vectors of channels forward (bias and ReLU in the same pass),
+``TAPS_PER_BLOCK`` taps x the same channels for the weight gradient, sized at import for the
+vector registers of the instruction set Numba compiles for (:func:`..target.vector_unit`; Numba's
+cache keeps one build per CPU name and features). Wider convolutions are matrix products
+(:mod:`.conv`, :mod:`.products`). Every kernel is parallel over images or rows of its output, and
+reductions over the batch sum fixed chunks of images in chunk order, so results never depend on the
+thread count.
+
+Followed by a ReLU and a max pooling (the CNN's first stage), :func:`direct_pool_forward` runs the
+convolution, its bias, the pooling and the ReLU per chunk of images on one thread, its output in a
+buffer of that thread, so the full-size convolution output is never written;
+:func:`direct_pool_backward` makes each chunk's convolution-output gradient in the thread's buffer
+(the pooled gradient masked by ``y > 0`` and put at each window's maximum) and takes its weight and
+bias sums: the same chunks, values and order as the unfused methods, so the same bits. It computes no
+input gradient (the stage comes first in a network; where one is asked for, the unfused path runs).
+
+Measured with ``PYTHONPATH=. python benchmarks/direct_conv.py HEAD~1`` (the kernels before this
+design and these, interleaved in one process, 7 rounds of 5 calls, min / median ms; 128 images
+28x28x1 -> 32 channels, 3x3, padding 1, ReLU, float32, 2 Numba threads) on a 2-core KVM "Intel Xeon
+Processor" (Emerald Rapids), shared with other jobs (load average ~6: medians are loose):
+
+=======================================  ===============  ===============
+kernel, instruction set (blocks)         before           after
+=======================================  ===============  ===============
+forward, AVX-512 512-bit (10 pixels)     5.71 / 8.97      3.15 / 4.18
+weight gradient, AVX-512 (9 taps)        10.76 / 13.81    2.06 / 4.79
+forward, AVX2 ``haswell`` (6 pixels)     5.51 / 6.81      2.76 / 4.21
+weight gradient, AVX2 (5 taps)           5.10 / 9.62      2.32 / 2.91
+=======================================  ===============  ===============
+
+(At a quieter moment, AVX-512: forward 4.64 -> 1.81 ms, weight gradient 6.58 -> 1.74 ms.) AVX2 is
+built with ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=<Haswell's features, -avx512f>`` (the string
+in ``tests/backends/test_numba_direct_conv.py``). The CNN workload's epoch (2,560 images) did not
+change measurably there (7.6 s before and after): its BLAS products took 5.8 s of it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .. import target
+from .conv import pool_rows, relu_images, unpool_images
+from .intrinsics import JIT
+from .products import _split
+
+#: Bytes and number of the vector registers of the instruction set Numba compiles for (chosen when
+#: :mod:`.intrinsics` was imported, so that importing the kernels before the backend sizes the blocks
+#: as it compiles).
+VECTOR_BYTES, VECTOR_REGISTERS = target.vector_unit(numba)[1:]
+#: Vectors of output channels in a register block of the direct convolution: 32 channels, the
+#: CNN's first layer, with 512-bit float32 vectors.
+CHANNEL_VECTORS = 2
+#: Output pixels per forward register block, by register count: with AVX2's 16, 6 pixels x 2 sums,
+#: 2 weight vectors and 1 broadcast value; with AVX-512's 32, LLVM loads every broadcast of a step
+#: before the first multiply-add (14 pixels spilled sums), so each pixel takes a third register:
+#: 10 x 3 + 2. Both checked in ``inspect_asm``: no stack access in the loop.
+PIXELS_PER_BLOCK = {16: 6, 32: 10}[VECTOR_REGISTERS]
+#: Taps per weight-gradient register block, the same way: their sums, 2 bias sums and 2 output-gradient
+#: vectors (5 x 2 + 5 with AVX2; 9 x 3 + 4 with AVX-512, a whole 3 x 3 window).
+TAPS_PER_BLOCK = {16: 5, 32: 9}[VECTOR_REGISTERS]
+
+#: Images per chunk of a batch reduction (weight and bias gradients of the direct convolution).
+IMAGES_PER_CHUNK = 8
+
+
+def _vector_type(dtype):
+    """LLVM's vector of ``VECTOR_BYTES`` of ``dtype`` (a Numba float type) and its element type."""
+    element = ir.FloatType() if dtype.bitwidth == 32 else ir.DoubleType()
+    return ir.VectorType(element, VECTOR_BYTES * 8 // dtype.bitwidth), element
+
+
+@intrinsic
+def _block_channels(typingctx, like):
+    """The channels of one register block for arrays like ``like``: ``CHANNEL_VECTORS`` vectors."""
+
+    def codegen(context, builder, signature, arguments):
+        lanes = _vector_type(like.dtype)[0].count
+        return context.get_constant(types.intp, CHANNEL_VECTORS * lanes)
+
+    return types.intp(like), codegen
+
+
+@intrinsic
+def _broadcast_fma(typingctx, acc, x, base, outer, inner, rows, sums, v, k0):
+    """For ``a`` in ``range(len(outer))`` and ``r`` in ``range(rows)``:
+    ``acc[r, :] += x[base + outer[a] + inner[r]] * v[a, k0:k0 + block]`` (``block`` the channels of
+    :func:`_block_channels`), and with ``sums`` = 1 ``acc[rows, :] += v[a, k0:k0 + block]``.
+
+    A register block written as vector IR, which LLVM's loop vectorizer would not make of the same
+    loops (it vectorizes the short channel loop alone and leaves the sums in memory): ``acc`` is
+    loaded into ``(rows + sums) * CHANNEL_VECTORS`` registers, each step loads the channel vectors
+    of ``v`` once and broadcasts one ``x`` value per row into a fused multiply-add. ``rows`` and
+    ``sums`` are compile-time constants; ``acc`` and ``x`` are C-contiguous, ``v``'s rows are
+    contiguous, and every index read must lie inside its array (nothing is checked)."""
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(sums, types.IntegerLiteral)):
+        return None
+    count, extra = rows.literal_value, sums.literal_value
+
+    def codegen(context, builder, signature, arguments):
+        acc_a, x_a, base_v, outer_a, inner_a, _, _, v_a, k0_v = arguments
+        vector, element = _vector_type(acc.dtype)
+        width, lanes = acc.dtype.bitwidth // 8, vector.count
+        acc_s, x_s = (context.make_array(t)(context, builder, a) for t, a in ((acc, acc_a), (x, x_a)))
+        outer_s = context.make_array(outer)(context, builder, outer_a)
+        inner_s = context.make_array(inner)(context, builder, inner_a)
+        v_s = context.make_array(v)(context, builder, v_a)
+        name = f"llvm.fmuladd.v{lanes}f{acc.dtype.bitwidth}"  # llvmlite names no vector intrinsic
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), name)
+        i32 = ir.IntType(32)
+        intp = context.get_value_type(types.intp)
+        splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+        def vector_at(pointer, index):  # the vector at element ``index`` of ``pointer``
+            return builder.bitcast(builder.gep(pointer, [index]), vector.as_pointer())
+
+        total = (count + extra) * CHANNEL_VECTORS
+        slots = [cgutils.alloca_once(builder, vector) for _ in range(total)]  # promoted to registers
+        for i, slot in enumerate(slots):
+            builder.store(builder.load(vector_at(acc_s.data, intp(i * lanes)),
+                                       align=width), slot)
+        offsets = [builder.load(builder.gep(inner_s.data, [intp(r)]))
+                   for r in range(count)]
+        row_bytes = cgutils.unpack_tuple(builder, v_s.strides)[0]
+        steps = cgutils.unpack_tuple(builder, outer_s.shape)[0]
+        v_bytes = builder.bitcast(v_s.data, ir.IntType(8).as_pointer())
+        with cgutils.for_range(builder, steps) as loop:
+            a = loop.index
+            row = builder.bitcast(builder.gep(v_bytes, [builder.mul(a, row_bytes)]), element.as_pointer())
+            values = [builder.load(vector_at(row, builder.add(k0_v, intp(c * lanes))), align=width)
+                      for c in range(CHANNEL_VECTORS)]
+            start = builder.add(base_v, builder.load(builder.gep(outer_s.data, [a])))
+            for r in range(count):
+                scalar = builder.load(builder.gep(x_s.data, [builder.add(start, offsets[r])]))
+                broadcast = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, i32(0)),
+                    ir.Constant(vector, ir.Undefined), splat)
+                for c in range(CHANNEL_VECTORS):
+                    slot = slots[r * CHANNEL_VECTORS + c]
+                    builder.store(builder.call(fma, [broadcast, values[c], builder.load(slot)]), slot)
+            for c in range(CHANNEL_VECTORS * extra):
+                slot = slots[count * CHANNEL_VECTORS + c]
+                builder.store(builder.fadd(builder.load(slot), values[c]), slot)
+        for i, slot in enumerate(slots):
+            builder.store(builder.load(slot),
+                          vector_at(acc_s.data, intp(i * lanes)), align=width)
+        return context.get_dummy_value()
+
+    return types.void(acc, x, base, outer, inner, rows, sums, v, k0), codegen
+
+
+@numba.njit(**JIT)
+def _padded_rows(x, i, r, sh, ph, pw, line):
+    """``line[p, v * C + j] = xpad[i, r * sh + p, v, j]`` for the window rows ``p`` of output row
+    ``r`` (``xpad``: ``x`` with ``ph`` and ``pw`` zeros around, and zeros to the right without end;
+    a line may end before the right padding or the last columns, which no window reads). Whole
+    rows are copied through flat views indexed from 0, which LLVM vectorizes."""
+    H, C, length = x.shape[1], x.shape[3], line.shape[1]
+    zero = line.dtype.type(0)
+    left = min(pw * C, length)
+    inside = min(x.shape[2] * C, length - left)
+    for p in range(line.shape[0]):
+        u, out = r * sh + p - ph, line[p]
+        if u < 0 or u >= H:
+            for v in range(length):
+                out[v] = zero
+            continue
+        source, middle, right = x[i, u].reshape(-1), out[left:], out[left + inside:]
+        for v in range(left):
+            out[v] = zero
+        for v in range(inside):
+            middle[v] = source[v]
+        for v in range(right.shape[0]):
+            right[v] = zero
+
+
+@numba.njit(**JIT)
+def _tap_offsets(kh, kw, C, row_length):
+    """Where tap ``(p, q, j)`` reads in a flattened :func:`_padded_rows` block, in ``(p, q, j)`` order."""
+    offsets = np.empty(kh * kw * C, np.intp)
+    for p in range(kh):
+        for q in range(kw):
+            for j in range(C):
+                offsets[(p * kw + q) * C + j] = p * row_length + q * C + j
+    return offsets
+
+
+@numba.njit(**JIT)
+def direct_weights(Wt, b, like):
+    """``(weights, bias)`` of the direct convolution for ``Wt (kh, kw, C, K)`` and ``b (1, K)``, in blocks
+    of one register block of channels (``(blocks, kh * kw * C, block)`` and ``(blocks, block)``, zero
+    past ``K``), of the dtype of ``like``."""
+    kh, kw, C, K = Wt.shape
+    block, taps = _block_channels(like), kh * kw * C
+    blocks = (K + block - 1) // block
+    weights = np.zeros((blocks, taps, block), like.dtype)
+    bias = np.zeros((blocks, block), like.dtype)
+    for k in range(K):
+        bias[k // block, k % block] = b[0, k]
+        for p in range(kh):
+            for q in range(kw):
+                for j in range(C):
+                    weights[k // block, (p * kw + q) * C + j, k % block] = Wt[p, q, j, k]
+    return weights, bias
+
+
+@numba.njit(**JIT)
+def direct_rows(x, weights, bias, kh, kw, sh, sw, ph, pw, relu, first, stop, y, y_first):
+    """Output rows ``first <= row < stop`` of the ``n * Ho`` rows of the direct convolution of ``x``
+    with :func:`direct_weights`' blocks, plus the bias (then ``max(., 0)`` with ``relu``), on the
+    calling thread; image ``i`` is written to ``y[i - y_first]`` ``(Ho, Wo, K)``.
+
+    Each row's ``kh`` input rows are copied with their padding into a buffer, and blocks of
+    ``PIXELS_PER_BLOCK`` pixels times one register block of channels are summed by
+    :func:`_broadcast_fma` without a bounds check (the last block of a row reads zeros past its end
+    and keeps only its pixels). Every output is computed alone, in tap order, so no split of the rows
+    changes a bit."""
+    C = x.shape[3]
+    ho, wo, K = y.shape[1], y.shape[2], y.shape[3]
+    blocks, block = weights.shape[0], weights.shape[2]
+    columns = (wo + PIXELS_PER_BLOCK - 1) // PIXELS_PER_BLOCK  # blocks of pixels per row
+    row_length = ((columns * PIXELS_PER_BLOCK - 1) * sw + kw) * C
+    offsets = _tap_offsets(kh, kw, C, row_length)
+    pixels = np.arange(PIXELS_PER_BLOCK) * (sw * C)
+    zero = y.dtype.type(0)
+    line = np.empty((kh, row_length), y.dtype)
+    flat = line.reshape(-1)
+    acc = np.empty((PIXELS_PER_BLOCK, block), y.dtype)
+    for row in range(first, stop):
+        i, r = row // ho, row % ho
+        _padded_rows(x, i, r, sh, ph, pw, line)
+        out = y[i - y_first, r]
+        for kb in range(blocks):
+            depth, start = min(block, K - kb * block), kb * block
+            for cb in range(columns):
+                for s in range(PIXELS_PER_BLOCK):
+                    for k in range(block):
+                        acc[s, k] = bias[kb, k]
+                _broadcast_fma(acc, flat, cb * PIXELS_PER_BLOCK * sw * C, offsets, pixels,
+                               PIXELS_PER_BLOCK, 0, weights[kb], 0)
+                for s in range(min(PIXELS_PER_BLOCK, wo - cb * PIXELS_PER_BLOCK)):
+                    pixel, sums = out[cb * PIXELS_PER_BLOCK + s, start:], acc[s]
+                    if depth == block and relu:  # loops of constant length, branch-free
+                        for k in range(block):
+                            pixel[k] = max(sums[k], zero)
+                    elif depth == block:
+                        for k in range(block):
+                            pixel[k] = sums[k]
+                    else:
+                        for k in range(depth):
+                            pixel[k] = max(sums[k], zero) if relu else sums[k]
+
+
+@numba.njit(parallel=True, **JIT)
+def conv_forward_direct(x, Wt, b, sh, sw, ph, pw, relu, chunks, y):
+    """``y = conv(x, W) + b`` (then ``max(., 0)`` with ``relu``) with ``Wt = W`` as ``(kh, kw, C, K)``:
+    :func:`direct_rows` on ``chunks`` splits of the output rows (a few per thread)."""
+    weights, bias = direct_weights(Wt, b, y)
+    kh, kw, rows = Wt.shape[0], Wt.shape[1], y.shape[0] * y.shape[1]
+    chunks = max(1, min(rows, chunks))
+    for chunk in prange(chunks):
+        direct_rows(x, weights, bias, kh, kw, sh, sw, ph, pw, relu, chunk * rows // chunks,
+                    (chunk + 1) * rows // chunks, y, 0)
+
+
+@numba.njit(**JIT)
+def direct_weight_gradient_images(x, y, dy, relu, d_first, first, stop, kh, kw, sh, sw, ph, pw, out):
+    """``out[(p, q, j), k] = sum over the output pixels of images first <= i < stop of dz[pixel, k] *
+    xpad[input under (p, q), j]`` and, in its last row, the bias sums of ``dz``, on the calling thread,
+    where ``dz = dy`` (masked where ``y <= 0`` with ``relu``) and image ``i`` of ``y`` and ``dy`` is at
+    ``i - d_first``.
+
+    Per output row, the masked ``dz`` is copied into a row of whole channel blocks and the input rows
+    with their padding into a buffer; :func:`_broadcast_fma` then adds the row's pixels, in order,
+    into register blocks of ``TAPS_PER_BLOCK`` taps (and the bias) times one block of channels."""
+    C = x.shape[3]
+    ho, wo, K = dy.shape[1], dy.shape[2], dy.shape[3]
+    block, taps, zero = _block_channels(out), kh * kw * C, dy.dtype.type(0)
+    blocks, tap_blocks = (K + block - 1) // block, (taps + TAPS_PER_BLOCK - 1) // TAPS_PER_BLOCK
+    row_length = ((wo - 1) * sw + kw) * C
+    offsets = np.zeros(tap_blocks * TAPS_PER_BLOCK, np.intp)  # taps past the last read the first value
+    offsets[:taps] = _tap_offsets(kh, kw, C, row_length)
+    pixels = np.arange(wo) * (sw * C)
+    acc = np.zeros((blocks, tap_blocks, TAPS_PER_BLOCK + 1, block), out.dtype)
+    line = np.empty((kh, row_length), out.dtype)
+    flat = line.reshape(-1)
+    d = np.zeros((wo, blocks * block), out.dtype)
+    for i in range(first, stop):
+        for r in range(ho):
+            _padded_rows(x, i, r, sh, ph, pw, line)
+            gradient, output = dy[i - d_first, r], y[i - d_first, r]
+            for c in range(wo):
+                for k in range(K):
+                    d[c, k] = gradient[c, k] if (not relu or output[c, k] > zero) else zero
+            for kb in range(blocks):
+                for tb in range(tap_blocks):
+                    _broadcast_fma(acc[kb, tb], flat, 0, pixels, offsets[tb * TAPS_PER_BLOCK:],
+                                   TAPS_PER_BLOCK, 1, d, kb * block)
+    for k in range(K):
+        kb, lane = k // block, k % block
+        out[taps, k] = acc[kb, 0, TAPS_PER_BLOCK, lane]
+        for t in range(taps):
+            out[t, k] = acc[kb, t // TAPS_PER_BLOCK, t % TAPS_PER_BLOCK, lane]
+
+
+@numba.njit(parallel=True, **JIT)
+def conv_weight_gradient_direct(x, y, dy, relu, kh, kw, sh, sw, ph, pw, partial):
+    """:func:`direct_weight_gradient_images` per chunk of ``IMAGES_PER_CHUNK`` images, in parallel, into
+    ``partial[chunk]``; the chunks' sums are added in chunk order after (``sum_chunks``)."""
+    n = x.shape[0]
+    for chunk in prange(partial.shape[0]):
+        direct_weight_gradient_images(x, y, dy, relu, 0, chunk * IMAGES_PER_CHUNK,
+                                      min(n, (chunk + 1) * IMAGES_PER_CHUNK), kh, kw, sh, sw, ph, pw,
+                                      partial[chunk])
+
+
+@numba.njit(parallel=True, **JIT)
+def direct_pool_forward(x, Wt, b, sh, sw, ph, pw, pool, per_chunk, conv, y, argmax):
+    """``y, argmax`` of the max pooling (``pool``: window rows, columns, strides) of ``conv(x, W) + b``,
+    then ``max(y, 0)``, with ``Wt = W`` as ``(kh, kw, C, K)``; ``conv`` ``(parts, per_chunk, Ho, Wo,
+    K)`` is each thread's buffer for a chunk of ``per_chunk`` images."""
+    n, kh, kw = x.shape[0], Wt.shape[0], Wt.shape[1]
+    weights, bias = direct_weights(Wt, b, y)
+    ho, pooled_rows, K = conv.shape[2], y.shape[1], y.shape[3]
+    parts, chunks = conv.shape[0], (n + per_chunk - 1) // per_chunk
+    for part in prange(parts):
+        best, place = np.empty(K, y.dtype), np.empty(K, np.int32)
+        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
+            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+            direct_rows(x, weights, bias, kh, kw, sh, sw, ph, pw, False, first * ho, stop * ho, conv[part],
+                        first)
+            pool_rows(conv[part], first, pool[0], pool[1], pool[2], pool[3], first * pooled_rows,
+                      stop * pooled_rows, y, argmax, best, place)
+            relu_images(y, first, stop)
+
+
+@numba.njit(parallel=True, **JIT)
+def direct_pool_backward(x, y, argmax, dy, kh, kw, sh, sw, ph, pw, pool, dz, partial):
+    """The weight and bias sums of :func:`direct_pool_forward` per chunk of ``IMAGES_PER_CHUNK`` images
+    into ``partial[chunk]`` ``(taps + 1, K)``, from the pooled ``y``, ``argmax`` and ``dy``; ``dz``
+    ``(parts, IMAGES_PER_CHUNK, Ho, Wo, K)`` is each thread's buffer for a chunk's convolution-output
+    gradient."""
+    n, parts, chunks = x.shape[0], dz.shape[0], partial.shape[0]
+    for part in prange(parts):
+        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
+            first, stop = chunk * IMAGES_PER_CHUNK, min(n, (chunk + 1) * IMAGES_PER_CHUNK)
+            unpool_images(argmax, dy, y, True, pool[0], pool[1], pool[2], pool[3], first, stop, dz[part],
+                          first)
+            direct_weight_gradient_images(x, dz[part], dz[part], False, first, first, stop, kh, kw, sh, sw,
+                                          ph, pw, partial[chunk])
