@@ -5,8 +5,11 @@ Layers with more than ``SMALL_LAYER`` outputs are BLAS products: with oneMKL, sp
 threads with the passes around them fused (:mod:`.kernels.products`), else NumPy's BLAS and parallel
 kernels around it. Convolutions and max pooling are in :mod:`.convolution`.
 
-The notebook's network (Linear+Sigmoid, summed MeanSquareError, plain SGD) trains through
-``compile_epoch``: one kernel call per epoch, each row read straight from the training set. W1 is
+Dense ReLU stacks on the summed softmax cross-entropy with plain SGD (W2) train through
+``compile_epoch`` as one compiled program per epoch when oneMKL is in use (:mod:`.kernels.dense_epoch`:
+two parallel regions per step, no Python between steps). The notebook's network (Linear+Sigmoid,
+summed MeanSquareError, plain SGD) trains through ``compile_epoch`` too: one kernel call per epoch,
+each row read straight from the training set. W1 is
 bound by memory (a 50,000 x 784 float32 set is 157 MB, read in random row order every epoch), so
 when every image value is exactly ``k / 255`` for an integer ``k`` (8-bit pixels scaled to [0, 1],
 as fastprop's loaders give them) the kernel reads a uint8 copy of the codes instead, a quarter of
