@@ -198,7 +198,8 @@ class ConvolutionMethods:
 
     def conv2d_relu_maxpool_backward(self, x, W, y, argmax, dy, dW, db, stride, padding, size, pool_stride,
                                      *, accumulate=True, need_dx=True):
-        direct = not need_dx and _direct(x, W, y, dy, dW, db)
+        mkl = self._products.kernel_calls(dy.dtype)  # with oneMKL, the input gradient in the same pass
+        direct = (not need_dx or mkl is not None) and _direct(x, W, y, dy, dW, db)
         calls = None if direct else self._chunked_products(x, W, stride, padding, y, dy, dW, db)
         if ((calls is None and not direct) or argmax.dtype != numpy.int32 or not argmax.flags.c_contiguous
                 or not argmax.shape == y.shape == dy.shape):
@@ -207,15 +208,21 @@ class ConvolutionMethods:
         (sh, sw), (ph, pw), (K, C, kh, kw), (n, H, Wd, _) = stride, padding, W.shape, x.shape
         ho, wo = window_output(H, Wd, (kh, kw), stride, padding)
         taps = kh * kw * C
-        if direct:  # per chunk of images: unpooled gradient in a thread's buffer, then the weight sums
+        if direct:  # per chunk of images: unpooled gradient in a thread's buffer, weight sums (and dx)
             per_chunk = self._k.IMAGES_PER_CHUNK
             chunks = -(-n // per_chunk)
-            dz = numpy.empty((min(self._parts(), chunks), per_chunk, ho, wo, K), dy.dtype)
+            parts = min(self._parts(), chunks)
+            dz = numpy.empty((parts, per_chunk, ho, wo, K), dy.dtype)
             partial = numpy.empty((chunks, taps + 1, K), dy.dtype)
+            dx = numpy.empty(x.shape if need_dx else (0, *x.shape[1:]), dy.dtype)
+            d_columns = numpy.empty((parts, per_chunk * ho * wo, taps) if need_dx else (parts, 0, taps),
+                                    dy.dtype)
             self._parallel(self._k.direct.direct_pool_backward, x, y, argmax, dy, kh, kw, sh, sw, ph, pw,
-                           (*size, *pool_stride), dz, partial)
+                           (*size, *pool_stride), dz, partial,
+                           numpy.zeros(2, numpy.int64) if mkl is None else mkl,
+                           numpy.ascontiguousarray(self._weight_matrix(W)), d_columns, dx)
             self._store_chunk_gradients(partial, dW, db, accumulate)
-            return None
+            return dx if need_dx else None
         per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
         dz = numpy.empty((columns.shape[0], per_chunk, ho, wo, K), dy.dtype)
         partial = numpy.empty((-(-n // per_chunk), taps + 1, K), dy.dtype)

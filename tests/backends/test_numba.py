@@ -82,10 +82,12 @@ def _all_outputs(backend, dtype, n=1000):
     W, b = rng.normal(size=(40, 2, 3, 3)).astype(dtype), rng.normal(size=(1, 40)).astype(dtype)
     pooled, argmax = backend.conv2d_relu_maxpool_forward(images[..., :2].copy(), W, b, *window)
     d_pooled = rng.normal(size=pooled.shape).astype(dtype)
-    grads = numpy.ones_like(W), numpy.ones_like(b)
-    backend.conv2d_relu_maxpool_backward(images[..., :2].copy(), W, pooled, argmax, d_pooled, *grads, *window,
-                                         need_dx=False)
-    outputs += [pooled, argmax, *grads]
+    outputs += [pooled, argmax]
+    for need_dx in (True, False):
+        grads = numpy.ones_like(W), numpy.ones_like(b)
+        dx = backend.conv2d_relu_maxpool_backward(images[..., :2].copy(), W, pooled, argmax, d_pooled, *grads,
+                                                  *window, need_dx=need_dx)
+        outputs += [*grads] + ([dx] if need_dx else [])
     return [y, *outputs]
 
 

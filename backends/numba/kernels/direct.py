@@ -48,9 +48,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import target
-from .conv import pool_rows, relu_images, unpool_images
+from .conv import col2im_images, pool_rows, relu_images, unpool_images
 from .intrinsics import JIT
-from .products import _split
+from .products import NO_TRANS, _gemm, _split
 
 #: Bytes and number of the vector registers of the instruction set Numba compiles for (chosen when
 #: :mod:`.intrinsics` was imported, so that importing the kernels before the backend sizes the blocks
@@ -343,16 +343,27 @@ def direct_pool_forward(x, Wt, b, sh, sw, ph, pw, pool, per_chunk, conv, y, argm
 
 
 @numba.njit(parallel=True, **JIT)
-def direct_pool_backward(x, y, argmax, dy, kh, kw, sh, sw, ph, pw, pool, dz, partial):
+def direct_pool_backward(x, y, argmax, dy, kh, kw, sh, sw, ph, pw, pool, dz, partial, calls, weights,
+                         d_columns, dx):
     """The weight and bias sums of :func:`direct_pool_forward` per chunk of ``IMAGES_PER_CHUNK`` images
     into ``partial[chunk]`` ``(taps + 1, K)``, from the pooled ``y``, ``argmax`` and ``dy``; ``dz``
     ``(parts, IMAGES_PER_CHUNK, Ho, Wo, K)`` is each thread's buffer for a chunk's convolution-output
-    gradient."""
+    gradient. Where ``dx`` has images, also the input gradient: per chunk, the product of its output
+    gradient with ``weights (K, kh * kw * C)`` on oneMKL (``calls``, :mod:`.products`) into the thread's
+    ``d_columns`` ``(parts, IMAGES_PER_CHUNK * Ho * Wo, kh * kw * C)``, added back into ``dx``'s images
+    (:func:`.conv.col2im_images`)."""
     n, parts, chunks = x.shape[0], dz.shape[0], partial.shape[0]
+    K, taps, per_image = dz.shape[4], weights.shape[1], dz.shape[2] * dz.shape[3]
     for part in prange(parts):
+        rows_of = dz[part].reshape((IMAGES_PER_CHUNK * per_image, K))
         for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
             first, stop = chunk * IMAGES_PER_CHUNK, min(n, (chunk + 1) * IMAGES_PER_CHUNK)
             unpool_images(argmax, dy, y, True, pool[0], pool[1], pool[2], pool[3], first, stop, dz[part],
                           first)
             direct_weight_gradient_images(x, dz[part], dz[part], False, first, first, stop, kh, kw, sh, sw,
                                           ph, pw, partial[chunk])
+            if dx.shape[0]:
+                rows = (stop - first) * per_image
+                _gemm(calls, NO_TRANS, NO_TRANS, rows, taps, K, rows_of, 0, K, weights, 0, taps, 0.0,
+                      d_columns[part], 0, taps)
+                col2im_images(d_columns[part], first, stop, kh, kw, sh, sw, ph, pw, dx)
