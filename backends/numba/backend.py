@@ -196,15 +196,9 @@ class NumbaBackend(ConvolutionMethods, Backend):
                 and kernel_ready(images, bias.gradient)):
             return None
 
-        # 8-bit pixels scaled to [0, 1] (what the loaders give) are kept as exact uint8 codes: a
-        # quarter of the memory traffic, and the 1/255 is folded into the sums (_sigmoid_mse_chunk).
-        codes = numpy.empty(images.shape, numpy.uint8)
-        dtype = images.dtype.type
-        if self._parallel(self._k.encode_pixels, images, PIXEL_LEVELS, codes):
-            inputs, scale = codes, dtype(1) / dtype(PIXEL_LEVELS)
-        else:
-            inputs, scale = images, dtype(1)
-        del codes
+        # the 1/255 of pixel codes is folded into the sums (_sigmoid_mse_chunk)
+        codes, dtype = self._pixel_codes(images), images.dtype.type
+        inputs, scale = (images, dtype(1)) if codes is None else (codes, dtype(1) / dtype(PIXEL_LEVELS))
         workspace = self._k.epoch_workspace(weight.value, min(batch_size, images.shape[0]))
 
         def run(order, learning_rate):
@@ -215,6 +209,13 @@ class NumbaBackend(ConvolutionMethods, Backend):
             )
 
         return run
+
+    def _pixel_codes(self, images):
+        """``images`` as uint8 codes when every value is exactly ``k / PIXEL_LEVELS`` (8-bit pixels
+        scaled to [0, 1], what the loaders give: a quarter of the bytes for the epoch programs to
+        read), else None."""
+        codes = numpy.empty(images.shape, numpy.uint8)
+        return codes if self._parallel(self._k.encode_pixels, images, PIXEL_LEVELS, codes) else None
 
     def _dense_softmax_epoch(self, plan, images, targets, batch_size):
         layers = plan.layers
@@ -227,13 +228,12 @@ class NumbaBackend(ConvolutionMethods, Backend):
                 or not kernel_ready(images, targets, *(array for p in plan.parameters()
                                                         for array in (p.value, p.gradient)))):
             return None
-        codes = numpy.empty(images.shape, numpy.uint8)  # 8-bit pixels are gathered from their codes
-        dtype = images.dtype.type
-        if self._parallel(self._k.encode_pixels, images, PIXEL_LEVELS, codes):
-            table = numpy.arange(256).astype(images.dtype) / dtype(PIXEL_LEVELS)  # the exact values
+        codes = self._pixel_codes(images)
+        if codes is None:
+            codes, table = numpy.empty((0, images.shape[1]), numpy.uint8), numpy.empty(0, images.dtype)
+        else:  # gathered through a table of the exact values (what encode_pixels checked)
+            table = numpy.arange(256).astype(images.dtype) / images.dtype.type(PIXEL_LEVELS)
             images = images[:0]
-        else:
-            codes, table = codes[:0], numpy.empty(0, images.dtype)
         relus = numpy.array([layer.activation is Activation.RELU for layer in layers])
         workspace = self._k.dense_epoch.workspace([layer.weight.value for layer in layers],
                                                   min(batch_size, images.shape[0] or codes.shape[0]))

@@ -27,7 +27,7 @@ from numba import prange
 
 from .conv import bias_rows, mask_rows
 from .intrinsics import JIT
-from .products import NO_TRANS, TRANS, _gemm, _split
+from .products import NO_TRANS, TRANS, _block, _chunk_items, _gemm
 from .step import _row_max_and_exp_sum
 
 #: Chunks of rows per batch: the bias gradients and the cost are summed chunk by chunk. 24 splits a
@@ -92,7 +92,7 @@ def _rows_pass(calls, images, codes, table, targets, rows, first_chunk, stop_chu
         bias_rows(y, biases[layer], relus[layer], first, stop)
     last = layers - 1
     for chunk in range(first_chunk, stop_chunk):
-        start, end = chunk * size, min(n, (chunk + 1) * size)
+        start, end = _chunk_items(chunk, size, n)
         cost[chunk] = _softmax_cross_entropy_rows(acts[layers], targets, rows, start, end, grads[last])
         mask_rows(acts[layers], grads[last], False, start, end, grads[last], partial[last][chunk])
     for layer in range(last, 0, -1):  # dx of each layer but the first, masked by the ReLU before it
@@ -100,7 +100,7 @@ def _rows_pass(calls, images, codes, table, targets, rows, first_chunk, stop_chu
         k, m = W.shape[1], W.shape[0]
         _gemm(calls, NO_TRANS, NO_TRANS, stop - first, k, m, dz, first * m, m, W, 0, k, 0.0, dx, first * k, k)
         for chunk in range(first_chunk, stop_chunk):
-            start, end = chunk * size, min(n, (chunk + 1) * size)
+            start, end = _chunk_items(chunk, size, n)
             mask_rows(acts[layer], dx, relus[layer - 1], start, end, dx, partial[layer - 1][chunk])
 
 
@@ -112,7 +112,7 @@ def _weights_pass(calls, n, chunks, rate, part, parts, weights, biases, gradient
         W, b, dW, db = weights[layer], biases[layer], gradients[layer], bias_gradients[layer]
         dz, x, sums = grads[layer], acts[layer], partial[layer]
         m, k = W.shape
-        first, stop = _split(m, parts, part), _split(m, parts, part + 1)
+        first, stop = _block(m, parts, part)
         _gemm(calls, TRANS, NO_TRANS, stop - first, k, n, dz, first, m, x, 0, k, 0.0, dW, first * k, k)
         for j in range(first, stop):
             s = sums[0, j]
@@ -134,9 +134,9 @@ def _step(calls, images, codes, table, targets, rows, rate, parts, weights, bias
     chunks = (n + size - 1) // size
     row_parts = min(parts, chunks)
     for part in prange(row_parts):
-        _rows_pass(calls, images, codes, table, targets, rows, _split(chunks, row_parts, part),
-                   _split(chunks, row_parts, part + 1), size, weights, biases, relus, acts, grads, partial,
-                   cost)
+        lo, hi = _block(chunks, row_parts, part)
+        _rows_pass(calls, images, codes, table, targets, rows, lo, hi, size, weights, biases, relus, acts,
+                   grads, partial, cost)
     for part in prange(parts):
         _weights_pass(calls, n, chunks, rate, part, parts, weights, biases, gradients, bias_gradients,
                       acts, grads, partial)

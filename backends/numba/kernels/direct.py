@@ -53,7 +53,7 @@ from numba.extending import intrinsic
 from .. import target
 from .conv import col2im_images, pool_rows, relu_images, unpool_images
 from .intrinsics import JIT
-from .products import NO_TRANS, _gemm, _split
+from .products import NO_TRANS, _block, _chunk_items, _gemm
 
 #: Bytes and number of the vector registers of the instruction set Numba compiles for (chosen when
 #: :mod:`.intrinsics` was imported, so that importing the kernels before the backend sizes the blocks
@@ -336,8 +336,9 @@ def direct_pool_forward(x, Wt, b, sh, sw, ph, pw, pool, per_chunk, conv, y, argm
     parts, chunks = conv.shape[0], (n + per_chunk - 1) // per_chunk
     for part in prange(parts):
         best, place = np.empty(K, y.dtype), np.empty(K, np.int32)
-        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
-            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+        lo, hi = _block(chunks, parts, part)
+        for chunk in range(lo, hi):
+            first, stop = _chunk_items(chunk, per_chunk, n)
             direct_rows(x, weights, bias, kh, kw, sh, sw, ph, pw, False, first * ho, stop * ho, conv[part],
                         first)
             pool_rows(conv[part], first, pool[0], pool[1], pool[2], pool[3], first * pooled_rows,
@@ -359,8 +360,9 @@ def direct_pool_backward(x, y, argmax, dy, kh, kw, sh, sw, ph, pw, pool, dz, par
     K, taps, per_image = dz.shape[4], weights.shape[1], dz.shape[2] * dz.shape[3]
     for part in prange(parts):
         rows_of = dz[part].reshape((IMAGES_PER_CHUNK * per_image, K))
-        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
-            first, stop = chunk * IMAGES_PER_CHUNK, min(n, (chunk + 1) * IMAGES_PER_CHUNK)
+        lo, hi = _block(chunks, parts, part)
+        for chunk in range(lo, hi):
+            first, stop = _chunk_items(chunk, IMAGES_PER_CHUNK, n)
             unpool_images(argmax, dy, y, True, pool[0], pool[1], pool[2], pool[3], first, stop, dz[part],
                           first)
             direct_weight_gradient_images(x, dz[part], dz[part], False, first, first, stop, kh, kw, sh, sw,

@@ -90,9 +90,22 @@ def _gemm(calls, trans_a, trans_b, m, n, k, a, a_at, lda, b, b_at, ldb, beta, c,
 
 
 @numba.njit(**JIT)
-def _split(count, parts, part):
-    """The first index of ``part`` of ``count`` items split into ``parts`` nearly equal blocks."""
-    return part * count // parts
+def _block(count, parts, part):
+    """``(first, stop)``: the items ``first <= i < stop`` of ``count`` that block ``part`` of ``parts``
+    takes (nearly equal blocks, in order)."""
+    return part * count // parts, (part + 1) * count // parts
+
+
+@numba.njit(**JIT)
+def _chunk_items(chunk, per_chunk, n):
+    """``(first, stop)``: the items (images, rows) of chunk ``chunk`` when ``n`` go ``per_chunk`` a chunk."""
+    return chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+
+
+@numba.njit(**JIT)
+def _pixels(x, kh, kw, sh, sw, ph, pw):
+    """Output pixels per image of a convolution of the images ``x (n, H, W, C)``."""
+    return ((x.shape[1] + 2 * ph - kh) // sh + 1) * ((x.shape[2] + 2 * pw - kw) // sw + 1)
 
 
 @numba.njit(parallel=True, **JIT)
@@ -101,7 +114,7 @@ def linear_forward(calls, x, W, b, relu, parts, y):
     ``y (n, m)``; each of ``parts`` row blocks a product, then its bias and ReLU while in cache."""
     (n, k), m = x.shape, W.shape[0]
     for part in prange(parts):
-        first, stop = _split(n, parts, part), _split(n, parts, part + 1)
+        first, stop = _block(n, parts, part)
         _gemm(calls, NO_TRANS, TRANS, stop - first, m, k, x, first * k, k, W, 0, k, 0.0, y, first * m, m)
         bias_rows(y, b, relu, first, stop)
 
@@ -118,16 +131,16 @@ def linear_backward(calls, x, W, y, dy, relu, dz, partial, dW, db, beta, need_dx
     (n, k), m = x.shape, W.shape[0]
     chunks = partial.shape[0]
     for part in prange(parts):
-        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
-            rows = chunk * ROWS_PER_CHUNK, min(n, (chunk + 1) * ROWS_PER_CHUNK)
+        lo, hi = _block(chunks, parts, part)
+        for chunk in range(lo, hi):
+            rows = _chunk_items(chunk, ROWS_PER_CHUNK, n)
             mask_rows(y, dy, relu, rows[0], rows[1], dz, partial[chunk, 0])
         if need_dx:
-            first = min(n, _split(chunks, parts, part) * ROWS_PER_CHUNK)
-            stop = min(n, _split(chunks, parts, part + 1) * ROWS_PER_CHUNK)
+            first, stop = min(n, lo * ROWS_PER_CHUNK), min(n, hi * ROWS_PER_CHUNK)
             _gemm(calls, NO_TRANS, NO_TRANS, stop - first, k, m, dz, first * m, m, W, 0, k, 0.0,
                   dx, first * k, k)
     for part in prange(parts):
-        first, stop = _split(m, parts, part), _split(m, parts, part + 1)
+        first, stop = _block(m, parts, part)
         _gemm(calls, TRANS, NO_TRANS, stop - first, k, n, dz, first, m, x, 0, k, beta, dW, first * k, k)
         for j in range(first, stop):
             s = partial[0, 0, j]
@@ -144,7 +157,7 @@ def matmul(calls, a, trans_a, b, trans_b, beta, parts, c):
     k = a.shape[0] if trans_a else a.shape[1]
     lda, ldb = a.shape[1], b.shape[1]
     for part in prange(parts):
-        first, stop = _split(m, parts, part), _split(m, parts, part + 1)
+        first, stop = _block(m, parts, part)
         a_at = first if trans_a else first * lda
         _gemm(calls, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS, stop - first, n, k,
               a, a_at, lda, b, 0, ldb, beta, c, first * n, n)
@@ -156,13 +169,13 @@ def conv_forward(calls, x, weights, b, kh, kw, sh, sw, ph, pw, relu, per_chunk, 
     (:func:`.conv.im2col_images`, into ``columns[part]``, one buffer per block), its product with
     ``weights (K, kh * kw * C)`` into the output rows ``y (n * Ho * Wo, K)``, then bias and ReLU on
     those rows, all on one thread while the chunk is in its cache."""
-    n, H, Wd, _ = x.shape
-    K, taps = weights.shape
-    per_image = ((H + 2 * ph - kh) // sh + 1) * ((Wd + 2 * pw - kw) // sw + 1)
+    n, (K, taps) = x.shape[0], weights.shape
+    per_image = _pixels(x, kh, kw, sh, sw, ph, pw)
     parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
     for part in prange(parts):
-        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
-            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+        lo, hi = _block(chunks, parts, part)
+        for chunk in range(lo, hi):
+            first, stop = _chunk_items(chunk, per_chunk, n)
             im2col_images(x, first, stop, kh, kw, sh, sw, ph, pw, columns[part])
             rows = (stop - first) * per_image
             _gemm(calls, NO_TRANS, TRANS, rows, K, taps, columns[part], 0, taps, weights, 0, taps, 0.0,
@@ -179,13 +192,13 @@ def conv_backward(calls, x, weights, y, dy, relu, kh, kw, sh, sw, ph, pw, per_ch
     column matrix, made again in ``columns[part]``, times ``dz``) followed by its bias sum, and with
     ``need_dx`` the input gradient ``dx`` (the product ``dz @ weights`` in ``d_columns[part]`` added
     back into images, :func:`.conv.col2im_images`)."""
-    n, H, Wd, _ = x.shape
-    K, taps = weights.shape
-    per_image = ((H + 2 * ph - kh) // sh + 1) * ((Wd + 2 * pw - kw) // sw + 1)
+    n, (K, taps) = x.shape[0], weights.shape
+    per_image = _pixels(x, kh, kw, sh, sw, ph, pw)
     parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
     for part in prange(parts):
-        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
-            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+        lo, hi = _block(chunks, parts, part)
+        for chunk in range(lo, hi):
+            first, stop = _chunk_items(chunk, per_chunk, n)
             rows, at = (stop - first) * per_image, first * per_image
             mask_rows(y, dy, relu, at, at + rows, dz, partial[chunk, taps])
             im2col_images(x, first, stop, kh, kw, sh, sw, ph, pw, columns[part])
@@ -205,16 +218,16 @@ def conv_pool_forward(calls, x, weights, b, kh, kw, sh, sw, ph, pw, pool, per_ch
     :func:`conv_forward`) into ``conv[part]`` ``(per_chunk, Ho, Wo, K)``, pooled into ``y`` and
     ``argmax`` (:func:`.conv.pool_rows`), then ``max(y, 0)`` on the pooled rows: the convolution's
     output never leaves the core's cache."""
-    n, H, Wd, _ = x.shape
-    K, taps = weights.shape
+    n, (K, taps) = x.shape[0], weights.shape
     ho, wo = conv.shape[2:4]
     per_image, pooled_rows = ho * wo, y.shape[1]
     parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
     for part in prange(parts):
         best, place = np.empty(K, y.dtype), np.empty(K, np.int32)
         out = conv[part].reshape((per_chunk * per_image, K))
-        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
-            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+        lo, hi = _block(chunks, parts, part)
+        for chunk in range(lo, hi):
+            first, stop = _chunk_items(chunk, per_chunk, n)
             rows = (stop - first) * per_image
             im2col_images(x, first, stop, kh, kw, sh, sw, ph, pw, columns[part])
             _gemm(calls, NO_TRANS, TRANS, rows, K, taps, columns[part], 0, taps, weights, 0, taps, 0.0,
@@ -233,15 +246,15 @@ def conv_pool_backward(calls, x, weights, y, argmax, dy, kh, kw, sh, sw, ph, pw,
     (``dy`` masked by ``y > 0`` and put at each window's maximum, :func:`.conv.unpool_images`), then as
     :func:`conv_backward`: its bias sum and weight gradient by tap in ``partial[chunk]``, and with
     ``need_dx`` the input gradient ``dx``."""
-    n, H, Wd, _ = x.shape
-    K, taps = weights.shape
+    n, (K, taps) = x.shape[0], weights.shape
     ho, wo = dz.shape[2:4]
     per_image = ho * wo
     parts, chunks = columns.shape[0], (n + per_chunk - 1) // per_chunk
     for part in prange(parts):
         rows_of = dz[part].reshape((per_chunk * per_image, K))
-        for chunk in range(_split(chunks, parts, part), _split(chunks, parts, part + 1)):
-            first, stop = chunk * per_chunk, min(n, (chunk + 1) * per_chunk)
+        lo, hi = _block(chunks, parts, part)
+        for chunk in range(lo, hi):
+            first, stop = _chunk_items(chunk, per_chunk, n)
             rows = (stop - first) * per_image
             unpool_images(argmax, dy, y, True, pool[0], pool[1], pool[2], pool[3], first, stop, dz[part],
                           first)
