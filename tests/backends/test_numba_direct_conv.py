@@ -170,6 +170,29 @@ def test_padded_rows_fill_exactly_their_line(backend, length):
         assert (room[:, length:] == sentinel).all()
 
 
+
+PLANE_SHAPES = [  # n, H, W, C, kh, kw, ph, pw
+    (3, 28, 28, 1, 3, 3, 1, 1), (4, 7, 9, 2, 3, 2, 1, 0), (2, 5, 6, 3, 2, 3, 0, 2), (3, 4, 4, 1, 5, 5, 2, 2)]
+
+
+@pytest.mark.parametrize("shape", PLANE_SHAPES, ids=lambda s: "{}x{}x{}x{}, {}x{}, padding {},{}".format(*s))
+@DTYPES
+def test_tap_planes_sum_to_the_same_bits_as_column_rows(shape, dtype):
+    """The input gradient's stride-1 path sums the product's transpose, a plane per tap, row by row; it
+    must give exactly what ``col2im_images`` gives from the product itself (the order of the sums kept),
+    on the images of a chunk that starts inside the batch, leaving the others untouched."""
+    from fastprop.backends.numba.kernels.conv import col2im_images, col2im_planes
+
+    n, H, Wd, C, kh, kw, ph, pw = shape
+    ho, wo = H + 2 * ph - kh + 1, Wd + 2 * pw - kw + 1
+    d_columns = numpy.random.default_rng(2).normal(size=((n - 1) * ho * wo, kh * kw * C)).astype(dtype)
+    expected, actual = numpy.full((n, H, Wd, C), 7.5, dtype), numpy.full((n, H, Wd, C), 7.5, dtype)
+    col2im_images(d_columns, 1, n, kh, kw, 1, 1, ph, pw, expected)
+    col2im_planes(numpy.ascontiguousarray(d_columns.T).reshape(-1), d_columns.shape[0], 1, n, kh, kw, ph, pw,
+                  actual)
+    assert numpy.array_equal(actual, expected)
+    assert (actual[0] == 7.5).all()
+
 def _config(name=None, features=None):
     return types.SimpleNamespace(config=types.SimpleNamespace(CPU_NAME=name, CPU_FEATURES=features))
 

@@ -94,6 +94,34 @@ def col2im_images(d_columns, first, stop, kh, kw, sh, sw, ph, pw, dx):
                             dx[i, u, v, j] += d[start + j]
 
 
+@numba.njit(**JIT)
+def col2im_planes(d_planes, rows, first, stop, kh, kw, ph, pw, dx):
+    """:func:`col2im_images` at stride 1 from the transposed product: ``d_planes``, flat, holds ``kh * kw *
+    C`` planes of ``rows`` entries, plane ``(p * kw + q) * C + j`` tap ``(p, q)``'s value for channel
+    ``j`` at each output pixel of images ``first <= i < stop``. Each row of ``dx[first:stop]``
+    (overwritten) is summed in a buffer, tap plane by tap plane over runs of pixels (vector loads, no
+    per-value bounds tests), adding the taps in the order :func:`col2im_images` does: the same bits."""
+    n, H, Wd, C = dx.shape
+    ho, wo = H + 2 * ph - kh + 1, Wd + 2 * pw - kw + 1
+    line = np.empty(Wd * C, dx.dtype)
+    for i in range(first, stop):
+        for u in range(H):
+            line[:] = 0
+            for p in range(kh - 1, -1, -1):  # later output pixels read earlier taps
+                r = u + ph - p
+                if r < 0 or r >= ho:
+                    continue
+                for q in range(kw - 1, -1, -1):
+                    at = ((i - first) * ho + r) * wo + pw - q  # plane entry of input column 0
+                    for j in range(C):
+                        plane = ((p * kw + q) * C + j) * rows + at
+                        for v in range(max(0, q - pw), min(Wd, wo + q - pw)):
+                            line[v * C + j] += d_planes[plane + v]
+            for v in range(Wd):
+                for j in range(C):
+                    dx[i, u, v, j] = line[v * C + j]
+
+
 @numba.njit(parallel=True, **JIT)
 def col2im(d_columns, kh, kw, sh, sw, ph, pw, dx):
     """The adjoint of :func:`im2col`: :func:`col2im_images` image by image in parallel."""
