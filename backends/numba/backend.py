@@ -52,6 +52,9 @@ SMALL_LAYER = 32
 BLAS_SPIN_SECONDS = 0.2
 #: Training images that are all exactly ``k / PIXEL_LEVELS`` (k = 0..255) are kept as uint8 codes.
 PIXEL_LEVELS = 255
+#: Work arrays each Python thread keeps between calls (:meth:`NumbaBackend._work_array`): a few per
+#: layer of a network.
+WORK_ARRAYS = 24
 
 
 def _elementwise(kernel, reference, *arrays):
@@ -367,6 +370,21 @@ class NumbaBackend(ConvolutionMethods, Backend):
             kept[key] = rows, arrays
         chunks = (rows + self._k.CHUNK - 1) // self._k.CHUNK
         return tuple(array[:chunks] for array in arrays)
+
+    def _work_array(self, shape, dtype):
+        """An array of ``shape`` and ``dtype`` that the kernels of one method call write before they read
+        and nobody keeps: the calling Python thread's last ``WORK_ARRAYS`` are kept between calls, so
+        that steps of the same shapes reuse their buffers instead of faulting in fresh memory each time
+        (the C library gives freed memory back to the system and takes it again, page by page)."""
+        kept = self._local.__dict__.setdefault("work_arrays", {})
+        key = (tuple(shape), numpy.dtype(dtype))
+        array = kept.pop(key, None)
+        if array is None:
+            array = numpy.empty(*key)
+            while len(kept) >= WORK_ARRAYS:
+                kept.pop(next(iter(kept)))  # the least recently used
+        kept[key] = array
+        return array
 
     def adam_update(self, param, grad, first_moment, second_moment, scratch, learning_rate,
                     beta1, beta2, eps, step, *, weight_decay=0.0, decoupled=False):

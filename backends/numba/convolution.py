@@ -9,7 +9,7 @@ stride-1 layers of at least ``WINOGRAD_CHANNELS`` channels run as Winograd F(2x2
 
 :class:`ConvolutionMethods` holds these contract methods for :class:`.backend.NumbaBackend`, which
 provides what they call: ``_k`` (the kernels), ``_numba``, ``_parallel``, ``_blas``, ``_products``,
-``_parts`` and ``_masked``.
+``_parts``, ``_masked`` and ``_work_array``.
 """
 
 from __future__ import annotations
@@ -184,13 +184,13 @@ class ConvolutionMethods:
         y, argmax = numpy.empty(shape, x.dtype), numpy.empty(shape, numpy.int32)
         if direct:  # the direct convolution, pooled and ReLU'd per chunk of images on one thread
             per_chunk = self._k.IMAGES_PER_CHUNK
-            conv = numpy.empty((min(self._parts(), -(-n // per_chunk)), per_chunk, ho, wo, K), x.dtype)
+            conv = self._work_array((min(self._parts(), -(-n // per_chunk)), per_chunk, ho, wo, K), x.dtype)
             Wt = numpy.ascontiguousarray(W.transpose(2, 3, 1, 0))
             self._parallel(self._k.direct.direct_pool_forward, x, Wt, b, sh, sw, ph, pw,
                            (*size, *pool_stride), per_chunk, conv, y, argmax)
             return y, argmax
         per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
-        conv = numpy.empty((columns.shape[0], per_chunk, ho, wo, K), x.dtype)
+        conv = self._work_array((columns.shape[0], per_chunk, ho, wo, K), x.dtype)
         weights = numpy.ascontiguousarray(self._weight_matrix(W))
         self._parallel(self._k.products.conv_pool_forward, calls, x, weights, b, kh, kw, sh, sw, ph, pw,
                        (*size, *pool_stride), per_chunk, columns, conv, y, argmax)
@@ -212,10 +212,10 @@ class ConvolutionMethods:
             per_chunk = self._k.IMAGES_PER_CHUNK
             chunks = -(-n // per_chunk)
             parts = min(self._parts(), chunks)
-            dz = numpy.empty((parts, per_chunk, ho, wo, K), dy.dtype)
-            partial = numpy.empty((chunks, taps + 1, K), dy.dtype)
+            dz = self._work_array((parts, per_chunk, ho, wo, K), dy.dtype)
+            partial = self._work_array((chunks, taps + 1, K), dy.dtype)
             dx = numpy.empty(x.shape if need_dx else (0, *x.shape[1:]), dy.dtype)
-            d_columns = numpy.empty((parts, per_chunk * ho * wo, taps) if need_dx else (parts, 0, taps),
+            d_columns = self._work_array((parts, per_chunk * ho * wo, taps) if need_dx else (parts, 0, taps),
                                     dy.dtype)
             self._parallel(self._k.direct.direct_pool_backward, x, y, argmax, dy, kh, kw, sh, sw, ph, pw,
                            (*size, *pool_stride), dz, partial,
@@ -224,10 +224,10 @@ class ConvolutionMethods:
             self._store_chunk_gradients(partial, dW, db, accumulate)
             return dx if need_dx else None
         per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
-        dz = numpy.empty((columns.shape[0], per_chunk, ho, wo, K), dy.dtype)
-        partial = numpy.empty((-(-n // per_chunk), taps + 1, K), dy.dtype)
+        dz = self._work_array((columns.shape[0], per_chunk, ho, wo, K), dy.dtype)
+        partial = self._work_array((-(-n // per_chunk), taps + 1, K), dy.dtype)
         dx = numpy.empty(x.shape if need_dx else (0, *x.shape[1:]), dy.dtype)
-        d_columns = numpy.empty_like(columns) if need_dx else columns[:, :0]
+        d_columns = self._work_array(columns.shape, columns.dtype) if need_dx else columns[:, :0]
         weights = numpy.ascontiguousarray(self._weight_matrix(W))
         self._parallel(self._k.products.conv_pool_backward, calls, x, weights, y, argmax, dy, kh, kw, sh, sw,
                        ph, pw, (*size, *pool_stride), per_chunk, need_dx, dz, columns, d_columns, partial, dx)
@@ -260,7 +260,7 @@ class ConvolutionMethods:
         (kh, kw), (n, H, Wd, C) = kernel, x.shape
         per_image = math.prod(window_output(H, Wd, kernel, stride, padding))
         per_chunk = max(1, min(n, CHUNK_BYTES // (per_image * kh * kw * C * x.itemsize)))
-        return per_chunk, numpy.empty((self._parts(), per_chunk * per_image, kh * kw * C), x.dtype)
+        return per_chunk, self._work_array((self._parts(), per_chunk * per_image, kh * kw * C), x.dtype)
 
     def _winograd_convolution(self, x, U, b, padding, relu, y):
         """``y`` = the 3x3 stride-1 convolution of ``x`` zero-padded by ``padding`` with the filter

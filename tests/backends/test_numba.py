@@ -373,3 +373,51 @@ def test_vectorizable_sigmoid_is_accurate_everywhere_and_keeps_nan(backend, dtyp
     assert error[~normal].max() <= tiny
     assert out[-5] == 0.5 and out[-3] == 1 and out[-2] == 0 and numpy.isnan(out[-1])
     assert out.dtype == dtype and ((out >= 0) & (out <= 1))[finite].all()
+
+
+def test_work_arrays_are_kept_per_thread_and_bounded():
+    """A method's work arrays come back for the same shape and dtype on the same Python thread (no fresh
+    memory each step), never to another thread, and only the last ``WORK_ARRAYS`` are kept."""
+    import threading
+
+    backend = numba_backend.create()
+    first = backend._work_array((3, 4), numpy.float32)
+    assert backend._work_array((3, 4), numpy.float32) is first
+    assert backend._work_array((3, 4), numpy.float64) is not first
+    other = []
+    thread = threading.Thread(target=lambda: other.append(backend._work_array((3, 4), numpy.float32)))
+    thread.start()
+    thread.join()
+    assert other[0] is not first and other[0].shape == (3, 4)
+    for rows in range(numba_backend.WORK_ARRAYS):
+        backend._work_array((rows + 10, 4), numpy.float32)
+    assert backend._work_array((3, 4), numpy.float32) is not first  # the oldest was let go
+    assert len(backend._local.work_arrays) == numba_backend.WORK_ARRAYS
+
+
+@pytest.mark.parametrize("image, K", [((28, 28, 1), 32), ((14, 14, 32), 64)], ids=["direct", "products"])
+@pytest.mark.parametrize("need_dx", [True, False], ids=["dx", "no dx"])
+def test_reused_work_arrays_carry_nothing_from_one_call_to_the_next(backend, image, K, need_dx):
+    """The fused convolution's buffers are reused between calls: a batch gives the same bits before and
+    after another batch of other values ran through them, and the same as a backend that is new."""
+    rng = numpy.random.default_rng(4)
+
+    def step(on, x, W, b, dy):
+        y, argmax = on.conv2d_relu_maxpool_forward(x, W, b, (1, 1), (1, 1), (2, 2), (2, 2))
+        dW, db = numpy.zeros_like(W), numpy.zeros_like(b)
+        dx = on.conv2d_relu_maxpool_backward(x, W, y, argmax, dy, dW, db, (1, 1), (1, 1), (2, 2), (2, 2),
+                                             need_dx=need_dx)
+        return [a for a in (y, argmax, dW, db, dx) if a is not None]
+
+    def batch():
+        x = rng.normal(size=(19, *image)).astype(numpy.float32)
+        W = rng.normal(0, 0.3, (K, image[2], 3, 3)).astype(numpy.float32)
+        b = rng.normal(0, 0.1, (1, K)).astype(numpy.float32)
+        return x, W, b, rng.normal(size=(19, image[0] // 2, image[1] // 2, K)).astype(numpy.float32)
+
+    a, other = batch(), batch()
+    before = step(backend, *a)
+    step(backend, *other)
+    again, fresh = step(backend, *a), step(numba_backend.create(), *a)
+    for x, y, z in zip(before, again, fresh):
+        assert numpy.array_equal(x, y) and numpy.array_equal(x, z)
