@@ -3,6 +3,7 @@ reference): determinism, fallbacks, gradients, training and the whole-epoch kern
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -421,3 +422,45 @@ def test_reused_work_arrays_carry_nothing_from_one_call_to_the_next(backend, ima
     again, fresh = step(backend, *a), step(numba_backend.create(), *a)
     for x, y, z in zip(before, again, fresh):
         assert numpy.array_equal(x, y) and numpy.array_equal(x, z)
+
+
+DENSE_FORWARD = """
+import numpy
+from fastprop.backends.numba.kernels import dense
+assert dense.ROWS_PER_BLOCK == {rows}, dense.ROWS_PER_BLOCK
+rng = numpy.random.default_rng(3)
+for dtype, tolerance in ((numpy.float32, 1e-5), (numpy.float64, 1e-12)):
+    for n, k, m in ((1, 3, 1), (7, 33, 10), (600, 784, 10), (5, 17, 13), (2, 8, 32)):
+        x, W, b = rng.normal(size=(n, k)), rng.normal(size=(m, k)), rng.normal(size=(1, m))
+        expected = x @ W.T + b
+        x, W, b = (a.astype(dtype) for a in (x, W, b))
+        for activation in (dense.IDENTITY, dense.SIGMOID, dense.RELU):
+            z, p = numpy.full((n, m), numpy.nan, dtype), numpy.full((n, m), numpy.nan, dtype)
+            dense.dense_forward(x, W, b, z, p, activation)
+            error = numpy.abs(z - expected).max() / numpy.abs(expected).max()
+            assert error < tolerance, (dtype, n, k, m, error)
+            if activation != dense.IDENTITY:  # p is left alone then
+                slope = 1 / (1 + numpy.exp(-z.astype(float)))
+                want = slope if activation == dense.SIGMOID else numpy.maximum(z, 0)
+                assert numpy.allclose(p, want, rtol=tolerance, atol=tolerance), (dtype, n, m, activation)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("features, rows", [(None, 4), ("haswell", 2)], ids=["AVX-512 blocks", "AVX2 blocks"])
+def test_dense_forward_blocks_follow_the_vector_registers(tmp_path, features, rows):
+    """The small-layer forward kernel takes 4 rows per register block with 32 vector registers and 2 with
+    AVX2's 16, each built in a fresh cache, and both compute ``x @ W.T + b`` and its activation."""
+    from tests.backends.test_numba_direct_conv import HASWELL
+
+    host = numba.core.codegen.get_host_cpu_features().split(",")
+    if "+avx2" not in host or (features is None and "+avx512f" not in host):
+        pytest.skip("this CPU cannot run the code of this instruction set")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU_")}
+    environment["NUMBA_CACHE_DIR"] = str(tmp_path)
+    if features:
+        environment.update(NUMBA_CPU_NAME=features, NUMBA_CPU_FEATURES=HASWELL)
+    result = subprocess.run([sys.executable, "-c", DENSE_FORWARD.format(rows=rows)], env=environment,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

@@ -1,8 +1,11 @@
 """Dense layers with few outputs (at most ``SMALL_LAYER`` of the backend): one parallel call per
 forward and one per backward, the notebook's step loop at the speed the machine allows.
 
-* Forward: blocks of 4 rows x 5 outputs whose 20 dot products stay in vector registers while
-  the rows stream past once; the bias and the sigmoid are the block's epilogue.
+* Forward: blocks of ``ROWS_PER_BLOCK`` rows x 5 outputs whose dot products stay in vector registers
+  while the rows stream past once; the bias and the sigmoid are the block's epilogue. LLVM keeps
+  each dot product in a vector of sums plus one vector per weight row: 4 x 5 + 5 fit AVX-512's 32
+  registers, while with AVX2's 16 they spilled to the stack (67 stack accesses in the AVX2 build
+  against 17 in the AVX-512 one) and 2 x 5 + 5 ran about a quarter faster there.
 * Backward: fixed chunks of ``CHUNK`` rows, each on one thread: ``dz`` (the sigmoid's slope
   applied), its column sums, the chunk's ``dz.T @ x`` and ``dx = dz @ W`` in blocks of 4 rows x 5
   outputs (20 coefficients in registers, each row element loaded once per block), while the
@@ -18,6 +21,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .. import target
 from .intrinsics import JIT, REDUCE, _sigmoid
 
 #: The activation fused into a dense layer's kernels: none, a sigmoid or a ReLU.
@@ -26,6 +30,9 @@ IDENTITY, SIGMOID, RELU = 0, 1, 2
 CHUNK = 64
 #: Elements of the gradient each task adds up over the chunks.
 SUM_BLOCK = 2048
+#: Rows per forward register block, by the vector registers of the instruction set Numba compiles for
+#: (chosen when :mod:`.intrinsics` was imported; see the module's docstring).
+ROWS_PER_BLOCK = {16: 2, 32: 4}[target.vector_unit(numba)[2]]
 
 
 @numba.njit(fastmath=REDUCE, **JIT)  # LLVM inlines it; Numba's inline="always" breaks its parfors
@@ -64,6 +71,36 @@ def _dot_4x5(x, i0, i1, i2, i3, W, j0, j1, j2, j3, j4):
             (s30, s31, s32, s33, s34))
 
 
+@numba.njit(fastmath=REDUCE, **JIT)
+def _dot_2x5(x, i0, i1, W, j0, j1, j2, j3, j4):
+    """The 10 dot products of rows ``i0, i1`` of ``x`` with rows ``j0..j4`` of ``W``."""
+    z = x.dtype.type(0)
+    s00 = s01 = s02 = s03 = s04 = s10 = s11 = s12 = s13 = s14 = z
+    for k in range(x.shape[1]):
+        w0, w1, w2, w3, w4 = W[j0, k], W[j1, k], W[j2, k], W[j3, k], W[j4, k]
+        a = x[i0, k]
+        s00 += a * w0
+        s01 += a * w1
+        s02 += a * w2
+        s03 += a * w3
+        s04 += a * w4
+        a = x[i1, k]
+        s10 += a * w0
+        s11 += a * w1
+        s12 += a * w2
+        s13 += a * w3
+        s14 += a * w4
+    return (s00, s01, s02, s03, s04), (s10, s11, s12, s13, s14)
+
+
+@numba.njit(**JIT)
+def _store_block(z, b, rows, j, sums):
+    """``z[rows[q], j[u]] = sums[q][u] + b[0, j[u]]`` for a register block's rows and outputs."""
+    for q in range(len(rows)):
+        for u in range(5):
+            z[rows[q], j[u]] = sums[q][u] + b[0, j[u]]
+
+
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
 def dense_forward(x, W, b, z, p, activation):
     """``z = x @ W.T + b`` and ``p = activation(z)`` (``SIGMOID`` or ``RELU``; ``p`` may be ``z`` itself),
@@ -74,21 +111,23 @@ def dense_forward(x, W, b, z, p, activation):
     """
     n, m = x.shape[0], W.shape[0]
     zero = x.dtype.type(0)
-    for block in prange((n + 3) // 4):
-        i0 = 4 * block
-        rows = (i0, min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1))
+    for block in prange((n + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        i0 = ROWS_PER_BLOCK * block
         for j0 in range(0, m, 5):
             j = (j0, min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1))
-            sums = _dot_4x5(x, rows[0], rows[1], rows[2], rows[3], W, j[0], j[1], j[2], j[3], j[4])
-            for q in range(4):
-                for u in range(5):
-                    z[rows[q], j[u]] = sums[q][u] + b[0, j[u]]
+            if ROWS_PER_BLOCK == 4:
+                rows = (i0, min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1))
+                _store_block(z, b, rows, j, _dot_4x5(x, rows[0], rows[1], rows[2], rows[3], W, j[0], j[1],
+                                                     j[2], j[3], j[4]))
+            else:
+                pair = (i0, min(i0 + 1, n - 1))
+                _store_block(z, b, pair, j, _dot_2x5(x, pair[0], pair[1], W, j[0], j[1], j[2], j[3], j[4]))
         if activation == SIGMOID:
-            for i in range(i0, min(i0 + 4, n)):
+            for i in range(i0, min(i0 + ROWS_PER_BLOCK, n)):
                 for o in range(m):
                     p[i, o] = _sigmoid(z[i, o])
         elif activation == RELU:
-            for i in range(i0, min(i0 + 4, n)):
+            for i in range(i0, min(i0 + ROWS_PER_BLOCK, n)):
                 for o in range(m):
                     p[i, o] = zero if z[i, o] < zero else z[i, o]  # NaN stays NaN, as in numpy.maximum
 
