@@ -371,16 +371,17 @@ class NumbaBackend(ConvolutionMethods, Backend):
         chunks = (rows + self._k.CHUNK - 1) // self._k.CHUNK
         return tuple(array[:chunks] for array in arrays)
 
-    def _work_array(self, shape, dtype):
+    def _work_array(self, name, shape, dtype):
         """An array of ``shape`` and ``dtype`` that the kernels of one method call write before they read
-        and nobody keeps: the calling Python thread's last ``WORK_ARRAYS`` are kept between calls, so
-        that steps of the same shapes reuse their buffers instead of faulting in fresh memory each time
-        (the C library gives freed memory back to the system and takes it again, page by page)."""
+        and nobody keeps, one per ``name`` (the buffers of one call never share memory, whatever their
+        shapes): the calling Python thread's last ``WORK_ARRAYS`` are kept between calls, so that steps
+        of the same shapes reuse their buffers instead of faulting in fresh memory each time (the C
+        library gives freed memory back to the system and takes it again, page by page)."""
         kept = self._local.__dict__.setdefault("work_arrays", {})
-        key = (tuple(shape), numpy.dtype(dtype))
+        key = (name, tuple(shape), numpy.dtype(dtype))
         array = kept.pop(key, None)
         if array is None:
-            array = numpy.empty(*key)
+            array = numpy.empty(key[1], key[2])
             while len(kept) >= WORK_ARRAYS:
                 kept.pop(next(iter(kept)))  # the least recently used
         kept[key] = array

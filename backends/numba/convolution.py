@@ -184,13 +184,14 @@ class ConvolutionMethods:
         y, argmax = numpy.empty(shape, x.dtype), numpy.empty(shape, numpy.int32)
         if direct:  # the direct convolution, pooled and ReLU'd per chunk of images on one thread
             per_chunk = self._k.IMAGES_PER_CHUNK
-            conv = self._work_array((min(self._parts(), -(-n // per_chunk)), per_chunk, ho, wo, K), x.dtype)
+            parts = min(self._parts(), -(-n // per_chunk))
+            conv = self._work_array("conv", (parts, per_chunk, ho, wo, K), x.dtype)
             Wt = numpy.ascontiguousarray(W.transpose(2, 3, 1, 0))
             self._parallel(self._k.direct.direct_pool_forward, x, Wt, b, sh, sw, ph, pw,
                            (*size, *pool_stride), per_chunk, conv, y, argmax)
             return y, argmax
         per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
-        conv = self._work_array((columns.shape[0], per_chunk, ho, wo, K), x.dtype)
+        conv = self._work_array("conv", (columns.shape[0], per_chunk, ho, wo, K), x.dtype)
         weights = numpy.ascontiguousarray(self._weight_matrix(W))
         self._parallel(self._k.products.conv_pool_forward, calls, x, weights, b, kh, kw, sh, sw, ph, pw,
                        (*size, *pool_stride), per_chunk, columns, conv, y, argmax)
@@ -212,11 +213,11 @@ class ConvolutionMethods:
             per_chunk = self._k.IMAGES_PER_CHUNK
             chunks = -(-n // per_chunk)
             parts = min(self._parts(), chunks)
-            dz = self._work_array((parts, per_chunk, ho, wo, K), dy.dtype)
-            partial = self._work_array((chunks, taps + 1, K), dy.dtype)
+            dz = self._work_array("dz", (parts, per_chunk, ho, wo, K), dy.dtype)
+            partial = self._work_array("partial", (chunks, taps + 1, K), dy.dtype)
             dx = numpy.empty(x.shape if need_dx else (0, *x.shape[1:]), dy.dtype)
-            d_columns = self._work_array((parts, per_chunk * ho * wo, taps) if need_dx else (parts, 0, taps),
-                                    dy.dtype)
+            d_columns = self._work_array("d_columns", (parts, per_chunk * ho * wo if need_dx else 0, taps),
+                                         dy.dtype)
             self._parallel(self._k.direct.direct_pool_backward, x, y, argmax, dy, kh, kw, sh, sw, ph, pw,
                            (*size, *pool_stride), dz, partial,
                            numpy.zeros(2, numpy.int64) if mkl is None else mkl,
@@ -224,10 +225,10 @@ class ConvolutionMethods:
             self._store_chunk_gradients(partial, dW, db, accumulate)
             return dx if need_dx else None
         per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
-        dz = self._work_array((columns.shape[0], per_chunk, ho, wo, K), dy.dtype)
-        partial = self._work_array((-(-n // per_chunk), taps + 1, K), dy.dtype)
+        dz = self._work_array("dz", (columns.shape[0], per_chunk, ho, wo, K), dy.dtype)
+        partial = self._work_array("partial", (-(-n // per_chunk), taps + 1, K), dy.dtype)
         dx = numpy.empty(x.shape if need_dx else (0, *x.shape[1:]), dy.dtype)
-        d_columns = self._work_array(columns.shape, columns.dtype) if need_dx else columns[:, :0]
+        d_columns = self._work_array("d_columns", columns.shape, columns.dtype) if need_dx else columns[:, :0]
         weights = numpy.ascontiguousarray(self._weight_matrix(W))
         self._parallel(self._k.products.conv_pool_backward, calls, x, weights, y, argmax, dy, kh, kw, sh, sw,
                        ph, pw, (*size, *pool_stride), per_chunk, need_dx, dz, columns, d_columns, partial, dx)
@@ -260,7 +261,8 @@ class ConvolutionMethods:
         (kh, kw), (n, H, Wd, C) = kernel, x.shape
         per_image = math.prod(window_output(H, Wd, kernel, stride, padding))
         per_chunk = max(1, min(n, CHUNK_BYTES // (per_image * kh * kw * C * x.itemsize)))
-        return per_chunk, self._work_array((self._parts(), per_chunk * per_image, kh * kw * C), x.dtype)
+        shape = (self._parts(), per_chunk * per_image, kh * kw * C)
+        return per_chunk, self._work_array("columns", shape, x.dtype)
 
     def _winograd_convolution(self, x, U, b, padding, relu, y):
         """``y`` = the 3x3 stride-1 convolution of ``x`` zero-padded by ``padding`` with the filter

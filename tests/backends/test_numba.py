@@ -376,23 +376,29 @@ def test_vectorizable_sigmoid_is_accurate_everywhere_and_keeps_nan(backend, dtyp
     assert out.dtype == dtype and ((out >= 0) & (out <= 1))[finite].all()
 
 
-def test_work_arrays_are_kept_per_thread_and_bounded():
-    """A method's work arrays come back for the same shape and dtype on the same Python thread (no fresh
-    memory each step), never to another thread, and only the last ``WORK_ARRAYS`` are kept."""
+def test_work_arrays_are_kept_per_thread_name_and_shape_and_bounded():
+    """A method's work arrays come back for the same name, shape and dtype on the same Python thread (no
+    fresh memory each step), never under another name (two buffers of one call must not share memory
+    when their shapes agree), never to another thread, and only the last ``WORK_ARRAYS`` are kept."""
     import threading
 
     backend = numba_backend.create()
-    first = backend._work_array((3, 4), numpy.float32)
-    assert backend._work_array((3, 4), numpy.float32) is first
-    assert backend._work_array((3, 4), numpy.float64) is not first
+    first = backend._work_array("columns", (3, 4), numpy.float32)
+    assert backend._work_array("columns", (3, 4), numpy.float32) is first
+    assert backend._work_array("d_columns", (3, 4), numpy.float32) is not first
+    assert backend._work_array("columns", (3, 4), numpy.float64) is not first
     other = []
-    thread = threading.Thread(target=lambda: other.append(backend._work_array((3, 4), numpy.float32)))
+
+    def work():
+        other.append(backend._work_array("columns", (3, 4), numpy.float32))
+
+    thread = threading.Thread(target=work)
     thread.start()
     thread.join()
     assert other[0] is not first and other[0].shape == (3, 4)
     for rows in range(numba_backend.WORK_ARRAYS):
-        backend._work_array((rows + 10, 4), numpy.float32)
-    assert backend._work_array((3, 4), numpy.float32) is not first  # the oldest was let go
+        backend._work_array("columns", (rows + 10, 4), numpy.float32)
+    assert backend._work_array("columns", (3, 4), numpy.float32) is not first  # the oldest was let go
     assert len(backend._local.work_arrays) == numba_backend.WORK_ARRAYS
 
 
