@@ -52,8 +52,8 @@ SMALL_LAYER = 32
 BLAS_SPIN_SECONDS = 0.2
 #: Training images that are all exactly ``k / PIXEL_LEVELS`` (k = 0..255) are kept as uint8 codes.
 PIXEL_LEVELS = 255
-#: Work arrays each Python thread keeps between calls (:meth:`NumbaBackend._work_array`): a few per
-#: layer of a network.
+#: Buffers each Python thread keeps between calls (:meth:`NumbaBackend._kept`): a few per layer of a
+#: network.
 WORK_ARRAYS = 24
 
 
@@ -360,32 +360,33 @@ class NumbaBackend(ConvolutionMethods, Backend):
         self._parallel(self._k.dense_backward, x, W, p, g, dW, db, activation, accumulate, dx, workspace)
         return dx if need_dx else None
 
+    def _kept(self, key, make, fits=lambda value: True):
+        """What ``make()`` returns, kept for the calling Python thread under ``key`` and given again while
+        ``fits(value)``: buffers that steps of the same shapes reuse instead of faulting in fresh memory
+        each time (the C library gives freed memory back to the system and takes it again, page by
+        page). Each Python thread keeps its own last ``WORK_ARRAYS``, the least recently used let go."""
+        kept = self._local.__dict__.setdefault("kept", {})
+        value = kept.pop(key, None)
+        if value is None or not fits(value):
+            value = make()
+            while len(kept) >= WORK_ARRAYS:
+                kept.pop(next(iter(kept)))
+        kept[key] = value
+        return value
+
     def _scratch(self, key, rows, make, *shape):
-        """Arrays from ``make(rows, *shape)`` that kernels write before they read, kept per Python thread
-        and per ``key`` (made again only for a larger batch), sliced to the chunks ``rows`` need."""
-        kept = self._local.__dict__.setdefault("scratch", {})
-        rows_made, arrays = kept.get(key, (-1, None))
-        if rows > rows_made:
-            arrays = make(rows, *shape)
-            kept[key] = rows, arrays
+        """Arrays from ``make(rows, *shape)`` that kernels write before they read, kept per ``key`` (made
+        again only for a larger batch, :meth:`_kept`), sliced to the chunks ``rows`` need."""
+        _, arrays = self._kept(key, lambda: (rows, make(rows, *shape)), lambda value: value[0] >= rows)
         chunks = (rows + self._k.CHUNK - 1) // self._k.CHUNK
         return tuple(array[:chunks] for array in arrays)
 
     def _work_array(self, name, shape, dtype):
         """An array of ``shape`` and ``dtype`` that the kernels of one method call write before they read
-        and nobody keeps, one per ``name`` (the buffers of one call never share memory, whatever their
-        shapes): the calling Python thread's last ``WORK_ARRAYS`` are kept between calls, so that steps
-        of the same shapes reuse their buffers instead of faulting in fresh memory each time (the C
-        library gives freed memory back to the system and takes it again, page by page)."""
-        kept = self._local.__dict__.setdefault("work_arrays", {})
-        key = (name, tuple(shape), numpy.dtype(dtype))
-        array = kept.pop(key, None)
-        if array is None:
-            array = numpy.empty(key[1], key[2])
-            while len(kept) >= WORK_ARRAYS:
-                kept.pop(next(iter(kept)))  # the least recently used
-        kept[key] = array
-        return array
+        and nobody keeps (:meth:`_kept`), one per ``name``: the buffers of one call never share memory,
+        whatever their shapes."""
+        shape, dtype = tuple(shape), numpy.dtype(dtype)
+        return self._kept(("work", name, shape, dtype), lambda: numpy.empty(shape, dtype))
 
     def adam_update(self, param, grad, first_moment, second_moment, scratch, learning_rate,
                     beta1, beta2, eps, step, *, weight_decay=0.0, decoupled=False):

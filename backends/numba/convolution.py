@@ -118,10 +118,11 @@ class ConvolutionMethods:
         if not direct and calls is not None and not (need_dx and _winograd(W, stride, padding)):
             # oneMKL on Numba's threads: mask, bias sum, column matrix, products and col2im per chunk
             per_chunk, columns = self._chunk_columns(x, (kh, kw), stride, padding)
-            partial = numpy.empty((-(-x.shape[0] // per_chunk), taps + 1, K), dy.dtype)
-            dz = numpy.empty_like(rows) if relu else rows
+            partial = self._work_array("partial", (-(-x.shape[0] // per_chunk), taps + 1, K), dy.dtype)
+            dz = self._work_array("dz", rows.shape, dy.dtype) if relu else rows
             dx = numpy.empty(x.shape if need_dx else (0, *x.shape[1:]), dy.dtype)
-            d_columns = numpy.empty_like(columns) if need_dx else columns[:, :0]
+            d_columns = (self._work_array("d_columns", columns.shape, columns.dtype) if need_dx
+                         else columns[:, :0])
             weights = numpy.ascontiguousarray(self._weight_matrix(W))
             masks = y.reshape(-1, K) if relu else rows
             self._parallel(k.products.conv_backward, calls, x, weights, masks, rows, relu, kh, kw, sh, sw, ph,
@@ -130,7 +131,7 @@ class ConvolutionMethods:
             return dx if need_dx else None
         if direct:  # mask, bias and weight gradients in one pass over the output gradient
             chunks = (x.shape[0] + k.IMAGES_PER_CHUNK - 1) // k.IMAGES_PER_CHUNK
-            partial = numpy.empty((chunks, taps + 1, K), dy.dtype)
+            partial = self._work_array("partial", (chunks, taps + 1, K), dy.dtype)
             self._parallel(k.conv_weight_gradient_direct, x, y if relu else dy, dy, relu, kh, kw, sh, sw,
                            ph, pw, partial)
             sums = numpy.empty((taps + 1, K), dy.dtype)

@@ -399,28 +399,34 @@ def test_work_arrays_are_kept_per_thread_name_and_shape_and_bounded():
     for rows in range(numba_backend.WORK_ARRAYS):
         backend._work_array("columns", (rows + 10, 4), numpy.float32)
     assert backend._work_array("columns", (3, 4), numpy.float32) is not first  # the oldest was let go
-    assert len(backend._local.work_arrays) == numba_backend.WORK_ARRAYS
+    assert len(backend._local.kept) == numba_backend.WORK_ARRAYS
 
 
 @pytest.mark.parametrize("image, K", [((28, 28, 1), 32), ((14, 14, 32), 64)], ids=["direct", "products"])
 @pytest.mark.parametrize("need_dx", [True, False], ids=["dx", "no dx"])
-def test_reused_work_arrays_carry_nothing_from_one_call_to_the_next(backend, image, K, need_dx):
-    """The fused convolution's buffers are reused between calls: a batch gives the same bits before and
-    after another batch of other values ran through them, and the same as a backend that is new."""
+@pytest.mark.parametrize("pooled", [True, False], ids=["with pooling", "alone"])
+def test_reused_work_arrays_carry_nothing_from_one_call_to_the_next(backend, image, K, need_dx, pooled):
+    """The convolutions' buffers are reused between calls: a batch gives the same bits before and after
+    another batch of other values ran through them, and the same as a backend that is new."""
     rng = numpy.random.default_rng(4)
+    window = ((1, 1), (1, 1), (2, 2), (2, 2)) if pooled else ((1, 1), (1, 1))
 
     def step(on, x, W, b, dy):
-        y, argmax = on.conv2d_relu_maxpool_forward(x, W, b, (1, 1), (1, 1), (2, 2), (2, 2))
         dW, db = numpy.zeros_like(W), numpy.zeros_like(b)
-        dx = on.conv2d_relu_maxpool_backward(x, W, y, argmax, dy, dW, db, (1, 1), (1, 1), (2, 2), (2, 2),
-                                             need_dx=need_dx)
-        return [a for a in (y, argmax, dW, db, dx) if a is not None]
+        if pooled:
+            y, argmax = on.conv2d_relu_maxpool_forward(x, W, b, *window)
+            dx = on.conv2d_relu_maxpool_backward(x, W, y, argmax, dy, dW, db, *window, need_dx=need_dx)
+            return [a for a in (y, argmax, dW, db, dx) if a is not None]
+        y = on.conv2d_forward(x, W, b, *window, relu=True)
+        dx = on.conv2d_backward(x, W, y, dy, dW, db, *window, relu=True, need_dx=need_dx)
+        return [a for a in (y, dW, db, dx) if a is not None]
 
     def batch():
         x = rng.normal(size=(19, *image)).astype(numpy.float32)
         W = rng.normal(0, 0.3, (K, image[2], 3, 3)).astype(numpy.float32)
         b = rng.normal(0, 0.1, (1, K)).astype(numpy.float32)
-        return x, W, b, rng.normal(size=(19, image[0] // 2, image[1] // 2, K)).astype(numpy.float32)
+        side = 2 if pooled else 1
+        return x, W, b, rng.normal(size=(19, image[0] // side, image[1] // side, K)).astype(numpy.float32)
 
     a, other = batch(), batch()
     before = step(backend, *a)
