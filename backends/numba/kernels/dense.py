@@ -5,7 +5,8 @@ forward and one per backward, the notebook's step loop at the speed the machine 
   while the rows stream past once; the bias and the sigmoid are the block's epilogue. LLVM keeps
   each dot product in a vector of sums plus one vector per weight row: 4 x 5 + 5 fit AVX-512's 32
   registers, while with AVX2's 16 they spilled to the stack (67 stack accesses in the AVX2 build
-  against 17 in the AVX-512 one) and 2 x 5 + 5 ran about a quarter faster there.
+  against 17 in the AVX-512 one) and 2 x 5 + 5 ran faster there (``benchmarks/dense_blocks.py``
+  times both; figures in docs/performance.md).
 * Backward: fixed chunks of ``CHUNK`` rows, each on one thread: ``dz`` (the sigmoid's slope
   applied), its column sums, the chunk's ``dz.T @ x`` and ``dx = dz @ W`` in blocks of 4 rows x 5
   outputs (20 coefficients in registers, each row element loaded once per block), while the
@@ -101,6 +102,21 @@ def _store_block(z, b, rows, j, sums):
             z[rows[q], j[u]] = sums[q][u] + b[0, j[u]]
 
 
+@numba.njit(fastmath=REDUCE, **JIT)
+def _block_rows(x, W, b, z, i0, rows_per_block):
+    """``z = x @ W.T + b`` on the ``rows_per_block`` rows (4 or 2) from ``i0``, 5 outputs at a time."""
+    n, m = x.shape[0], W.shape[0]
+    for j0 in range(0, m, 5):
+        j = (j0, min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1))
+        if rows_per_block == 4:
+            rows = (i0, min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1))
+            _store_block(z, b, rows, j, _dot_4x5(x, rows[0], rows[1], rows[2], rows[3], W, j[0], j[1], j[2],
+                                                 j[3], j[4]))
+        else:
+            pair = (i0, min(i0 + 1, n - 1))
+            _store_block(z, b, pair, j, _dot_2x5(x, pair[0], pair[1], W, j[0], j[1], j[2], j[3], j[4]))
+
+
 @numba.njit(parallel=True, fastmath=REDUCE, **JIT)
 def dense_forward(x, W, b, z, p, activation):
     """``z = x @ W.T + b`` and ``p = activation(z)`` (``SIGMOID`` or ``RELU``; ``p`` may be ``z`` itself),
@@ -113,15 +129,7 @@ def dense_forward(x, W, b, z, p, activation):
     zero = x.dtype.type(0)
     for block in prange((n + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
         i0 = ROWS_PER_BLOCK * block
-        for j0 in range(0, m, 5):
-            j = (j0, min(j0 + 1, m - 1), min(j0 + 2, m - 1), min(j0 + 3, m - 1), min(j0 + 4, m - 1))
-            if ROWS_PER_BLOCK == 4:
-                rows = (i0, min(i0 + 1, n - 1), min(i0 + 2, n - 1), min(i0 + 3, n - 1))
-                _store_block(z, b, rows, j, _dot_4x5(x, rows[0], rows[1], rows[2], rows[3], W, j[0], j[1],
-                                                     j[2], j[3], j[4]))
-            else:
-                pair = (i0, min(i0 + 1, n - 1))
-                _store_block(z, b, pair, j, _dot_2x5(x, pair[0], pair[1], W, j[0], j[1], j[2], j[3], j[4]))
+        _block_rows(x, W, b, z, i0, ROWS_PER_BLOCK)
         if activation == SIGMOID:
             for i in range(i0, min(i0 + ROWS_PER_BLOCK, n)):
                 for o in range(m):
