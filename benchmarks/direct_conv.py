@@ -4,7 +4,8 @@
 
 REVISION (default ``HEAD~1``) names the git revision whose ``backends/numba/kernels/direct.py`` (or, in
 revisions before that module, ``conv.py``) is the "before"; the shape is the CNN's first layer (128
-images 28x28x1 -> 32 channels, 3x3, padding 1, ReLU).
+images 28x28x1 -> 32 channels, 3x3, padding 1, ReLU): the convolution alone (``forward``), its weight
+gradient and, where the revision has it, the convolution fused with its 2x2 max pooling (``pooled``).
 Set ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` to time another instruction set.
 """
 
@@ -68,11 +69,19 @@ def main(revision="HEAD~1", dtype="float32"):
         partial = np.empty(((n + module.IMAGES_PER_CHUNK - 1) // module.IMAGES_PER_CHUNK, 10, K), dtype)
         module.conv_weight_gradient_direct(x, y, dy, True, 3, 3, 1, 1, 1, 1, partial)
 
+    def pooled(module):  # the CNN's first stage: the convolution fused with its 2x2 pooling and ReLU
+        per_chunk = module.IMAGES_PER_CHUNK
+        conv = np.empty((numba.get_num_threads(), per_chunk, H, W, K), dtype)
+        shape = (n, H // 2, W // 2, K)
+        module.direct_pool_forward(x, Wt, b, 1, 1, 1, 1, (2, 2, 2, 2), per_chunk, conv, np.empty(shape, dtype),
+                                   np.empty(shape, np.int32))
+
+    kernels = (forward, gradient) + ((pooled,) if hasattr(before, "direct_pool_forward") else ())
     times = {}
-    for kernel in (forward, gradient):  # compile or load both first
+    for kernel in kernels:  # compile or load both first
         kernel(before), kernel(after)
     for _ in range(7):
-        for kernel in (forward, gradient):
+        for kernel in kernels:
             for name, module in (("before", before), ("after", after)):
                 started = time.perf_counter()
                 for _ in range(5):
