@@ -26,26 +26,35 @@ from fastprop.backends import load_backend
 from fastprop.backends.numba import target
 
 
-def _before(revision):
-    for name in ("direct.py", "conv.py"):
-        shown = subprocess.run(["git", "show", f"{revision}:backends/numba/kernels/{name}"],
-                               capture_output=True, text=True, cwd=Path(__file__).parents[1])
-        if shown.returncode == 0:
-            break
-    shown.check_returncode()
-    source = shown.stdout
-    for module in ("conv", "products"):  # the helpers a direct.py imports from its package
-        source = source.replace(f"from .{module} import",
-                                f"from fastprop.backends.numba.kernels.{module} import")
+def _show(revision, name):
+    """The text of ``backends/numba/kernels/<name>`` at ``revision``, or None where it has no such file."""
+    shown = subprocess.run(["git", "show", f"{revision}:backends/numba/kernels/{name}"],
+                           capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def _load(name, source, folder):
+    """``source`` imported as the module ``name`` from a file in ``folder``, its package-relative imports
+    made absolute (to the revision's own ``conv`` where the revision gave one: ``conv_before``)."""
+    for module in ("conv", "products", "intrinsics"):
+        home = "conv_before" if module == "conv" and "conv_before" in sys.modules else \
+            f"fastprop.backends.numba.kernels.{module}"
+        source = source.replace(f"from .{module} import", f"from {home} import")
     source = source.replace("from .. import target", "from fastprop.backends.numba import target")
-    source = source.replace("from .intrinsics import",
-                            "from fastprop.backends.numba.kernels.intrinsics import")
-    path = Path(tempfile.mkdtemp()) / "conv_before.py"
+    path = Path(folder) / f"{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("conv_before", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _before(revision):
+    """The revision's direct convolution kernels, with the helpers of its own ``conv.py``."""
+    folder, direct = tempfile.mkdtemp(), _show(revision, "direct.py")
+    conv = _load("conv_before", _show(revision, "conv.py"), folder)
+    return conv if direct is None else _load("direct_before", direct, folder)
 
 
 def main(revision="HEAD~1", dtype="float32"):
@@ -73,8 +82,8 @@ def main(revision="HEAD~1", dtype="float32"):
         per_chunk = module.IMAGES_PER_CHUNK
         conv = np.empty((numba.get_num_threads(), per_chunk, H, W, K), dtype)
         shape = (n, H // 2, W // 2, K)
-        module.direct_pool_forward(x, Wt, b, 1, 1, 1, 1, (2, 2, 2, 2), per_chunk, conv, np.empty(shape, dtype),
-                                   np.empty(shape, np.int32))
+        module.direct_pool_forward(x, Wt, b, 1, 1, 1, 1, (2, 2, 2, 2), per_chunk, conv,
+                                   np.empty(shape, dtype), np.empty(shape, np.int32))
 
     kernels = (forward, gradient) + ((pooled,) if hasattr(before, "direct_pool_forward") else ())
     times = {}

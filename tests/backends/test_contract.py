@@ -309,6 +309,7 @@ POOL_SHAPES = [  # n, (H, W, C), size, stride
     (3, (8, 7, 3), (3, 2), (2, 1)),
     (2, (6, 7, 3), (2, 2), (3, 3)),
     (2, (5, 5, 1), (5, 5), (1, 1)),
+    (2, (7, 8, 3), (3, 3), (3, 3)),  # windows that tile the image but for a row and two columns
 ]
 
 
@@ -337,7 +338,8 @@ def _pool(shape, method, values="distinct", layout=None):
 
 def _pool_cases():
     shapes = [(shape, "distinct", None, "") for shape in POOL_SHAPES]
-    shapes += [(POOL_SHAPES[4], "ties", None, "ties"), (POOL_SHAPES[3], "NaNs", None, "NaNs"),
+    shapes += [(POOL_SHAPES[4], "ties", None, "ties"), (POOL_SHAPES[3], "ties", None, "ties"),
+               (POOL_SHAPES[3], "NaNs", None, "NaNs"), (POOL_SHAPES[5], "NaNs", None, "NaNs"),
                ((3, (7, 6, 5), (2, 2), (2, 2)), "distinct", "strided", "strided"),
                ((0, (6, 6, 3), (2, 2), (2, 2)), "distinct", None, "empty batch")]
     for shape, values, layout, kind in shapes:

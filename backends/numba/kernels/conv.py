@@ -190,17 +190,48 @@ def masked_gradient(y, dy, relu, dz, partial):
 
 
 @numba.njit(**JIT)
-def pool_rows(x, x_first, kh, kw, sh, sw, first, stop, y, argmax, best, place):
+def _better(value, top):
+    """Whether ``value`` takes a window's maximum from ``top``: larger, or the first NaN."""
+    return value > top or (value != value and top == top)
+
+
+@numba.njit(**JIT)
+def _relu(value, zero, relu):
+    """``max(value, zero)`` with ``relu`` (NaN stays NaN), else ``value``."""
+    return (zero if value < zero else value) if relu else value
+
+
+@numba.njit(**JIT)
+def pool_rows(x, x_first, kh, kw, sh, sw, first, stop, y, argmax, best, place, relu):
     """Output rows ``first <= row < stop`` of the ``n * Ho`` rows of ``y`` and ``argmax`` ``(n, Ho, Wo,
-    C)``: each window's maximum over ``x`` and its place ``p * kw + q`` (the first of equal values; a NaN
-    wins), on the calling thread. ``x`` holds images from ``x_first`` on (image ``i`` is ``x[i -
-    x_first]``); ``best`` and ``place`` (``C`` each) keep a window's running maxima in rows of their
-    own, which LLVM vectorizes (it does not vectorize updates of the output in place)."""
+    C)``: each window's maximum over ``x`` (then ``max(., 0)`` with ``relu``, NaN staying NaN) and its
+    place ``p * kw + q`` (the first of equal values; a NaN wins), on the calling thread. ``x`` holds
+    images from ``x_first`` on (image ``i`` is ``x[i - x_first]``).
+
+    2 x 2 windows compare their four values in one loop over the channels; other windows keep the
+    running maxima in ``best`` and ``place`` (``C`` each), rows of their own, which LLVM vectorizes
+    (it does not vectorize updates of the output in place)."""
     ho, wo, C = y.shape[1:]
+    zero = y.dtype.type(0)
     for row in range(first, stop):
         i, r = row // ho, row % ho
         for c in range(wo):
             u0, v0 = r * sh, c * sw
+            out, where = y[i, r, c], argmax[i, r, c]
+            if kh == 2 and kw == 2:
+                a, b = x[i - x_first, u0, v0], x[i - x_first, u0, v0 + 1]
+                d, e = x[i - x_first, u0 + 1, v0], x[i - x_first, u0 + 1, v0 + 1]
+                for j in range(C):
+                    top, at = a[j], np.int32(0)
+                    if _better(b[j], top):
+                        top, at = b[j], np.int32(1)
+                    if _better(d[j], top):
+                        top, at = d[j], np.int32(2)
+                    if _better(e[j], top):
+                        top, at = e[j], np.int32(3)
+                    out[j] = _relu(top, zero, relu)
+                    where[j] = at
+                continue
             for j in range(C):
                 best[j] = x[i - x_first, u0, v0, j]
                 place[j] = 0
@@ -211,23 +242,12 @@ def pool_rows(x, x_first, kh, kw, sh, sw, first, stop, y, argmax, best, place):
                     here = np.int32(p * kw + q)
                     for j in range(C):
                         value, top = x[i - x_first, u0 + p, v0 + q, j], best[j]
-                        better = value > top or (value != value and top == top)
+                        better = _better(value, top)
                         best[j] = value if better else top
                         place[j] = here if better else place[j]
             for j in range(C):
-                y[i, r, c, j] = best[j]
-                argmax[i, r, c, j] = place[j]
-
-
-@numba.njit(**JIT)
-def relu_images(y, first, stop):
-    """``y[i] = max(y[i], 0)`` for the images ``first <= i < stop``, in place (NaN stays NaN)."""
-    zero = y.dtype.type(0)
-    for i in range(first, stop):
-        flat = y[i].reshape(-1)
-        for k in range(flat.shape[0]):
-            v = flat[k]
-            flat[k] = zero if v < zero else v
+                out[j] = _relu(best[j], zero, relu)
+                where[j] = place[j]
 
 
 @numba.njit(parallel=True, **JIT)
@@ -239,7 +259,7 @@ def maxpool_forward(x, kh, kw, sh, sw, chunks, y, argmax):
     for chunk in prange(chunks):
         best, place = np.empty(C, y.dtype), np.empty(C, np.int32)
         pool_rows(x, 0, kh, kw, sh, sw, chunk * rows // chunks, (chunk + 1) * rows // chunks, y, argmax, best,
-                  place)
+                  place, False)
 
 
 @numba.njit(**JIT)
@@ -247,26 +267,28 @@ def unpool_images(argmax, dy, y, relu, kh, kw, sh, sw, first, stop, dx, dx_first
     """For images ``first <= i < stop``: ``dx[i - dx_first]`` (overwritten) receives each ``dy`` (times
     ``y > 0`` with ``relu``: a ReLU after the pooling) at its window's maximum, summed where windows
     overlap, on the calling thread. Windows that tile the image (stride = size) are written in one
-    pass, each input value once."""
+    pass, each input value once, window by window: a loop over the channels per input pixel (with
+    three arrays read and one written, few enough for LLVM to vectorize it)."""
     ho, wo, C = dy.shape[1:]
     H, Wd = dx.shape[1:3]
     zero, one = dx.dtype.type(0), dx.dtype.type(1)
     for i in range(first, stop):
         out = dx[i - dx_first]
         if sh == kh and sw == kw:
-            for u in range(H):
-                r, p = u // kh, u % kh
-                for v in range(Wd):
-                    c, q = v // kw, v % kw
-                    if r >= ho or c >= wo:  # rows and columns no window covers
-                        for j in range(C):
-                            out[u, v, j] = zero
-                        continue
-                    place = p * kw + q
-                    for j in range(C):
-                        d = dy[i, r, c, j]
-                        d = d * (one if y[i, r, c, j] > zero else zero) if relu else d
-                        out[u, v, j] = d if argmax[i, r, c, j] == place else zero
+            for u in range(ho * kh, H):  # rows and columns no window covers
+                out[u] = zero
+            for r in range(ho):
+                for p in range(kh):
+                    out[r * kh + p, wo * kw:] = zero
+                for c in range(wo):
+                    gradient, output, where = dy[i, r, c], y[i, r, c], argmax[i, r, c]
+                    for p in range(kh):
+                        for q in range(kw):
+                            target, place = out[r * kh + p, c * kw + q], p * kw + q
+                            for j in range(C):
+                                g = gradient[j]
+                                g = g * (one if output[j] > zero else zero) if relu else g
+                                target[j] = g if where[j] == place else zero
             continue
         out[:] = 0
         for r in range(ho):

@@ -51,7 +51,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import target
-from .conv import col2im_images, col2im_planes, pool_rows, relu_images, unpool_images
+from .conv import col2im_images, col2im_planes, pool_rows, unpool_images
 from .intrinsics import JIT
 from .products import NO_TRANS, TRANS, _block, _chunk_items, _gemm
 
@@ -199,7 +199,8 @@ def _bias_block(typingctx, acc, x, base, outer, inner, rows, v, init, out, out_a
         return None
 
     def codegen(context, builder, signature, arguments):
-        acc_a, x_a, base_v, outer_a, inner_a, _, v_a, init_a, out_a, out_at, stride_v, relu_v, whole_v = arguments
+        acc_a, x_a, base_v, outer_a, inner_a, _, v_a, init_a, out_a, out_at, stride_v, relu_v, whole_v = (
+            arguments)
         block = _Block(context, builder, acc.dtype, rows.literal_value, 0)
         bias_at = block.data(init, init_a).data
         starts = [block.load(bias_at, block.intp(c * block.lanes)) for c in range(CHANNEL_VECTORS)]
@@ -343,9 +344,10 @@ def direct_weight_gradient_images(x, y, dy, relu, d_first, first, stop, kh, kw, 
     where ``dz = dy`` (masked where ``y <= 0`` with ``relu``) and image ``i`` of ``y`` and ``dy`` is at
     ``i - d_first``.
 
-    Per output row, the masked ``dz`` is copied into a row of whole channel blocks and the input rows
-    with their padding into a buffer; :func:`_broadcast_fma` then adds the row's pixels, in order,
-    into register blocks of ``TAPS_PER_BLOCK`` taps (and the bias) times one block of channels."""
+    Each image's input rows are copied once, with their padding, into a buffer, and per output row the
+    masked ``dz`` into a row of whole channel blocks (``dy``'s own row serves where nothing is masked
+    and ``K`` fills the blocks); :func:`_broadcast_fma` then adds the row's pixels, in order, into
+    register blocks of ``TAPS_PER_BLOCK`` taps (and the bias) times one block of channels."""
     C = x.shape[3]
     ho, wo, K = dy.shape[1], dy.shape[2], dy.shape[3]
     block, taps, zero = _block_channels(out), kh * kw * C, dy.dtype.type(0)
@@ -355,20 +357,26 @@ def direct_weight_gradient_images(x, y, dy, relu, d_first, first, stop, kh, kw, 
     offsets[:taps] = _tap_offsets(kh, kw, C, row_length)
     pixels = np.arange(wo) * (sw * C)
     acc = np.zeros((blocks, tap_blocks, TAPS_PER_BLOCK + 1, block), out.dtype)
-    line = np.empty((kh, row_length), out.dtype)
-    flat = line.reshape(-1)
+    lines = np.empty(((ho - 1) * sh + kh, row_length), out.dtype)
+    flat = lines.reshape(-1)
     d = np.zeros((wo, blocks * block), out.dtype)
+    as_is = not relu and K == blocks * block
     for i in range(first, stop):
+        _padded_rows(x, i, 0, sh, ph, pw, lines)
         for r in range(ho):
-            _padded_rows(x, i, r, sh, ph, pw, line)
             gradient, output = dy[i - d_first, r], y[i - d_first, r]
-            for c in range(wo):
-                for k in range(K):
-                    d[c, k] = gradient[c, k] if (not relu or output[c, k] > zero) else zero
+            if not as_is:
+                for c in range(wo):
+                    for k in range(K):
+                        d[c, k] = gradient[c, k] if (not relu or output[c, k] > zero) else zero
             for kb in range(blocks):
                 for tb in range(tap_blocks):
-                    _broadcast_fma(acc[kb, tb], flat, 0, pixels, offsets[tb * TAPS_PER_BLOCK:],
-                                   TAPS_PER_BLOCK, 1, d, kb * block)
+                    if as_is:
+                        _broadcast_fma(acc[kb, tb], flat, r * sh * row_length, pixels,
+                                       offsets[tb * TAPS_PER_BLOCK:], TAPS_PER_BLOCK, 1, gradient, kb * block)
+                    else:
+                        _broadcast_fma(acc[kb, tb], flat, r * sh * row_length, pixels,
+                                       offsets[tb * TAPS_PER_BLOCK:], TAPS_PER_BLOCK, 1, d, kb * block)
     for k in range(K):
         kb, lane = k // block, k % block
         out[taps, k] = acc[kb, 0, TAPS_PER_BLOCK, lane]
@@ -404,8 +412,7 @@ def direct_pool_forward(x, Wt, b, sh, sw, ph, pw, pool, per_chunk, conv, y, argm
             direct_rows(x, weights, bias, kh, kw, sh, sw, ph, pw, False, first * ho, stop * ho, conv[part],
                         first)
             pool_rows(conv[part], first, pool[0], pool[1], pool[2], pool[3], first * pooled_rows,
-                      stop * pooled_rows, y, argmax, best, place)
-            relu_images(y, first, stop)
+                      stop * pooled_rows, y, argmax, best, place, True)
 
 
 @numba.njit(parallel=True, **JIT)

@@ -29,7 +29,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .conv import (ROWS_PER_CHUNK, bias_rows, col2im_images, im2col_images, mask_rows, pool_rows,
-                   relu_images, unpool_images)
+                   unpool_images)
 from .intrinsics import JIT
 
 #: cblas enumerations (row-major storage; an operand as stored, or transposed).
@@ -234,8 +234,7 @@ def conv_pool_forward(calls, x, weights, b, kh, kw, sh, sw, ph, pw, pool, per_ch
                   out, 0, K)
             bias_rows(out, b, False, 0, rows)
             pool_rows(conv[part], first, pool[0], pool[1], pool[2], pool[3], first * pooled_rows,
-                      stop * pooled_rows, y, argmax, best, place)
-            relu_images(y, first, stop)
+                      stop * pooled_rows, y, argmax, best, place, True)
 
 
 @numba.njit(parallel=True, **JIT)
