@@ -1,9 +1,11 @@
 """The direct convolution, on channels-last images ``(n, H, W, C)``, alone and fused with its max pooling.
 
 A convolution with few inputs per output (``C * kh * kw`` small, a first layer on raw pixels) runs
-directly, in register blocks written as vector IR (:func:`_broadcast_fma`): ``PIXELS_PER_BLOCK``
-output pixels x ``CHANNEL_VECTORS`` vectors of channels forward (bias and ReLU in the same pass),
-``TAPS_PER_BLOCK`` taps x the same channels for the weight gradient, sized at import for the
+directly, in register blocks written as vector IR (:class:`_Block`): ``PIXELS_PER_BLOCK`` output
+pixels x ``CHANNEL_VECTORS`` vectors of channels forward (:func:`_bias_block`: started at the bias,
+stored through the ReLU straight from the registers), ``TAPS_PER_BLOCK`` taps x the same channels for
+the weight gradient (:func:`_broadcast_fma`), over each image's input rows copied once with their
+padding (:func:`_padded_rows`); the block sizes are chosen at import for the
 vector registers of the instruction set Numba compiles for (:func:`..target.vector_unit`; Numba's
 cache keeps one build per CPU name and features). Wider convolutions are matrix products
 (:mod:`.conv`, :mod:`.products`). Every kernel is parallel over images or rows of its output, and
@@ -21,24 +23,27 @@ runs on oneMKL on the same thread, then ``col2im``; without oneMKL such a call t
 (A loop over each input value's covering taps, vectors of ``K`` channels summed, measured slower than
 that product: 194 against 106 ms for this kernel per step-loop epoch of the CNN.)
 
-Measured with ``PYTHONPATH=. python benchmarks/direct_conv.py HEAD~1`` (the kernels before this
-design and these, interleaved in one process, 7 rounds of 5 calls, min / median ms; 128 images
-28x28x1 -> 32 channels, 3x3, padding 1, ReLU, float32, 2 Numba threads) on a 2-core KVM "Intel Xeon
-Processor" (Emerald Rapids), shared with other jobs (load average ~6: medians are loose):
+Measured with ``PYTHONPATH=. python benchmarks/direct_conv.py <revision>`` (a revision's kernels and
+these, interleaved in one process, 7 rounds of 5 calls, min / median ms; 128 images 28x28x1 -> 32
+channels, 3x3, padding 1, ReLU, float32, 2 Numba threads) on a 2-core KVM "Intel Xeon Processor"
+(Emerald Rapids, AVX-512), against the revision before the register blocks started at the bias
+(:func:`_bias_block`), each image's padded rows were copied once and the 2 x 2 pooling compared its
+window in one loop (``pooled``: the CNN's first stage, :func:`direct_pool_forward`):
 
-=======================================  ===============  ===============
-kernel, instruction set (blocks)         before           after
-=======================================  ===============  ===============
-forward, AVX-512 512-bit (10 pixels)     5.71 / 8.97      3.15 / 4.18
-weight gradient, AVX-512 (9 taps)        10.76 / 13.81    2.06 / 4.79
-forward, AVX2 ``haswell`` (6 pixels)     5.51 / 6.81      2.76 / 4.21
-weight gradient, AVX2 (5 taps)           5.10 / 9.62      2.32 / 2.91
-=======================================  ===============  ===============
+==========================================  ===============  ===============
+kernel, instruction set (blocks)            before           after
+==========================================  ===============  ===============
+forward, AVX-512 (10 pixels)                1.32 / 1.40      0.63 / 0.67
+weight gradient, AVX-512 (9 taps)           1.18 / 1.22      0.94 / 0.97
+pooled forward, AVX-512                     2.20 / 2.35      1.10 / 1.14
+forward, AVX2 ``haswell`` (6 pixels)        2.26 / 2.37      1.05 / 1.09
+weight gradient, AVX2 (5 taps)              1.54 / 1.63      1.19 / 1.27
+pooled forward, AVX2                        3.24 / 3.37      1.58 / 1.74
+==========================================  ===============  ===============
 
-(At a quieter moment, AVX-512: forward 4.64 -> 1.81 ms, weight gradient 6.58 -> 1.74 ms.) AVX2 is
-built with ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=<Haswell's features, -avx512f>`` (the string
-in ``tests/backends/test_numba_direct_conv.py``). The CNN workload's epoch (2,560 images) did not
-change measurably there (7.6 s before and after): its BLAS products took 5.8 s of it.
+AVX2 is built with ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=<Haswell's features, -avx512f>`` (the
+string in ``tests/backends/test_numba_direct_conv.py``). Before these blocks were register blocks at
+all, the forward took 4.64 ms and the weight gradient 6.58 ms at a quiet moment of the same machine.
 """
 
 from __future__ import annotations
