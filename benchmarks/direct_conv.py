@@ -36,7 +36,7 @@ def _show(revision, name):
 def _load(name, source, folder):
     """``source`` imported as the module ``name`` from a file in ``folder``, its package-relative imports
     made absolute (to the revision's own ``conv`` where the revision gave one: ``conv_before``)."""
-    for module in ("conv", "products", "intrinsics"):
+    for module in ("conv", "products", "intrinsics", "blocks"):
         home = "conv_before" if module == "conv" and "conv_before" in sys.modules else \
             f"fastprop.backends.numba.kernels.{module}"
         source = source.replace(f"from .{module} import", f"from {home} import")

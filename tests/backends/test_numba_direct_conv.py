@@ -223,10 +223,10 @@ HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+
 SUBPROCESS = """
 import numpy
 from fastprop.backends import load_backend
-from fastprop.backends.numba.kernels import direct
+from fastprop.backends.numba.kernels import blocks, direct
 from tests.backends import test_numba_direct_conv as t
-unit = (direct.VECTOR_BYTES, direct.VECTOR_REGISTERS)
-assert unit == (32, 16), unit
+unit = (blocks.VECTOR_BYTES, blocks.VECTOR_REGISTERS)
+assert unit == (32, 16) and (direct.PIXELS_PER_BLOCK, direct.TAPS_PER_BLOCK) == (6, 5), unit
 backend = load_backend("numba")
 for dtype in (numpy.float32, numpy.float64):
     for case in ("3x3 stride 2, C=2, K=17", "the CNN's first layer"):
@@ -253,8 +253,8 @@ def test_the_block_sizes_do_not_depend_on_what_was_imported_first():
     kernels module or the backend is imported first (the target is decided once, before either)."""
     report = ("from fastprop.backends import load_backend; "
               "backend = load_backend('numba'); "
-              "from fastprop.backends.numba.kernels import direct; "
-              "print(direct.VECTOR_BYTES, direct.VECTOR_REGISTERS, backend.info()['instruction_set'])")
+              "from fastprop.backends.numba.kernels import blocks; "
+              "print(blocks.VECTOR_BYTES, blocks.VECTOR_REGISTERS, backend.info()['instruction_set'])")
     kernels_first = "import fastprop.backends.numba.kernels.direct; " + report
     outputs = []
     for code in (report, kernels_first):

@@ -6,7 +6,8 @@ outputs), :mod:`.step` (the other kernels of the contract methods: row gather, R
 cross-entropy, SGD, Adam), :mod:`.conv` (column matrices, epilogues and max pooling on channels-last images),
 :mod:`.products` (oneMKL products on Numba's threads, with the passes around them fused),
 :mod:`.dense_epoch` (the whole-epoch program of dense ReLU stacks on softmax cross-entropy),
-:mod:`.direct` (the direct convolution for few inputs per output, alone and with its max pooling),
+:mod:`.blocks` (register blocks written as vector IR), :mod:`.direct` (the direct convolution for few
+inputs per output, alone and with its max pooling, in those blocks),
 :mod:`.winograd` (the transforms of 3x3 stride-1 convolutions computed as Winograd F(2x2, 3x3)),
 :mod:`.norm`, :mod:`.augment` and
 :mod:`.epoch` (the whole-epoch kernel for Linear + Sigmoid + summed squared error, and the pixel
@@ -31,7 +32,8 @@ cannot prove ``range(k0, k1)`` indices non-negative and keeps its wraparound che
 the vectorizer), and rows are copied element by element (Numba's row-slice assignment is slower).
 
 Numba's on-disk cache (``cache=True``) is checked against each kernel's own source file only: after
-editing :mod:`.intrinsics` or :mod:`.step`, whose functions the other modules' kernels inline,
+editing a module whose functions other modules' kernels inline (:mod:`.intrinsics`, :mod:`.step`,
+:mod:`.conv`'s serial helpers),
 delete the cached machine code (``__pycache__/*.nbi`` and ``*.nbc`` beside these modules) so that
 nothing stale is loaded.
 """
