@@ -310,6 +310,7 @@ POOL_SHAPES = [  # n, (H, W, C), size, stride
     (2, (6, 7, 3), (2, 2), (3, 3)),
     (2, (5, 5, 1), (5, 5), (1, 1)),
     (2, (7, 8, 3), (3, 3), (3, 3)),  # windows that tile the image but for a row and two columns
+    (2, (5, 6, 3), (2, 2), (1, 1)),  # overlapping 2x2 windows
 ]
 
 
