@@ -214,14 +214,11 @@ def direct_weight_gradient_images(x, y, dy, relu, d_first, first, stop, kh, kw, 
                 for c in range(wo):
                     for k in range(K):
                         d[c, k] = gradient[c, k] if (not relu or output[c, k] > zero) else zero
+            rows = gradient if as_is else d
             for kb in range(blocks):
                 for tb in range(tap_blocks):
-                    if as_is:
-                        _broadcast_fma(acc[kb, tb], flat, r * sh * row_length, pixels,
-                                       offsets[tb * TAPS_PER_BLOCK:], TAPS_PER_BLOCK, 1, gradient, kb * block)
-                    else:
-                        _broadcast_fma(acc[kb, tb], flat, r * sh * row_length, pixels,
-                                       offsets[tb * TAPS_PER_BLOCK:], TAPS_PER_BLOCK, 1, d, kb * block)
+                    _broadcast_fma(acc[kb, tb], flat, r * sh * row_length, pixels,
+                                   offsets[tb * TAPS_PER_BLOCK:], TAPS_PER_BLOCK, 1, rows, kb * block)
     for k in range(K):
         kb, lane = k // block, k % block
         out[taps, k] = acc[kb, 0, TAPS_PER_BLOCK, lane]
