@@ -1,9 +1,12 @@
-"""The rate of the one-thread oneMKL products the Numba kernels call, on the CNN's shapes.
+"""The rate of the one-thread oneMKL products the Numba kernels call, on the CNN's and W2's shapes.
 
 ``python benchmarks/product_rates.py [--repeats 100]`` times, in a compiled loop on one thread (as each
-Numba thread runs them inside the fused kernels), a 1024³ product and the second convolution's three
+Numba thread runs them inside the fused kernels), a 1024³ product, the second convolution's three
 products for a chunk of 4 images (784 rows of 288 taps, 64 channels): forward ``columns @ W.T``, weight
-gradient ``dz.T @ columns`` and input gradient ``dz @ W``, and prints GFLOP/s (best of 7 rounds).
+gradient ``dz.T @ columns`` and input gradient ``dz @ W``, and W2's products as each of two threads
+takes them in its epoch program (300 rows of a batch of 600; 256 of 512 weight rows), the first
+layer's also with its weights stored transposed (``x @ Wt``, ``dWt = x.T @ dz``), and prints GFLOP/s
+(best of 7 rounds).
 Run it under ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (with the Numba variables of docs/performance.md) to
 see the AVX2 code path. Needs the ``mkl`` extra.
 """
@@ -24,7 +27,13 @@ from fastprop.backends.numba.kernels.products import NO_TRANS, TRANS, _gemm
 SHAPES = [("square 1024", NO_TRANS, NO_TRANS, 1024, 1024, 1024),
           ("conv2 forward 784x288 @ 288x64", NO_TRANS, TRANS, 784, 64, 288),
           ("conv2 weight gradient 64x784 @ 784x288", TRANS, NO_TRANS, 64, 288, 784),
-          ("conv2 input gradient 784x64 @ 64x288", NO_TRANS, NO_TRANS, 784, 288, 64)]
+          ("conv2 input gradient 784x64 @ 64x288", NO_TRANS, NO_TRANS, 784, 288, 64),
+          ("W2 layer 1 forward x @ W.T (300x784 -> 512)", NO_TRANS, TRANS, 300, 512, 784),
+          ("W2 layer 1 forward x @ Wt (W stored 784x512)", NO_TRANS, NO_TRANS, 300, 512, 784),
+          ("W2 layer 2 forward x @ W.T (300x512 -> 512)", NO_TRANS, TRANS, 300, 512, 512),
+          ("W2 layer 2 input gradient dz @ W", NO_TRANS, NO_TRANS, 300, 512, 512),
+          ("W2 layer 1 weight gradient dz.T @ x (256 rows)", TRANS, NO_TRANS, 256, 784, 600),
+          ("W2 layer 1 dWt = x.T @ dz (256 columns)", TRANS, NO_TRANS, 784, 256, 600)]
 
 
 @numba.njit(**JIT)
@@ -52,7 +61,7 @@ def main():
             started = time.perf_counter()
             _loop(calls, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, repeats)
             best = min(best, time.perf_counter() - started)
-        print(f"{label:42s} {2 * m * n * k * repeats / best / 1e9:7.1f} GFLOP/s")
+        print(f"{label:48s} {2 * m * n * k * repeats / best / 1e9:7.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
