@@ -129,13 +129,15 @@ def values_after_epochs(backend_name, epochs, data):
 # -- random batches --------------------------------------------------------------------------------
 
 
-def random_batch(batch, n_in, n_out, one_hot=True):
-    """``(x, target)`` drawn from :data:`RNG`: normal inputs and one-hot (or uniform) targets."""
-    x = RNG.normal(size=(batch, n_in))
+def random_batch(batch, n_in, n_out, one_hot=True, rng=None):
+    """``(x, target)`` drawn from ``rng`` (default :data:`RNG`, whose draws depend on the tests run
+    before in the same process): normal inputs and one-hot (or uniform) targets."""
+    rng = RNG if rng is None else rng
+    x = rng.normal(size=(batch, n_in))
     if one_hot:
-        target = numpy.eye(n_out)[RNG.integers(0, n_out, batch)]
+        target = numpy.eye(n_out)[rng.integers(0, n_out, batch)]
     else:
-        target = RNG.random((batch, n_out))
+        target = rng.random((batch, n_out))
     return x, target
 
 

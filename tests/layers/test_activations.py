@@ -17,7 +17,8 @@ from tests.helpers import assert_one_sentence, random_batch
 def test_activation_alone_passes_gradcheck(backend_name, activation):
     with fastprop.use_backend(backend_name, dtype="float64"):
         layer = activation()
-    x, target = random_batch(6, 4, 4, one_hot=False)
+    # every |x| > 0.06, off ReLU's kink (the shared stream's draws depend on the tests run before)
+    x, target = random_batch(6, 4, 4, one_hot=False, rng=numpy.random.default_rng(5))
     result = fastprop.gradcheck(layer, MeanSquareError(), x, target)
     assert result.passed(1e-6), str(result)
 
