@@ -17,7 +17,8 @@ import warnings
 import numpy
 
 from ..arrays import KERNEL_FLOATS, kernel_ready, norm_ready
-from ..base import Backend, window_output
+from ..base import Backend
+from ..convolution import window_output
 from ..registry import BackendUnavailableError
 
 try:

@@ -1,4 +1,4 @@
-"""The Numba backend's convolutions and max pooling (channels-last images; see ``backends/base.py``).
+"""The Numba backend's convolutions and max pooling (channels-last images; see ``backends/convolution.py``).
 
 A convolution with at most ``DIRECT_CONVOLUTION`` inputs per output (``C * kh * kw``: a first layer on
 raw pixels) runs as the register-blocked direct kernels of :mod:`.kernels.direct`. Wider ones are column
@@ -19,7 +19,7 @@ import math
 import numpy
 
 from ..arrays import kernel_ready
-from ..base import window_output
+from ..convolution import window_output
 
 #: Convolutions with at most this many inputs per output (``C * kh * kw``) run directly; wider ones
 #: are a column matrix and a BLAS product.

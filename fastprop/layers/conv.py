@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy
 
-from fastprop.backends.base import window_output
+from fastprop.backends.convolution import window_output
 
 from .. import seeding
 from ..checks import is_whole, positive_integer

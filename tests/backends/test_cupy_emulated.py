@@ -419,7 +419,7 @@ def test_im2col_col2im_and_the_bias_epilogue(emulated, dtype, shape):
     n, image, K, kernel, stride, padding = shape
     rng = numpy.random.default_rng(sum(image))
     x = rng.normal(size=(n, *image)).astype(dtype)
-    out_size = fastprop.backends.base.window_output(*image[:2], kernel, stride, padding)
+    out_size = fastprop.backends.convolution.window_output(*image[:2], kernel, stride, padding)
     window = (kernel, stride, padding)
     columns_expected, _ = REFERENCE._im2col(x, kernel, stride, padding)
     d_columns = rng.normal(size=columns_expected.shape).astype(dtype)
@@ -484,7 +484,7 @@ def test_conv_kernels_loop_round_a_small_grid(emulated, dtype):
     cupy, kernels = emulated.cupy, emulated.kernels
     n, image, K, kernel, stride, padding = CONV_SHAPES[1]
     x = numpy.random.default_rng(4).normal(size=(n, *image)).astype(dtype)
-    out_size = fastprop.backends.base.window_output(*image[:2], kernel, stride, padding)
+    out_size = fastprop.backends.convolution.window_output(*image[:2], kernel, stride, padding)
     expected, _ = REFERENCE._im2col(x, kernel, stride, padding)
     columns = cupy.empty(expected.shape, dtype)
     sizes = (*image, *out_size, *kernel, *stride, *padding)
