@@ -53,7 +53,7 @@ import numpy as np
 from numba import prange
 
 from .blocks import VECTOR_REGISTERS, _bias_block, _block_channels, _broadcast_fma
-from .conv import col2im_images, col2im_planes, pool_rows, unpool_images
+from .conv import _relu, col2im_images, col2im_planes, pool_rows, unpool_images
 from .intrinsics import JIT
 from .products import NO_TRANS, TRANS, _block, _chunk_items, _gemm
 
@@ -166,7 +166,7 @@ def direct_rows(x, weights, bias, kh, kw, sh, sw, ph, pw, relu, first, stop, y, 
                         for s in range(kept):
                             pixel, sums = out[cb * PIXELS_PER_BLOCK + s, start:], acc[s]
                             for k in range(depth):
-                                pixel[k] = max(sums[k], zero) if relu else sums[k]
+                                pixel[k] = _relu(sums[k], zero, relu)
         row += r1 - r0
 
 
