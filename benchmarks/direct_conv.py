@@ -87,7 +87,7 @@ def main(revision="HEAD~1", dtype="float32"):
 
     kernels = (forward, gradient) + ((pooled,) if hasattr(before, "direct_pool_forward") else ())
     times = {}
-    for kernel in kernels:  # compile or load both first
+    for kernel in kernels:  # compile or load every kernel of both first
         kernel(before), kernel(after)
     for _ in range(7):
         for kernel in kernels:
